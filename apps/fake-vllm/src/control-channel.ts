@@ -1,0 +1,208 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { FakeVllmStats } from './engine-group.js';
+import type { FaultProfile } from './faults.js';
+import type { LatencyOptions } from './options.js';
+
+/** What a control channel can do; `startFakeVllm(...).control` implements it in-process. */
+export interface FakeVllmControl {
+  /** The WebSocket URL of the control channel, when enabled. */
+  readonly url: string | undefined;
+  /** Ground truth of every engine. */
+  stats(): Promise<FakeVllmStats>;
+  /** Replaces the fault profile of every engine, or of engine `engine` (index). */
+  setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void>;
+  /** Changes the latency model live. */
+  setLatency(latency: LatencyOptions, engine?: number): Promise<void>;
+  /** Restarts the high-water marks (max running / max concurrent) for a new measurement phase. */
+  resetHighWaterMarks(): Promise<void>;
+}
+
+/** Requests accepted on the control channel (JSON text frames). `id` is echoed in the answer. */
+export type ControlRequest =
+  | { id?: number | string; type: 'stats' }
+  | { id?: number | string; type: 'set-fault-profile'; profile: FaultProfile | string; engine?: number }
+  | { id?: number | string; type: 'set-latency'; latency: LatencyOptions; engine?: number }
+  | { id?: number | string; type: 'reset-high-water-marks' };
+
+/** Frames sent on the control channel. `stats` frames are also pushed every `statsIntervalMs` unasked. */
+export type ControlResponse =
+  | { id?: number | string; type: 'stats'; stats: FakeVllmStats; at: number }
+  | { id?: number | string; type: 'ok' }
+  | { id?: number | string; type: 'error'; message: string };
+
+/** Serves {@link FakeVllmControl} over WebSocket, pushing stats once per interval to every client. */
+export class ControlChannelServer {
+  private readonly server: WebSocketServer;
+  private timer: NodeJS.Timeout | undefined;
+  url = '';
+
+  constructor(
+    private readonly control: Omit<FakeVllmControl, 'url'>,
+    private readonly options: { host: string; port: number; token: string | undefined; statsIntervalMs: number },
+  ) {
+    this.server = new WebSocketServer({
+      host: options.host,
+      port: options.port,
+      verifyClient: (info: { req: IncomingMessage }) => this.authorized(info.req),
+    });
+  }
+
+  private authorized(request: IncomingMessage): boolean {
+    const token = this.options.token;
+    if (token === undefined) return true;
+    const query = new URL(request.url ?? '/', 'ws://control').searchParams.get('token');
+    return query === token || request.headers.authorization === `Bearer ${token}`;
+  }
+
+  async start(): Promise<string> {
+    const http = (this.server as unknown as { _server: Server })._server;
+    if (!http.listening) await new Promise((resolve) => this.server.once('listening', resolve));
+    const { port } = this.server.address() as AddressInfo;
+    const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
+    this.url = `ws://${host}:${port}`;
+    this.server.on('connection', (socket) => this.onConnection(socket));
+    this.timer = setInterval(() => void this.push(), this.options.statsIntervalMs);
+    this.timer.unref();
+    return this.url;
+  }
+
+  private async push(): Promise<void> {
+    if (this.server.clients.size === 0) return;
+    const frame = JSON.stringify({ type: 'stats', stats: await this.control.stats(), at: Date.now() });
+    for (const client of this.server.clients) if (client.readyState === client.OPEN) client.send(frame);
+  }
+
+  private onConnection(socket: WebSocket): void {
+    socket.on('message', async (data) => {
+      let request: ControlRequest;
+      try {
+        request = JSON.parse(String(data)) as ControlRequest;
+      } catch {
+        socket.send(
+          JSON.stringify({ type: 'error', message: 'Control frames must be JSON' } satisfies ControlResponse),
+        );
+        return;
+      }
+      const id = request.id;
+      const reply = (response: ControlResponse) =>
+        socket.send(JSON.stringify(id === undefined ? response : { ...response, id }));
+      try {
+        switch (request.type) {
+          case 'stats':
+            return reply({ type: 'stats', stats: await this.control.stats(), at: Date.now() });
+          case 'set-fault-profile':
+            await this.control.setFaultProfile(request.profile, request.engine);
+            return reply({ type: 'ok' });
+          case 'set-latency':
+            await this.control.setLatency(request.latency, request.engine);
+            return reply({ type: 'ok' });
+          case 'reset-high-water-marks':
+            await this.control.resetHighWaterMarks();
+            return reply({ type: 'ok' });
+          default:
+            return reply({
+              type: 'error',
+              message: `Unknown control request type \`${(request as { type?: unknown }).type}\`; expected stats, set-fault-profile, set-latency or reset-high-water-marks`,
+            });
+        }
+      } catch (error) {
+        reply({ type: 'error', message: (error as Error).message });
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    for (const client of this.server.clients) client.terminate();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** A client of the control channel: what tests and the load sweep use to read the server's ground truth. */
+export class ControlClient implements FakeVllmControl {
+  private nextId = 1;
+  private readonly pending = new Map<
+    number,
+    { resolve: (frame: ControlResponse) => void; reject: (error: Error) => void }
+  >();
+  private readonly listeners = new Set<(stats: FakeVllmStats) => void>();
+
+  private constructor(
+    readonly url: string,
+    private readonly socket: WebSocket,
+  ) {
+    socket.on('message', (data) => {
+      const frame = JSON.parse(String(data)) as ControlResponse;
+      if (frame.id !== undefined) {
+        const waiter = this.pending.get(frame.id as number);
+        this.pending.delete(frame.id as number);
+        waiter?.resolve(frame);
+      } else if (frame.type === 'stats') {
+        for (const listener of this.listeners) listener(frame.stats);
+      }
+    });
+    socket.on('close', () => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error('control channel closed'));
+      this.pending.clear();
+    });
+  }
+
+  /** Connects to a control channel URL (`ws://...`), with its token if one is required. */
+  static async connect(url: string, token?: string): Promise<ControlClient> {
+    const { WebSocket } = await import('ws');
+    const socket = new WebSocket(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('error', reject);
+      socket.once('unexpected-response', (_request, response) =>
+        reject(new Error(`control channel refused the connection: HTTP ${response.statusCode}`)),
+      );
+    });
+    return new ControlClient(url, socket);
+  }
+
+  private async request(request: ControlRequest): Promise<ControlResponse> {
+    const id = this.nextId++;
+    const answer = new Promise<ControlResponse>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    this.socket.send(JSON.stringify({ ...request, id }));
+    const frame = await answer;
+    if (frame.type === 'error') throw new Error(frame.message);
+    return frame;
+  }
+
+  async stats(): Promise<FakeVllmStats> {
+    const frame = await this.request({ type: 'stats' });
+    return (frame as Extract<ControlResponse, { type: 'stats' }>).stats;
+  }
+
+  async setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void> {
+    await this.request(
+      engine === undefined ? { type: 'set-fault-profile', profile } : { type: 'set-fault-profile', profile, engine },
+    );
+  }
+
+  async setLatency(latency: LatencyOptions, engine?: number): Promise<void> {
+    await this.request(
+      engine === undefined ? { type: 'set-latency', latency } : { type: 'set-latency', latency, engine },
+    );
+  }
+
+  async resetHighWaterMarks(): Promise<void> {
+    await this.request({ type: 'reset-high-water-marks' });
+  }
+
+  /** Calls `listener` with every stats frame the server pushes (once per interval). Returns an unsubscribe. */
+  onStats(listener: (stats: FakeVllmStats) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.socket.readyState === this.socket.CLOSED) return;
+    const closed = new Promise((resolve) => this.socket.once('close', resolve));
+    this.socket.close();
+    await closed;
+  }
+}

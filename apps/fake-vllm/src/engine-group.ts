@@ -1,0 +1,126 @@
+import { InFlightGauge } from './engine.js';
+import { EngineServer, type EngineStats } from './engine-server.js';
+import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
+import { type LatencyOptions, type ResolvedEngineOptions, validateLatencyOptions } from './options.js';
+
+/** Ground truth of a whole fake-vllm deployment: per engine, and totals. */
+export interface FakeVllmStats {
+  engines: EngineStats[];
+  total: {
+    connectionsOpen: number;
+    running: number;
+    waiting: number;
+    requests: number;
+    completed: number;
+    aborted: number;
+    cancelled: number;
+    generationTokens: number;
+    faults: Record<FaultName, number>;
+    /**
+     * Highest running + waiting requests seen at once across all engines. Exact within one process; with several
+     * processes it is the sum of each process's exact maximum (an upper bound), and `maxConcurrentExact` is false.
+     */
+    maxConcurrent: number;
+    maxConcurrentExact: boolean;
+  };
+}
+
+/** What one process's engines report: their stats and the process-wide high-water mark. */
+export interface ProcessStats {
+  engines: EngineStats[];
+  maxConcurrent: number;
+}
+
+/** Engines reachable through one interface, whether in this process or in children. */
+export interface EngineGroup {
+  readonly urls: string[];
+  stats(): Promise<ProcessStats[]>;
+  setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void>;
+  setLatency(latency: LatencyOptions, engine?: number): Promise<void>;
+  resetHighWaterMarks(): Promise<void>;
+  close(mode: 'drain' | 'abort', drainTimeoutMs: number): Promise<void>;
+}
+
+/** Sums per-process stats into {@link FakeVllmStats}. */
+export function aggregateStats(processes: readonly ProcessStats[]): FakeVllmStats {
+  const engines = processes.flatMap((process) => process.engines);
+  const faults = Object.fromEntries(FAULT_NAMES.map((name) => [name, 0])) as Record<FaultName, number>;
+  const total = {
+    connectionsOpen: 0,
+    running: 0,
+    waiting: 0,
+    requests: 0,
+    completed: 0,
+    aborted: 0,
+    cancelled: 0,
+    generationTokens: 0,
+    faults,
+    maxConcurrent: processes.reduce((sum, process) => sum + process.maxConcurrent, 0),
+    maxConcurrentExact: processes.length <= 1,
+  };
+  for (const engine of engines) {
+    total.connectionsOpen += engine.connectionsOpen;
+    total.running += engine.running;
+    total.waiting += engine.waiting;
+    total.requests += engine.requests;
+    total.completed += engine.completed;
+    total.aborted += engine.aborted;
+    total.cancelled += engine.cancelled;
+    total.generationTokens += engine.generationTokens;
+    for (const name of FAULT_NAMES) faults[name] += engine.faults[name];
+  }
+  return { engines, total };
+}
+
+/** Engines served by this process. */
+export class LocalEngineGroup implements EngineGroup {
+  readonly urls: string[] = [];
+  private readonly gauge = new InFlightGauge();
+
+  private constructor(readonly servers: EngineServer[]) {}
+
+  /** Starts `count` engines concurrently; each binds its own port (0 = kernel-chosen). */
+  static async start(options: ResolvedEngineOptions, host: string, ports: number[]): Promise<LocalEngineGroup> {
+    const group = new LocalEngineGroup([]);
+    const servers = ports.map(
+      (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge),
+    );
+    group.servers.push(...servers);
+    try {
+      group.urls.push(...(await Promise.all(servers.map((server, index) => server.listen(ports[index]!)))));
+    } catch (error) {
+      await Promise.all(servers.map((server) => server.close('abort', 0)));
+      throw error;
+    }
+    return group;
+  }
+
+  private select(engine: number | undefined): EngineServer[] {
+    if (engine === undefined) return this.servers;
+    const server = this.servers[engine];
+    if (!server) throw new RangeError(`Expected \`engine\` within 0..${this.servers.length - 1}, got ${engine}`);
+    return [server];
+  }
+
+  async stats(): Promise<ProcessStats[]> {
+    return [{ engines: this.servers.map((server) => server.stats()), maxConcurrent: this.gauge.max }];
+  }
+
+  async setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void> {
+    for (const server of this.select(engine)) server.setFaultProfile(profile);
+  }
+
+  async setLatency(latency: LatencyOptions, engine?: number): Promise<void> {
+    validateLatencyOptions(latency);
+    for (const server of this.select(engine)) server.setLatency(latency);
+  }
+
+  async resetHighWaterMarks(): Promise<void> {
+    for (const server of this.servers) server.resetHighWaterMarks();
+    this.gauge.max = this.gauge.current;
+  }
+
+  async close(mode: 'drain' | 'abort', drainTimeoutMs: number): Promise<void> {
+    await Promise.all(this.servers.map((server) => server.close(mode, drainTimeoutMs)));
+  }
+}

@@ -1,0 +1,38 @@
+export { ControlClient, type ControlRequest, type ControlResponse, type FakeVllmControl } from './control-channel.js';
+export type { EngineCounters, FinishReason, PauseMode } from './engine.js';
+export type { FakeVllmStats } from './engine-group.js';
+export { type EngineStats, TIMING_HEADERS } from './engine-server.js';
+export { FakeVllmConfigError } from './errors.js';
+export {
+  BUILTIN_FAULT_PROFILES,
+  FAULT_HEADER,
+  FAULT_NAMES,
+  type FaultName,
+  type FaultProfile,
+  type FaultRule,
+  parseFaultHeader,
+} from './faults.js';
+export {
+  type ControlChannelOptions,
+  type EngineOptions,
+  type FakeVllmOptions,
+  type LatencyOptions,
+  resolveFakeVllmOptions,
+} from './options.js';
+export { renderChatPrompt } from './protocol.js';
+export { type FakeVllm, startFakeVllm } from './start.js';
+export {
+  CONTEXT_WINDOW,
+  DEFAULT_VOCAB_SIZE,
+  detokenize,
+  type ExpectedCompletion,
+  type ExpectedCompletionOptions,
+  eosTokenId,
+  expectedCompletion,
+  generatedTokenText,
+  isEndOfSequence,
+  nextTokenId,
+  tokenize,
+  tokenLogprob,
+  tokenText,
+} from './tokens.js';

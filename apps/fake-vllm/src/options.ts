@@ -1,0 +1,210 @@
+import { readFileSync } from 'node:fs';
+import { FakeVllmConfigError } from './errors.js';
+import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { DEFAULT_VOCAB_SIZE } from './tokens.js';
+
+/** The latency model of one engine. Settable at start and live over the control channel. */
+export interface LatencyOptions {
+  /** Fixed part of time to first token, from admission to the first token. @default 50 (ms) */
+  ttftMs?: number;
+  /** Prefill cost added to TTFT per prompt token. @default 0.02 (ms per token) */
+  prefillMsPerToken?: number;
+  /** Duration of one decode step with one running sequence: the inter-token latency. @default 12 (ms) */
+  itlMs?: number;
+  /** Relative standard deviation of each step's duration and of TTFT (Gaussian, seeded). @default 0.1 */
+  jitter?: number;
+  /**
+   * Step duration multiplier when all `maxNumSeqs` slots run, interpolated linearly from 1 at one running
+   * sequence: `1 + (loadSlowdown - 1) * (running - 1) / (maxNumSeqs - 1)`. @default 1 (no slowdown)
+   */
+  loadSlowdown?: number;
+}
+
+/** Everything that shapes one engine. */
+export interface EngineOptions extends LatencyOptions {
+  /** Model name served in `/v1/models` and checked on requests. @default "fake-model" */
+  model?: string;
+  /** Running sequence slots; further requests wait in a FIFO queue. @default 256 */
+  maxNumSeqs?: number;
+  /** Waiting requests beyond which new ones get 429. @default Infinity */
+  maxWaiting?: number;
+  /** Context length: prompt + max_tokens must fit. @default 32768 (tokens) */
+  maxModelLen?: number;
+  /** Vocabulary size of the toy tokenizer. @default 32000 */
+  vocabSize?: number;
+  /** Seed of generated tokens (when a request sets no `seed`), jitter and fault rolls. @default 0 */
+  seed?: number;
+  /** Per-token probability of ending with EOS (`finish_reason: "stop"`). @default 0 — exactly max_tokens */
+  eosProbability?: number;
+  /** Idle keep-alive connections are closed after this long, as uvicorn does. @default 5000 (ms) */
+  keepAliveTimeoutMs?: number;
+  /** Send `Keep-Alive: timeout=N` on responses. uvicorn does not. @default false */
+  keepAliveHint?: boolean;
+  /** `listen()` backlog. @default net.core.somaxconn (the most the kernel allows), else 511 */
+  backlog?: number;
+  /** `/health` answers 503 for this long after start, like an engine loading weights. @default 0 (ms) */
+  readyAfterMs?: number;
+  /** Fault rates, or a built-in profile name (`none`, `chaos`, `idle-close-race`). @default none */
+  faultProfile?: FaultProfile | string;
+}
+
+/** Options of {@link startFakeVllm}. */
+export interface FakeVllmOptions extends EngineOptions {
+  /** Address engines and the control channel listen on. @default "127.0.0.1" */
+  host?: string;
+  /** Port of the first engine; 0 lets the kernel choose (no port races). Engine i uses port+i when non-zero. @default 0 */
+  port?: number;
+  /** Engines to start, each its own server, port and scheduler. @default 1 */
+  engines?: number;
+  /** Child processes to spread engines over; 0 runs them in this process. @default 0 */
+  processes?: number;
+  /** The WebSocket control and telemetry channel. `false` disables it. @default { host: "127.0.0.1", port: 0 } */
+  control?: ControlChannelOptions | false;
+}
+
+/** Options of the control channel. */
+export interface ControlChannelOptions {
+  /** @default "127.0.0.1" — loopback only unless changed on purpose */
+  host?: string;
+  /** @default 0 */
+  port?: number;
+  /** Required as `?token=` or `Authorization: Bearer` when set. @default none */
+  token?: string;
+  /** Period of the pushed stats. @default 1000 (ms) */
+  statsIntervalMs?: number;
+}
+
+/** Engine options with every default applied. */
+export type ResolvedEngineOptions = Required<Omit<EngineOptions, 'faultProfile'>> & {
+  faultProfile: FaultProfile | string;
+};
+
+/** Startup options with every default applied. */
+export interface ResolvedFakeVllmOptions extends ResolvedEngineOptions {
+  host: string;
+  port: number;
+  engines: number;
+  processes: number;
+  control: Required<Omit<ControlChannelOptions, 'token'>> & { token: string | undefined; enabled: boolean };
+}
+
+function readSomaxconn(): number {
+  try {
+    const value = Number.parseInt(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim(), 10);
+    return Number.isFinite(value) && value > 0 ? value : 511;
+  } catch {
+    return 511;
+  }
+}
+
+function check(condition: boolean, field: string, expected: string, got: unknown): void {
+  if (!condition) {
+    throw new FakeVllmConfigError(`Expected \`${field}\` to be ${expected}, got \`${JSON.stringify(got)}\``);
+  }
+}
+
+const nonNegative = (value: number) => Number.isFinite(value) && value >= 0;
+const positiveInteger = (value: number) => Number.isInteger(value) && value > 0;
+
+/** Validates latency options that may arrive live (only the given fields). */
+export function validateLatencyOptions(latency: LatencyOptions): void {
+  for (const field of ['ttftMs', 'prefillMsPerToken', 'itlMs', 'jitter'] as const) {
+    const value = latency[field];
+    if (value !== undefined) check(nonNegative(value), field, 'a finite number >= 0', value);
+  }
+  if (latency.itlMs !== undefined) check(latency.itlMs >= 0.1, 'itlMs', 'at least 0.1 ms', latency.itlMs);
+  if (latency.loadSlowdown !== undefined) {
+    check(
+      Number.isFinite(latency.loadSlowdown) && latency.loadSlowdown >= 1,
+      'loadSlowdown',
+      '>= 1',
+      latency.loadSlowdown,
+    );
+  }
+}
+
+/** Applies defaults to engine options and validates them. */
+export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngineOptions {
+  const resolved: ResolvedEngineOptions = {
+    ttftMs: options.ttftMs ?? 50,
+    prefillMsPerToken: options.prefillMsPerToken ?? 0.02,
+    itlMs: options.itlMs ?? 12,
+    jitter: options.jitter ?? 0.1,
+    loadSlowdown: options.loadSlowdown ?? 1,
+    model: options.model ?? 'fake-model',
+    maxNumSeqs: options.maxNumSeqs ?? 256,
+    maxWaiting: options.maxWaiting ?? Number.POSITIVE_INFINITY,
+    maxModelLen: options.maxModelLen ?? 32_768,
+    vocabSize: options.vocabSize ?? DEFAULT_VOCAB_SIZE,
+    seed: options.seed ?? 0,
+    eosProbability: options.eosProbability ?? 0,
+    keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? 5000,
+    keepAliveHint: options.keepAliveHint ?? false,
+    backlog: options.backlog ?? readSomaxconn(),
+    readyAfterMs: options.readyAfterMs ?? 0,
+    faultProfile: options.faultProfile ?? 'none',
+  };
+  validateLatencyOptions(resolved);
+  check(typeof resolved.model === 'string' && resolved.model.length > 0, 'model', 'a non-empty string', resolved.model);
+  check(positiveInteger(resolved.maxNumSeqs), 'maxNumSeqs', 'a whole number > 0', resolved.maxNumSeqs);
+  check(resolved.maxWaiting >= 0, 'maxWaiting', 'a number >= 0', resolved.maxWaiting);
+  check(positiveInteger(resolved.maxModelLen), 'maxModelLen', 'a whole number > 0', resolved.maxModelLen);
+  check(
+    Number.isInteger(resolved.vocabSize) && resolved.vocabSize >= 1024,
+    'vocabSize',
+    'a whole number >= 1024',
+    resolved.vocabSize,
+  );
+  check(Number.isInteger(resolved.seed), 'seed', 'an integer', resolved.seed);
+  check(
+    resolved.eosProbability >= 0 && resolved.eosProbability < 1,
+    'eosProbability',
+    'within [0, 1)',
+    resolved.eosProbability,
+  );
+  check(nonNegative(resolved.keepAliveTimeoutMs), 'keepAliveTimeoutMs', 'a number >= 0', resolved.keepAliveTimeoutMs);
+  check(positiveInteger(resolved.backlog), 'backlog', 'a whole number > 0', resolved.backlog);
+  check(nonNegative(resolved.readyAfterMs), 'readyAfterMs', 'a number >= 0', resolved.readyAfterMs);
+  resolveFaultProfile(resolved.faultProfile);
+  return resolved;
+}
+
+/** Applies defaults to {@link FakeVllmOptions} and validates them. */
+export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedFakeVllmOptions {
+  const engine = resolveEngineOptions(options);
+  const control = options.control === false ? undefined : (options.control ?? {});
+  const resolved: ResolvedFakeVllmOptions = {
+    ...engine,
+    host: options.host ?? '127.0.0.1',
+    port: options.port ?? 0,
+    engines: options.engines ?? 1,
+    processes: options.processes ?? 0,
+    control: {
+      enabled: control !== undefined,
+      host: control?.host ?? '127.0.0.1',
+      port: control?.port ?? 0,
+      token: control?.token,
+      statsIntervalMs: control?.statsIntervalMs ?? 1000,
+    },
+  };
+  check(
+    Number.isInteger(resolved.port) && resolved.port >= 0 && resolved.port < 65536,
+    'port',
+    '0..65535',
+    resolved.port,
+  );
+  check(positiveInteger(resolved.engines), 'engines', 'a whole number > 0', resolved.engines);
+  check(
+    Number.isInteger(resolved.processes) && resolved.processes >= 0,
+    'processes',
+    'a whole number >= 0',
+    resolved.processes,
+  );
+  check(
+    positiveInteger(resolved.control.statsIntervalMs),
+    'control.statsIntervalMs',
+    'a whole number > 0',
+    resolved.control.statsIntervalMs,
+  );
+  return resolved;
+}

@@ -1,0 +1,216 @@
+/**
+ * Deterministic model output and a reversible toy tokenizer.
+ *
+ * Every next token is a pure function of a seed and the last {@link CONTEXT_WINDOW} tokens of the
+ * sequence (prompt followed by what was generated). Two consequences that tests and load generators rely on:
+ * a client can compute exactly what it should have received, and a generation resumed from
+ * `prompt + received tokens` continues exactly as the uninterrupted one would have.
+ */
+
+/** How many preceding tokens the next token depends on. */
+export const CONTEXT_WINDOW = 4;
+/** Default vocabulary size, as a small Llama-style model. */
+export const DEFAULT_VOCAB_SIZE = 32_000;
+/** Token ids below this are raw UTF-8 bytes; the tokenizer falls back to them for text it has no word for. */
+export const BYTE_TOKEN_COUNT = 256;
+
+const CONSONANTS = 'bdfghjklmnprstvz';
+const VOWELS = 'aeiou';
+const SYLLABLES: string[] = [];
+for (const consonant of CONSONANTS) for (const vowel of VOWELS) SYLLABLES.push(consonant + vowel);
+const SYLLABLE_COUNT = SYLLABLES.length; // 80
+const TWO_SYLLABLE_WORDS = SYLLABLE_COUNT * SYLLABLE_COUNT; // 6400
+const SYLLABLE_INDEX = new Map(SYLLABLES.map((syllable, index) => [syllable, index]));
+
+/** Id of the end-of-sequence token for a vocabulary size: the last id. */
+export function eosTokenId(vocabSize = DEFAULT_VOCAB_SIZE): number {
+  return vocabSize - 1;
+}
+
+/** murmur3's 32-bit finaliser: a cheap, well-mixed integer hash. */
+function mix32(value: number): number {
+  let h = value | 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Hash of a seed and the last {@link CONTEXT_WINDOW} tokens of `context` (fewer when the context is shorter). */
+export function contextHash(seed: number, context: ArrayLike<number>, salt = 0): number {
+  let h = mix32((seed | 0) ^ Math.imul(salt + 1, 0x9e3779b1));
+  const start = Math.max(0, context.length - CONTEXT_WINDOW);
+  for (let index = start; index < context.length; index++) {
+    h = mix32(h ^ Math.imul((context[index] as number) + 0x27d4eb2f, 0x165667b1));
+  }
+  return h;
+}
+
+/**
+ * The token the fake model emits after `context` (prompt plus tokens generated so far) for `seed`.
+ * Never returns a byte token or the EOS token: those appear only through {@link isEndOfSequence}.
+ */
+export function nextTokenId(seed: number, context: ArrayLike<number>, vocabSize = DEFAULT_VOCAB_SIZE): number {
+  const wordCount = vocabSize - BYTE_TOKEN_COUNT - 1;
+  return BYTE_TOKEN_COUNT + (contextHash(seed, context) % wordCount);
+}
+
+/** Whether the fake model stops after `context` when the per-token EOS probability is `eosProbability`. */
+export function isEndOfSequence(seed: number, context: ArrayLike<number>, eosProbability: number): boolean {
+  if (eosProbability <= 0) return false;
+  return contextHash(seed, context, 1) / 0x1_0000_0000 < eosProbability;
+}
+
+/** Deterministic log-probability reported for the token chosen after `context`, in (-4, 0]. */
+export function tokenLogprob(seed: number, context: ArrayLike<number>): number {
+  return -((contextHash(seed, context, 2) & 0xffff) / 0x10000) * 4;
+}
+
+/** Options of {@link expectedCompletion}; the same knobs the server uses. */
+export interface ExpectedCompletionOptions {
+  /** Sampling seed of the sequence (the request's `seed`, or the server's seed, plus the choice index). */
+  seed: number;
+  /** Tokens to generate at most. */
+  maxTokens: number;
+  /** @default 0 — never stop early */
+  eosProbability?: number;
+  /** @default 32000 */
+  vocabSize?: number;
+}
+
+/** Result of {@link expectedCompletion}. */
+export interface ExpectedCompletion {
+  tokenIds: number[];
+  finishReason: 'length' | 'stop';
+}
+
+/**
+ * Exactly what fake-vllm generates for a prompt: use it to verify a response token by token, or to check that a
+ * resumed generation equals the uninterrupted one.
+ */
+export function expectedCompletion(
+  promptTokenIds: readonly number[],
+  options: ExpectedCompletionOptions,
+): ExpectedCompletion {
+  const vocabSize = options.vocabSize ?? DEFAULT_VOCAB_SIZE;
+  const eosProbability = options.eosProbability ?? 0;
+  const context = promptTokenIds.slice(-CONTEXT_WINDOW);
+  const tokenIds: number[] = [];
+  while (tokenIds.length < options.maxTokens) {
+    if (isEndOfSequence(options.seed, context, eosProbability)) return { tokenIds, finishReason: 'stop' };
+    const token = nextTokenId(options.seed, context, vocabSize);
+    tokenIds.push(token);
+    context.push(token);
+    if (context.length > CONTEXT_WINDOW) context.shift();
+  }
+  return { tokenIds, finishReason: 'length' };
+}
+
+function wordForIndex(index: number): string {
+  if (index < TWO_SYLLABLE_WORDS) {
+    return SYLLABLES[Math.floor(index / SYLLABLE_COUNT)]! + SYLLABLES[index % SYLLABLE_COUNT]!;
+  }
+  let rest = index - TWO_SYLLABLE_WORDS;
+  const third = rest % SYLLABLE_COUNT;
+  rest = Math.floor(rest / SYLLABLE_COUNT);
+  const second = rest % SYLLABLE_COUNT;
+  const first = Math.floor(rest / SYLLABLE_COUNT);
+  return SYLLABLES[first]! + SYLLABLES[second]! + SYLLABLES[third]!;
+}
+
+const textCache = new Map<number, string[]>();
+
+/** Text of every token id for a vocabulary size (cached): bytes as latin1 characters, words with a leading space. */
+function tokenTexts(vocabSize: number): string[] {
+  let texts = textCache.get(vocabSize);
+  if (texts) return texts;
+  texts = new Array<string>(vocabSize);
+  for (let id = 0; id < BYTE_TOKEN_COUNT; id++) texts[id] = String.fromCharCode(id);
+  for (let id = BYTE_TOKEN_COUNT; id < vocabSize - 1; id++) texts[id] = ` ${wordForIndex(id - BYTE_TOKEN_COUNT)}`;
+  texts[vocabSize - 1] = '';
+  textCache.set(vocabSize, texts);
+  return texts;
+}
+
+/** The text a generated (word) token decodes to, e.g. `" kavo"`. Byte tokens decode only in context. */
+export function tokenText(tokenId: number, vocabSize = DEFAULT_VOCAB_SIZE): string {
+  if (tokenId >= BYTE_TOKEN_COUNT && tokenId < vocabSize - 1) return tokenTexts(vocabSize)[tokenId]!;
+  if (tokenId === vocabSize - 1) return '';
+  return `<0x${tokenId.toString(16).padStart(2, '0').toUpperCase()}>`;
+}
+
+function wordTokenId(word: string, vocabSize: number): number | undefined {
+  if (word.length !== 4 && word.length !== 6) return undefined;
+  let value = 0;
+  for (let offset = 0; offset < word.length; offset += 2) {
+    const syllable = SYLLABLE_INDEX.get(word.slice(offset, offset + 2));
+    if (syllable === undefined) return undefined;
+    value = value * SYLLABLE_COUNT + syllable;
+  }
+  const index = word.length === 4 ? value : TWO_SYLLABLE_WORDS + value;
+  const id = BYTE_TOKEN_COUNT + index;
+  return id < vocabSize - 1 ? id : undefined;
+}
+
+const WORD_PATTERN = / [a-z]+/g;
+
+/**
+ * Tokenizes any text reversibly: ` word` pieces that are in the vocabulary become one token, everything else
+ * becomes its UTF-8 bytes. `detokenize(tokenize(text)) === text` for every string.
+ */
+export function tokenize(text: string, vocabSize = DEFAULT_VOCAB_SIZE): number[] {
+  const ids: number[] = [];
+  const pushBytes = (piece: string): void => {
+    for (const byte of Buffer.from(piece, 'utf8')) ids.push(byte);
+  };
+  let cursor = 0;
+  for (const match of text.matchAll(WORD_PATTERN)) {
+    const start = match.index;
+    const id = wordTokenId(match[0].slice(1), vocabSize);
+    if (id === undefined) continue;
+    if (start > cursor) pushBytes(text.slice(cursor, start));
+    ids.push(id);
+    cursor = start + match[0].length;
+  }
+  if (cursor < text.length) pushBytes(text.slice(cursor));
+  return ids;
+}
+
+/** Inverse of {@link tokenize}. Byte tokens are gathered and decoded as UTF-8; EOS decodes to nothing. */
+export function detokenize(tokenIds: readonly number[], vocabSize = DEFAULT_VOCAB_SIZE): string {
+  const texts = tokenTexts(vocabSize);
+  let text = '';
+  let bytes: number[] = [];
+  for (const id of tokenIds) {
+    if (id < BYTE_TOKEN_COUNT) {
+      bytes.push(id);
+      continue;
+    }
+    if (bytes.length > 0) {
+      text += Buffer.from(bytes).toString('utf8');
+      bytes = [];
+    }
+    text += texts[id] ?? '';
+  }
+  if (bytes.length > 0) text += Buffer.from(bytes).toString('utf8');
+  return text;
+}
+
+/** Text of one generated token as it is streamed (bytes are never generated, so this is always a word). */
+export function generatedTokenText(tokenId: number, vocabSize = DEFAULT_VOCAB_SIZE): string {
+  return tokenTexts(vocabSize)[tokenId] ?? '';
+}
+
+/** A small seeded PRNG (mulberry32) for the engine's jitter and fault rolls. */
+export function createRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
+  };
+}
