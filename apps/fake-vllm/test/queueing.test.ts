@@ -1,0 +1,60 @@
+import { Agent, request } from 'undici';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type FakeVllm, startFakeVllm } from '../src/index.js';
+
+let server: FakeVllm;
+beforeAll(async () => {
+  server = await startFakeVllm({ maxNumSeqs: 10, ttftMs: 5, itlMs: 5, jitter: 0 });
+});
+afterAll(() => server.close());
+
+it('runs at most max_num_seqs at once; waiting requests get no byte until admitted', async () => {
+  const agent = new Agent({ connections: 100 });
+  let streaming = 0;
+  let maxStreaming = 0;
+  const firstByteAt: number[] = [];
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: 30 }, async () => {
+      const response = await request(`${server.url}/v1/completions`, {
+        method: 'POST',
+        dispatcher: agent,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: [1], max_tokens: 20, stream: true }),
+      });
+      // Headers arrive together with the first token: a waiting request has received nothing yet.
+      firstByteAt.push(performance.now() - started);
+      streaming++;
+      maxStreaming = Math.max(maxStreaming, streaming);
+      await response.body.text();
+      streaming--;
+    }),
+  );
+  await agent.close();
+  const stats = (await server.control.stats()).engines[0]!;
+  expect(maxStreaming).toBe(10);
+  expect(stats.maxRunning).toBe(10);
+  expect(stats.maxConcurrent).toBe(30);
+  // Three waves: the third wave starts only after two full 20-token generations.
+  firstByteAt.sort((a, b) => a - b);
+  expect(firstByteAt[29]! - firstByteAt[0]!).toBeGreaterThan(2 * 19 * 5 * 0.9);
+});
+
+it('frees the slot of a client that disconnects while generating', async () => {
+  const controller = new AbortController();
+  const response = await request(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: [1], max_tokens: 10_000, stream: true }),
+    signal: controller.signal,
+  });
+  const before = (await server.control.stats()).total.cancelled;
+  controller.abort();
+  await response.body.text().catch(() => undefined);
+  for (let attempt = 0; attempt < 50 && (await server.control.stats()).total.running > 0; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const stats = await server.control.stats();
+  expect(stats.total.running).toBe(0);
+  expect(stats.total.cancelled).toBe(before + 1);
+});
