@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// Benchmark (not a test): one fake-vllm process holding N open streaming connections, its CPU per streamed event,
+// and the highest event rate it sustains. The server runs in its own process; CPU is read from /proc/<pid>/stat;
+// events are the server's own count of generated tokens (one SSE event per token per stream).
+//
+//   node bench/connections.mjs [--connections 10000] [--window-ms 5000] [--itl-ms 400,200,100,50,25]
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import os from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { ControlClient } from '../dist/index.js';
+
+const { values } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '10000' },
+    'window-ms': { type: 'string', default: '5000' },
+    'itl-ms': { type: 'string', default: '400,200,100,50,25' },
+    out: { type: 'string', default: fileURLToPath(new URL('./results/connections.json', import.meta.url)) },
+  },
+});
+const connections = Number(values.connections);
+const windowMs = Number(values['window-ms']);
+const itls = values['itl-ms'].split(',').map(Number);
+const ticksPerSecond = 100; // Linux USER_HZ for /proc/<pid>/stat
+
+function cpuMs(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond; // utime + stime
+}
+
+function rssMb(pid) {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS'));
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const server = spawn(
+  process.execPath,
+  [
+    cli,
+    '--max-num-seqs',
+    String(connections + 10),
+    '--max-model-len',
+    '2000000',
+    '--ttft-ms',
+    '1',
+    '--itl-ms',
+    String(itls[0]),
+    '--jitter',
+    '0',
+    '--keep-alive-timeout-ms',
+    '600000',
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+const [line] = await once(createInterface({ input: server.stdout }), 'line');
+const ready = JSON.parse(line);
+const { port } = new URL(ready.engines[0].url);
+const control = await ControlClient.connect(ready.control);
+const rssIdle = rssMb(server.pid);
+
+// Open the connections paced (500 connects in flight at most) so the accept queue never overflows.
+const body = JSON.stringify({ prompt: [1, 2, 3], max_tokens: 1_000_000, stream: true });
+const requestBytes = `POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+const sockets = [];
+let bytes = 0;
+let errors = 0;
+const connectStarted = performance.now();
+for (let opened = 0; opened < connections; ) {
+  const batch = Math.min(500, connections - opened);
+  await Promise.all(
+    Array.from(
+      { length: batch },
+      () =>
+        new Promise((resolve) => {
+          const socket = connect({ port: Number(port), host: '127.0.0.1', noDelay: true }, () => {
+            socket.write(requestBytes);
+            resolve();
+          });
+          socket.on('data', (chunk) => {
+            bytes += chunk.length;
+          });
+          socket.on('error', () => {
+            errors++;
+            resolve();
+          });
+          sockets.push(socket);
+        }),
+    ),
+  );
+  opened += batch;
+}
+const connectMs = performance.now() - connectStarted;
+await new Promise((resolve) => setTimeout(resolve, 1000));
+const held = (await control.stats()).total;
+
+const steps = [];
+for (const itlMs of itls) {
+  await control.setLatency({ itlMs });
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const tokens0 = (await control.stats()).total.generationTokens;
+  const cpu0 = cpuMs(server.pid);
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, windowMs));
+  const elapsedMs = performance.now() - started;
+  const cpu1 = cpuMs(server.pid);
+  const stats = (await control.stats()).total;
+  const events = stats.generationTokens - tokens0;
+  const targetRate = (stats.running * 1000) / itlMs;
+  const rate = (events * 1000) / elapsedMs;
+  const step = {
+    itlMs,
+    streams: stats.running,
+    targetEventsPerSecond: Math.round(targetRate),
+    eventsPerSecond: Math.round(rate),
+    achievedRatio: Number((rate / targetRate).toFixed(3)),
+    serverCpuPercent: Number((((cpu1 - cpu0) / elapsedMs) * 100).toFixed(1)),
+    serverCpuMicrosecondsPerEvent: Number((((cpu1 - cpu0) * 1000) / events).toFixed(2)),
+    serverRssMb: Math.round(rssMb(server.pid)),
+  };
+  steps.push(step);
+  console.log(JSON.stringify(step));
+}
+
+for (const socket of sockets) socket.destroy();
+await control.close();
+server.kill('SIGTERM');
+await once(server, 'exit');
+
+const sustained = steps.filter((step) => step.achievedRatio >= 0.95);
+const result = {
+  benchmark: 'fake-vllm connections and event rate (one server process)',
+  command: `node bench/connections.mjs --connections ${connections} --window-ms ${windowMs} --itl-ms ${itls.join(',')}`,
+  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, kernel: os.release() },
+  date: new Date().toISOString(),
+  connections,
+  connectionsHeldByServer: held.connectionsOpen,
+  streamsRunning: held.running,
+  clientErrors: errors,
+  connectMs: Math.round(connectMs),
+  serverRssIdleMb: Math.round(rssIdle),
+  serverRssPerConnectionKb: Math.round(((steps[0].serverRssMb - rssIdle) * 1024) / connections),
+  clientBytesReceived: bytes,
+  steps,
+  highestSustainedEventsPerSecond: sustained.length ? Math.max(...sustained.map((step) => step.eventsPerSecond)) : 0,
+  highestObservedEventsPerSecond: Math.max(...steps.map((step) => step.eventsPerSecond)),
+};
+writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
+console.log(
+  `\nheld ${held.connectionsOpen} connections (${held.running} streams) in one process; connect ${result.connectMs} ms; errors ${errors}`,
+);
+console.log('| ITL ms | streams | target ev/s | achieved ev/s | ratio | server CPU % | CPU µs/event | RSS MB |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const s of steps) {
+  console.log(
+    `| ${s.itlMs} | ${s.streams} | ${s.targetEventsPerSecond} | ${s.eventsPerSecond} | ${s.achievedRatio} | ${s.serverCpuPercent} | ${s.serverCpuMicrosecondsPerEvent} | ${s.serverRssMb} |`,
+  );
+}
+console.log(
+  `highest sustained (>= 95% of target): ${result.highestSustainedEventsPerSecond} events/s; written to ${values.out}`,
+);
