@@ -1,0 +1,146 @@
+import { performance } from 'node:perf_hooks';
+import { HttpStatusError, type InferenceError, isInferenceError } from '../errors.js';
+import { isAttemptFailure, sendAttempt } from '../transport/attempt.js';
+import type { ConnectionPool } from '../transport/connection-pool.js';
+import type { ResolvedClientOptions } from './options.js';
+
+/** One engine's answer to a fanned-out control call. */
+export type EngineResult<T = unknown> =
+  | { engine: string; ok: true; status: number; value: T }
+  | { engine: string; ok: false; error: InferenceError };
+
+/**
+ * vLLM's RL control plane, sent to every engine at once. Never throws for one engine's failure: each engine gets
+ * a result or an error. Phase changes (pause, resume, sleep, wake_up) evict idle sockets, since an engine that
+ * slept or restarted may have dropped them.
+ */
+export class ControlPlane {
+  constructor(
+    private readonly engines: () => string[],
+    private readonly pool: (endpoint: string) => ConnectionPool,
+    private readonly options: ResolvedClientOptions,
+    private readonly evict: () => number,
+  ) {}
+
+  private async fanOut<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+    timeoutMs = 60_000,
+  ): Promise<EngineResult<T>[]> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return Promise.all(
+      this.engines().map(async (engine): Promise<EngineResult<T>> => {
+        const signal = AbortSignal.timeout(timeoutMs);
+        try {
+          const result = await sendAttempt(
+            this.pool(engine),
+            {
+              method,
+              path,
+              headers: {
+                ...this.options.headers,
+                ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+              },
+              body: payload,
+              ttfbTimeoutMs: timeoutMs,
+              idleTimeoutMs: timeoutMs,
+              connectTimeoutMs: this.options.timeouts.connectMs,
+              signal,
+            },
+            undefined,
+          );
+          const text = result.body?.toString('utf8') ?? '';
+          if (result.status < 200 || result.status >= 300) {
+            return { engine, ok: false, error: new HttpStatusError(result.status, text, { engine }) };
+          }
+          let value: unknown = text;
+          if (text !== '') {
+            try {
+              value = JSON.parse(text);
+            } catch {
+              // plain-text answers stay text
+            }
+          }
+          return { engine, ok: true, status: result.status, value: value as T };
+        } catch (failure) {
+          const error = isAttemptFailure(failure)
+            ? failure.error
+            : isInferenceError(failure)
+              ? failure
+              : new HttpStatusError(0, String(failure), { engine });
+          return { engine, ok: false, error };
+        }
+      }),
+    );
+  }
+
+  private async phase<T>(path: string): Promise<EngineResult<T>[]> {
+    const results = await this.fanOut<T>('POST', path);
+    this.evict();
+    return results;
+  }
+
+  /** `POST /pause?mode=`: `abort` ends in-flight requests, `wait` lets them finish, `keep` freezes them. */
+  pause({ mode = 'abort' }: { mode?: 'abort' | 'wait' | 'keep' } = {}) {
+    return this.phase(`/pause?mode=${encodeURIComponent(mode)}`);
+  }
+
+  /** `POST /resume`. */
+  resume() {
+    return this.phase('/resume');
+  }
+
+  /** `POST /sleep?level=`. */
+  sleep({ level = 1 }: { level?: number } = {}) {
+    return this.phase(`/sleep?level=${encodeURIComponent(String(level))}`);
+  }
+
+  /** `POST /wake_up`. */
+  wakeUp() {
+    return this.phase('/wake_up');
+  }
+
+  /** `GET /is_paused`. */
+  isPaused() {
+    return this.fanOut<{ is_paused: boolean }>('GET', '/is_paused');
+  }
+
+  /** `GET /is_sleeping`. */
+  isSleeping() {
+    return this.fanOut<{ is_sleeping: boolean }>('GET', '/is_sleeping');
+  }
+
+  /** `POST /reset_prefix_cache`. */
+  resetPrefixCache() {
+    return this.fanOut('POST', '/reset_prefix_cache');
+  }
+
+  /** `POST /init_weight_transfer_engine`. */
+  initWeightTransferEngine(body: Record<string, unknown> = {}) {
+    return this.fanOut('POST', '/init_weight_transfer_engine', body);
+  }
+
+  /** `POST /update_weights`. */
+  updateWeights(body: Record<string, unknown> = {}, { timeoutMs = 600_000 }: { timeoutMs?: number } = {}) {
+    return this.fanOut('POST', '/update_weights', body, timeoutMs);
+  }
+
+  /** `POST /collective_rpc`. */
+  collectiveRpc(body: { method: string; args?: unknown[]; kwargs?: Record<string, unknown>; timeout?: number }) {
+    return this.fanOut<{ results: unknown[] }>('POST', '/collective_rpc', body);
+  }
+
+  /** `GET /get_world_size`. */
+  getWorldSize() {
+    return this.fanOut<{ world_size: number }>('GET', '/get_world_size');
+  }
+
+  /** `GET /health` on every engine (ok = 200). */
+  async health(timeoutMs = 5000): Promise<EngineResult[]> {
+    const started = performance.now();
+    const results = await this.fanOut('GET', '/health', undefined, timeoutMs);
+    void started;
+    return results;
+  }
+}

@@ -1,0 +1,244 @@
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { InvalidOptionsError } from '../errors.js';
+import type { LimitsOptions } from '../limits/admission.js';
+import type { RoutingPolicy, RoutingPolicyName } from '../routing/policies.js';
+import type { RequestStats } from './request-stats.js';
+
+/** Per-request deadlines. Each is optional; none is hidden (no 300 s undici default). */
+export interface TimeoutOptions {
+  /** TCP connect. @default 10000 (ms) */
+  connectMs?: number;
+  /** Request sent to response headers. vLLM sends headers with the first token, so this bounds queue + TTFT. @default 600000 (ms) */
+  ttfbMs?: number;
+  /** Longest silence between two body chunks. @default 600000 (ms) */
+  idleMs?: number;
+  /** Whole request including retries and waiting for admission. @default none */
+  totalMs?: number;
+}
+
+/** When and how to retry. Only failures that are safe for generation are retried (see README). */
+export interface RetryOptions {
+  /** Attempts in all, the first included. @default 4 (three retries, as reference trainers) */
+  maxAttempts?: number;
+  /** First backoff cap; attempt n waits a uniform random time in [0, min(maxBackoffMs, baseBackoffMs * 2^(n-1))]. @default 100 (ms) */
+  baseBackoffMs?: number;
+  /** @default 2000 (ms) */
+  maxBackoffMs?: number;
+  /** Longest `Retry-After` honoured; longer ones fail the request instead of sleeping. @default 30000 (ms) */
+  maxRetryAfterMs?: number;
+  /**
+   * Retry budget: retries may be at most this fraction of requests (plus `minRetriesPerSecond`), so a failing
+   * fleet is not hammered. @default 0.2
+   */
+  budgetRatio?: number;
+  /** @default 10 */
+  minRetriesPerSecond?: number;
+  /** Retry on another engine when one is available. @default true */
+  failover?: boolean;
+}
+
+/** Connection pooling. */
+export interface TransportOptions {
+  /** Connection ceiling per client across all engines. @default 50000 */
+  maxConnections?: number;
+  /** Connects in flight per engine at most (paces bursts so the server's accept queue never overflows). @default 256 */
+  maxConnecting?: number;
+  /**
+   * Idle keep-alive of client sockets. Keep it below the server's (uvicorn/vLLM: 5000) so the client always closes
+   * first. @default 3000 (ms)
+   */
+  keepAliveTimeoutMs?: number;
+  /** Subtracted from a server's `Keep-Alive: timeout=` hint. @default 2000 (ms) */
+  keepAliveTimeoutThresholdMs?: number;
+  /** Longest keep-alive accepted from a hint. @default 60000 (ms) */
+  keepAliveMaxTimeoutMs?: number;
+  /** Use this thread's shared transport (true) or a private one. @default true */
+  shared?: boolean;
+}
+
+/** Options of {@link RemoteInferenceClient}. */
+export interface RemoteInferenceClientOptions {
+  /** Engine endpoints, e.g. `['http://127.0.0.1:8000']`. At least one. */
+  engines: readonly string[];
+  /** Default model name for requests that set none. @default none (the engine's default) */
+  model?: string;
+  /** Sent as `Authorization: Bearer`. @default none */
+  apiKey?: string;
+  /** Extra headers on every request. */
+  headers?: Record<string, string>;
+  timeouts?: TimeoutOptions;
+  retry?: RetryOptions;
+  transport?: TransportOptions;
+  limits?: LimitsOptions;
+  /** Engine choice: a built-in policy name or your own {@link RoutingPolicy}. @default "least-outstanding" */
+  routing?: RoutingPolicyName | RoutingPolicy;
+  /**
+   * Local addresses new connections bind to, in turn: N addresses give N ephemeral-port spaces. Each must be
+   * assigned to this host (any 127.0.0.0/8 address counts on Linux). @default [] (the kernel chooses)
+   */
+  sourceIps?: readonly string[];
+  /** Called with every request's timing, cheap when absent. Also published on `diagnostics_channel`. */
+  onRequestEnd?: (stats: RequestStats) => void;
+  /** Engine health (passive cooldown, optional active checks). */
+  health?: import('../routing/engine-health.js').HealthOptions;
+}
+
+/** Options with defaults applied. */
+export interface ResolvedClientOptions {
+  engines: string[];
+  model: string | undefined;
+  headers: Record<string, string>;
+  timeouts: Required<Omit<TimeoutOptions, 'totalMs'>> & { totalMs: number | undefined };
+  retry: Required<RetryOptions>;
+  transport: Required<TransportOptions>;
+  sourceIps: string[];
+}
+
+function expect(condition: boolean, field: string, expected: string, got: unknown): void {
+  if (!condition)
+    throw new InvalidOptionsError(`Expected \`${field}\` to be ${expected}, got \`${JSON.stringify(got)}\``);
+}
+
+const nonNegative = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value >= 0;
+const positiveInteger = (value: unknown) => typeof value === 'number' && Number.isInteger(value) && value > 0;
+
+/** Normalizes an engine endpoint to its origin (`http://host:port`), rejecting anything else. */
+export function normalizeEngine(engine: unknown, field: string): string {
+  expect(typeof engine === 'string' && engine.trim() !== '', field, 'an http(s) URL', engine);
+  let url: URL;
+  try {
+    url = new URL((engine as string).trim());
+  } catch {
+    throw new InvalidOptionsError(`Expected \`${field}\` to be an http(s) URL, got \`${JSON.stringify(engine)}\``);
+  }
+  expect(url.protocol === 'http:' || url.protocol === 'https:', field, 'an http(s) URL', engine);
+  expect(url.pathname === '/' || url.pathname === '', field, 'an origin without a path (the SDK adds /v1/...)', engine);
+  return url.origin;
+}
+
+/** Addresses assigned to this host; on Linux every 127.0.0.0/8 address is usable on `lo`. */
+function isLocalAddress(address: string): boolean {
+  if (process.platform === 'linux' && isIP(address) === 4 && address.startsWith('127.')) return true;
+  for (const entries of Object.values(networkInterfaces())) {
+    for (const entry of entries ?? []) if (entry.address === address) return true;
+  }
+  return false;
+}
+
+/** Drops blanks and duplicates, and checks each address is assigned to this host. */
+export function resolveSourceIps(sourceIps: readonly string[] | undefined): string[] {
+  if (sourceIps === undefined) return [];
+  expect(Array.isArray(sourceIps), 'sourceIps', 'an array of IP addresses', sourceIps);
+  const unique: string[] = [];
+  sourceIps.forEach((raw, index) => {
+    expect(typeof raw === 'string', `sourceIps[${index}]`, 'a string', raw);
+    const address = raw.trim();
+    if (address === '' || unique.includes(address)) return;
+    if (isIP(address) === 0 || !isLocalAddress(address)) {
+      throw new InvalidOptionsError(
+        `Expected \`sourceIps[${index}]\` to be an IPv4/IPv6 address assigned to this host, got \`${JSON.stringify(raw)}\``,
+        { hint: 'List addresses from `ip addr` (on Linux any 127.x.y.z works for loopback engines).' },
+      );
+    }
+    unique.push(address);
+  });
+  return unique;
+}
+
+/** Applies defaults to client options and validates them. */
+export function resolveClientOptions(options: RemoteInferenceClientOptions): ResolvedClientOptions {
+  expect(typeof options === 'object' && options !== null, 'options', 'an object', options);
+  expect(
+    Array.isArray(options.engines) && options.engines.length > 0,
+    'engines',
+    'a non-empty array of URLs',
+    options.engines,
+  );
+  const engines = [...new Set(options.engines.map((engine, index) => normalizeEngine(engine, `engines[${index}]`)))];
+  const timeouts = options.timeouts ?? {};
+  const retry = options.retry ?? {};
+  const transport = options.transport ?? {};
+  const resolved: ResolvedClientOptions = {
+    engines,
+    model: options.model,
+    headers: {
+      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+      ...Object.fromEntries(Object.entries(options.headers ?? {}).map(([key, value]) => [key.toLowerCase(), value])),
+    },
+    timeouts: {
+      connectMs: timeouts.connectMs ?? 10_000,
+      ttfbMs: timeouts.ttfbMs ?? 600_000,
+      idleMs: timeouts.idleMs ?? 600_000,
+      totalMs: timeouts.totalMs,
+    },
+    retry: {
+      maxAttempts: retry.maxAttempts ?? 4,
+      baseBackoffMs: retry.baseBackoffMs ?? 100,
+      maxBackoffMs: retry.maxBackoffMs ?? 2000,
+      maxRetryAfterMs: retry.maxRetryAfterMs ?? 30_000,
+      budgetRatio: retry.budgetRatio ?? 0.2,
+      minRetriesPerSecond: retry.minRetriesPerSecond ?? 10,
+      failover: retry.failover ?? true,
+    },
+    transport: {
+      maxConnections: transport.maxConnections ?? 50_000,
+      maxConnecting: transport.maxConnecting ?? 256,
+      keepAliveTimeoutMs: transport.keepAliveTimeoutMs ?? 3000,
+      keepAliveTimeoutThresholdMs: transport.keepAliveTimeoutThresholdMs ?? 2000,
+      keepAliveMaxTimeoutMs: transport.keepAliveMaxTimeoutMs ?? 60_000,
+      shared: transport.shared ?? true,
+    },
+    sourceIps: resolveSourceIps(options.sourceIps),
+  };
+  for (const field of ['connectMs', 'ttfbMs', 'idleMs'] as const) {
+    expect(
+      nonNegative(resolved.timeouts[field]),
+      `timeouts.${field}`,
+      'a number of ms >= 0 (0 = none)',
+      resolved.timeouts[field],
+    );
+  }
+  if (resolved.timeouts.totalMs !== undefined) {
+    expect(
+      nonNegative(resolved.timeouts.totalMs) && resolved.timeouts.totalMs > 0,
+      'timeouts.totalMs',
+      'a number of ms > 0',
+      resolved.timeouts.totalMs,
+    );
+  }
+  expect(
+    positiveInteger(resolved.retry.maxAttempts),
+    'retry.maxAttempts',
+    'a whole number >= 1',
+    resolved.retry.maxAttempts,
+  );
+  for (const field of [
+    'baseBackoffMs',
+    'maxBackoffMs',
+    'maxRetryAfterMs',
+    'budgetRatio',
+    'minRetriesPerSecond',
+  ] as const) {
+    expect(nonNegative(resolved.retry[field]), `retry.${field}`, 'a number >= 0', resolved.retry[field]);
+  }
+  expect(
+    positiveInteger(resolved.transport.maxConnections),
+    'transport.maxConnections',
+    'a whole number > 0',
+    resolved.transport.maxConnections,
+  );
+  expect(
+    positiveInteger(resolved.transport.maxConnecting),
+    'transport.maxConnecting',
+    'a whole number > 0',
+    resolved.transport.maxConnecting,
+  );
+  expect(
+    nonNegative(resolved.transport.keepAliveTimeoutMs) && resolved.transport.keepAliveTimeoutMs >= 1000,
+    'transport.keepAliveTimeoutMs',
+    'a number of ms >= 1000 (below the server idle timeout, 5000 for vLLM)',
+    resolved.transport.keepAliveTimeoutMs,
+  );
+  return resolved;
+}

@@ -1,0 +1,62 @@
+import diagnosticsChannel from 'node:diagnostics_channel';
+
+/** Name of the `diagnostics_channel` every finished request is published on. */
+export const REQUEST_CHANNEL = 'remote-inference-client:request';
+
+/** What the client measured for one request (all durations in ms). */
+export interface RequestStats {
+  /** API path, e.g. `/v1/completions`. */
+  path: string;
+  /** Engine that served the last attempt. */
+  engine: string;
+  ok: boolean;
+  /** Error code when not ok. */
+  errorCode: string | undefined;
+  status: number | undefined;
+  attempts: number;
+  /** Attempts re-sent at once because a reused idle socket died before any byte. */
+  staleRetries: number;
+  /** Token-in/token-out streams resumed after a cut. */
+  resumes: number;
+  /** Waiting in the client's own limits (admission queue). */
+  queueMs: number;
+  /** Waiting for a pooled connection. */
+  poolWaitMs: number;
+  /** TCP connect, when the last attempt opened a connection. */
+  connectMs: number | undefined;
+  reusedConnection: boolean;
+  /** Request written to response headers. */
+  ttfbMs: number | undefined;
+  /** Request start (after admission) to the first token event; streams only. */
+  ttftMs: number | undefined;
+  /** Gaps between token events (streams), when someone listens; else undefined. */
+  interTokenGapsMs: number[] | undefined;
+  /** Token events received. */
+  events: number;
+  /** Whole request, admission and retries included. */
+  totalMs: number;
+  /** The engine's own queue wait and TTFT, when it reports them (fake-vllm's x-fake-* headers). */
+  serverQueueMs: number | undefined;
+  serverTtftMs: number | undefined;
+  /** `Date.now()` at start. */
+  startedAt: number;
+}
+
+const channel = diagnosticsChannel.channel(REQUEST_CHANNEL);
+
+/** Whether anyone wants per-request details (gap arrays cost memory at 10,000 streams). */
+export function wantsDetails(hook: unknown): boolean {
+  return hook !== undefined || channel.hasSubscribers;
+}
+
+/** Delivers stats to the hook and the channel. */
+export function publishRequestStats(stats: RequestStats, hook: ((stats: RequestStats) => void) | undefined): void {
+  if (hook) {
+    try {
+      hook(stats);
+    } catch (error) {
+      process.emitWarning(`remote-inference-client: onRequestEnd threw: ${(error as Error).message}`);
+    }
+  }
+  if (channel.hasSubscribers) channel.publish(stats);
+}

@@ -1,0 +1,89 @@
+import { performance } from 'node:perf_hooks';
+import { ConnectionError, HttpStatusError, type InferenceError, TimeoutError } from '../errors.js';
+import type { ResolvedClientOptions } from './options.js';
+
+/** Statuses a generation request may be re-sent for: the engine refused it before doing any work. */
+const RETRYABLE_STATUSES = new Set([429, 503]);
+
+/**
+ * Whether an attempt's error may be re-sent. Only failures where the caller received nothing: connection failures
+ * before any response byte, connect timeouts, 429/503 (the engine refused the work), and plain-text 5xx from a router
+ * in front (a vLLM 5xx is JSON; a router's is text, meaning the engine likely never saw the request).
+ */
+export function isRetryable(error: InferenceError): boolean {
+  if (error instanceof ConnectionError) return error.retryable;
+  if (error instanceof TimeoutError) return error.phase === 'connect';
+  if (error instanceof HttpStatusError) {
+    const status = error.status ?? 0;
+    if (RETRYABLE_STATUSES.has(status)) return true;
+    if (status >= 500 && status < 600) return !looksLikeJson(error.body ?? '');
+    return false;
+  }
+  return error.code === 'ERR_ENGINE_UNAVAILABLE' || error.code === 'ERR_PORTS_EXHAUSTED';
+}
+
+function looksLikeJson(body: string): boolean {
+  const trimmed = body.trimStart();
+  return trimmed.startsWith('{') || trimmed.startsWith('[');
+}
+
+/** Parses `Retry-After` (delta seconds or an HTTP date) into ms, or undefined. */
+export function parseRetryAfter(value: string | string[] | undefined, nowMs = Date.now()): number | undefined {
+  const raw = Array.isArray(value) ? value[0] : value;
+  if (raw === undefined || raw.trim() === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(raw.trim())) return Math.round(Number(raw) * 1000);
+  const date = Date.parse(raw);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
+}
+
+/**
+ * Retry budget (like gRPC's retry throttling, by rate): retries in the last second may be at most
+ * `budgetRatio` of requests in that second plus `minRetriesPerSecond`.
+ */
+export class RetryBudget {
+  private windowStartMs = performance.now();
+  private requests = 0;
+  private retries = 0;
+  denied = 0;
+
+  constructor(
+    private readonly ratio: number,
+    private readonly minPerSecond: number,
+  ) {}
+
+  private roll(now: number): void {
+    if (now - this.windowStartMs >= 1000) {
+      this.windowStartMs = now;
+      this.requests = 0;
+      this.retries = 0;
+    }
+  }
+
+  recordRequest(): void {
+    this.roll(performance.now());
+    this.requests++;
+  }
+
+  /** Takes a retry token, or returns false when the budget is spent. */
+  tryRetry(): boolean {
+    this.roll(performance.now());
+    if (this.retries >= this.requests * this.ratio + this.minPerSecond) {
+      this.denied++;
+      return false;
+    }
+    this.retries++;
+    return true;
+  }
+}
+
+/** Backoff before attempt `attempt` (2 = first retry): full jitter, or the server's Retry-After. */
+export function backoffMs(
+  attempt: number,
+  retry: ResolvedClientOptions['retry'],
+  error: InferenceError,
+  random: () => number = Math.random,
+): number {
+  if (error instanceof HttpStatusError && error.retryAfterMs !== undefined) return error.retryAfterMs;
+  const cap = Math.min(retry.maxBackoffMs, retry.baseBackoffMs * 2 ** (attempt - 2));
+  return random() * cap;
+}

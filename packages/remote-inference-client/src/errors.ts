@@ -1,0 +1,312 @@
+/**
+ * Every error this package throws. One base class with a stable string `code`, a `Symbol.for` brand so
+ * {@link isInferenceError} works across two copies of the package, and what a user needs to act on it.
+ */
+
+const BRAND = Symbol.for('remote-inference-client.error');
+
+/** Stable error codes. */
+export type InferenceErrorCode =
+  | 'ERR_INVALID_OPTIONS'
+  | 'ERR_CONNECTION'
+  | 'ERR_TIMEOUT'
+  | 'ERR_ABORTED'
+  | 'ERR_HTTP_STATUS'
+  | 'ERR_STREAM_INTERRUPTED'
+  | 'ERR_STREAM_TRUNCATED'
+  | 'ERR_STREAM_PARSE'
+  | 'ERR_SERVER_STREAM_ERROR'
+  | 'ERR_RETRIES_EXHAUSTED'
+  | 'ERR_ENGINE_UNAVAILABLE'
+  | 'ERR_PORTS_EXHAUSTED'
+  | 'ERR_TOO_MANY_OPEN_FILES'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_LIMITER_UNAVAILABLE'
+  | 'ERR_CLIENT_CLOSED';
+
+/** What every {@link InferenceError} may carry. */
+export interface InferenceErrorDetails {
+  /** Engine endpoint the failing attempt went to. */
+  engine?: string | undefined;
+  /** HTTP status, when a response arrived. */
+  status?: number | undefined;
+  /** Response body (truncated to 4 KiB), when one arrived. */
+  body?: string | undefined;
+  /** Attempts made, including this one. */
+  attempts?: number | undefined;
+  /** Whether retrying the same request could succeed. */
+  retryable?: boolean | undefined;
+  /** What to do about it. */
+  hint?: string | undefined;
+  cause?: unknown;
+}
+
+/** Base of every error this package throws. */
+export class InferenceError extends Error {
+  readonly code: InferenceErrorCode;
+  readonly engine: string | undefined;
+  readonly status: number | undefined;
+  readonly body: string | undefined;
+  attempts: number;
+  readonly retryable: boolean;
+  readonly hint: string | undefined;
+
+  constructor(code: InferenceErrorCode, message: string, details: InferenceErrorDetails = {}) {
+    super(message, { cause: details.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.engine = details.engine;
+    this.status = details.status;
+    this.body = details.body === undefined ? undefined : details.body.slice(0, 4096);
+    this.attempts = details.attempts ?? 1;
+    this.retryable = details.retryable ?? false;
+    this.hint = details.hint;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+}
+
+/** True for errors thrown by any copy of this package. */
+export function isInferenceError(value: unknown): value is InferenceError {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+}
+
+/** An option had the wrong type or value; the message names the field, what was expected and what came. */
+export class InvalidOptionsError extends InferenceError {
+  constructor(message: string, details: InferenceErrorDetails = {}) {
+    super('ERR_INVALID_OPTIONS', message, { hint: 'Fix the option named in the message.', ...details });
+  }
+}
+
+/** The connection failed before any response byte (refused, reset, closed). Safe to retry. */
+export class ConnectionError extends InferenceError {
+  /** The system or undici error code underneath (ECONNRESET, ECONNREFUSED, UND_ERR_SOCKET, ...). */
+  readonly systemCode: string | undefined;
+  constructor(message: string, systemCode: string | undefined, details: InferenceErrorDetails = {}) {
+    super('ERR_CONNECTION', message, { retryable: true, ...details });
+    this.systemCode = systemCode;
+  }
+}
+
+/** Which deadline expired. */
+export type TimeoutPhase = 'connect' | 'ttfb' | 'idle' | 'total' | 'queue';
+
+/** A deadline expired. `phase` says which: connect, time to first byte, idle between chunks, total, or queue. */
+export class TimeoutError extends InferenceError {
+  readonly phase: TimeoutPhase;
+  readonly timeoutMs: number;
+  constructor(phase: TimeoutPhase, timeoutMs: number, details: InferenceErrorDetails = {}) {
+    super('ERR_TIMEOUT', `${phase} timeout after ${timeoutMs} ms${details.engine ? ` (${details.engine})` : ''}`, {
+      retryable: phase === 'connect',
+      hint: `Raise \`timeouts.${phase === 'queue' ? 'total' : phase}Ms\` if the engine is legitimately slow.`,
+      ...details,
+    });
+    this.phase = phase;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The caller aborted (signal, `break` out of a stream, or `close()`). */
+export class AbortError extends InferenceError {
+  constructor(message = 'The request was aborted', details: InferenceErrorDetails = {}) {
+    super('ERR_ABORTED', message, details);
+  }
+}
+
+/** The engine answered with a non-2xx status. */
+export class HttpStatusError extends InferenceError {
+  /** Server-requested wait before a retry, from `Retry-After`, in ms. */
+  readonly retryAfterMs: number | undefined;
+  constructor(
+    status: number,
+    body: string,
+    details: InferenceErrorDetails & { retryAfterMs?: number | undefined } = {},
+  ) {
+    const summary = summarizeBody(body);
+    super(
+      'ERR_HTTP_STATUS',
+      `HTTP ${status}${summary ? `: ${summary}` : ''}${details.engine ? ` (${details.engine})` : ''}`,
+      {
+        status,
+        body,
+        ...details,
+      },
+    );
+    this.retryAfterMs = details.retryAfterMs;
+  }
+}
+
+function summarizeBody(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: { message?: string }; message?: string; detail?: unknown };
+    const message =
+      parsed.error?.message ?? parsed.message ?? (parsed.detail ? JSON.stringify(parsed.detail) : undefined);
+    if (message) return message.slice(0, 300);
+  } catch {
+    // not JSON: a router's plain text
+  }
+  return body.trim().slice(0, 300);
+}
+
+/** A stream broke after bytes reached the caller: never re-sent, except token-in/token-out with `resume`. */
+export class StreamInterruptedError extends InferenceError {
+  constructor(message: string, details: InferenceErrorDetails = {}) {
+    super('ERR_STREAM_INTERRUPTED', message, {
+      hint: 'For /inference/v1/generate pass `resume: true` to continue from the tokens received.',
+      ...details,
+    });
+  }
+}
+
+/** The stream ended cleanly at the HTTP level but without `data: [DONE]`. */
+export class StreamTruncatedError extends InferenceError {
+  constructor(details: InferenceErrorDetails = {}) {
+    super(
+      'ERR_STREAM_TRUNCATED',
+      `Stream ended without [DONE]${details.engine ? ` (${details.engine})` : ''}`,
+      details,
+    );
+  }
+}
+
+/** A stream event or response body was not valid JSON. */
+export class StreamParseError extends InferenceError {
+  constructor(message: string, details: InferenceErrorDetails = {}) {
+    super('ERR_STREAM_PARSE', message, details);
+  }
+}
+
+/** The server sent an error event after the stream started (vLLM's `data: {"error": ...}`). */
+export class ServerStreamError extends InferenceError {
+  constructor(message: string, details: InferenceErrorDetails = {}) {
+    super('ERR_SERVER_STREAM_ERROR', `Server error mid-stream: ${message}`, details);
+  }
+}
+
+/** Every allowed attempt failed; `errors` holds each attempt's error, in order. */
+export class RetriesExhaustedError extends InferenceError {
+  readonly errors: InferenceError[];
+  constructor(errors: InferenceError[], reason: string) {
+    const last = errors.at(-1);
+    super('ERR_RETRIES_EXHAUSTED', `${reason} after ${errors.length} attempt(s); last: ${last?.message ?? 'none'}`, {
+      engine: last?.engine,
+      status: last?.status,
+      body: last?.body,
+      attempts: errors.length,
+      retryable: false,
+      hint: 'Inspect `errors` for each attempt; raise `retry.maxAttempts` or check the engines.',
+      cause: last,
+    });
+    this.errors = errors;
+  }
+}
+
+/** No engine could take the request (all removed, in cooldown, or draining) before its deadline. */
+export class EngineUnavailableError extends InferenceError {
+  constructor(message: string, details: InferenceErrorDetails = {}) {
+    super('ERR_ENGINE_UNAVAILABLE', message, { retryable: true, ...details });
+  }
+}
+
+/** The kernel has no free local port for a new connection (EADDRNOTAVAIL / EADDRINUSE on bind). */
+export class PortsExhaustedError extends InferenceError {
+  constructor(details: InferenceErrorDetails = {}) {
+    super('ERR_PORTS_EXHAUSTED', `Ports exhausted: no free local port to reach ${details.engine ?? 'the engine'}`, {
+      hint: 'Add source IPs (`sourceIps`), spread load over more processes or hosts, or lower the connection ceiling.',
+      ...details,
+    });
+  }
+}
+
+/** The process hit its open-file limit (EMFILE) or the system's (ENFILE). */
+export class TooManyOpenFilesError extends InferenceError {
+  constructor(details: InferenceErrorDetails = {}) {
+    super('ERR_TOO_MANY_OPEN_FILES', 'Too many open files: the descriptor limit was reached', {
+      hint: 'Raise `ulimit -n`, or spread connections over more processes (each socket costs one descriptor).',
+      ...details,
+    });
+  }
+}
+
+/** `limits.maxQueued` was reached: the request was rejected instead of queued. */
+export class QueueFullError extends InferenceError {
+  constructor(maxQueued: number) {
+    super('ERR_QUEUE_FULL', `Admission queue is full (limits.maxQueued = ${maxQueued})`, {
+      retryable: true,
+      hint: 'Slow the producer down, or raise `limits.maxQueued`.',
+    });
+  }
+}
+
+/** The cluster-wide limiter (Redis) could not be reached and `limits.redis.onUnavailable` is `fail-closed`. */
+export class LimiterUnavailableError extends InferenceError {
+  constructor(message: string, cause?: unknown) {
+    super('ERR_LIMITER_UNAVAILABLE', message, {
+      cause,
+      retryable: true,
+      hint: 'Check Redis, or set `limits.redis.onUnavailable: "fail-open"` to fall back to local limits.',
+    });
+  }
+}
+
+/** The client was closed; no new request is accepted. */
+export class ClientClosedError extends InferenceError {
+  constructor() {
+    super('ERR_CLIENT_CLOSED', 'The client is closed');
+  }
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ENOTCONN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
+
+/**
+ * Maps a transport-level error (undici or the OS) to this package's errors. The one place undici codes are read.
+ * `afterResponseBytes` says whether any response byte had arrived: that decides whether the failure is retryable.
+ */
+export function mapTransportError(
+  error: unknown,
+  context: {
+    engine: string;
+    afterResponseBytes: boolean;
+    timeouts?: { ttfbMs?: number | undefined; idleMs?: number | undefined; connectMs?: number | undefined };
+  },
+): InferenceError {
+  if (isInferenceError(error)) return error;
+  const code = (error as { code?: string } | undefined)?.code;
+  const message = (error as Error | undefined)?.message ?? String(error);
+  const engine = context.engine;
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return new TimeoutError('connect', context.timeouts?.connectMs ?? 0, { engine, cause: error });
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return new TimeoutError('ttfb', context.timeouts?.ttfbMs ?? 0, { engine, cause: error });
+    case 'UND_ERR_BODY_TIMEOUT':
+      return new TimeoutError('idle', context.timeouts?.idleMs ?? 0, { engine, cause: error });
+    case 'UND_ERR_ABORTED':
+    case 'ABORT_ERR':
+      return new AbortError(message, { engine, cause: error });
+    case 'EADDRNOTAVAIL':
+    case 'EADDRINUSE':
+      return new PortsExhaustedError({ engine, cause: error });
+    case 'EMFILE':
+    case 'ENFILE':
+      return new TooManyOpenFilesError({ engine, cause: error });
+    default:
+      break;
+  }
+  if (context.afterResponseBytes) {
+    return new StreamInterruptedError(`Connection lost mid-response: ${message}`, { engine, cause: error });
+  }
+  if (code !== undefined && CONNECTION_CODES.has(code)) {
+    return new ConnectionError(`${message} (${code})`, code, { engine, cause: error });
+  }
+  return new ConnectionError(message, code, { engine, cause: error, retryable: false });
+}

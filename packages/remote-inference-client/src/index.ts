@@ -1,0 +1,28 @@
+export {
+  type BatchResult,
+  type ClientStats,
+  type GenerateOptions,
+  RemoteInferenceClient,
+  type RequestOptions,
+} from './client/client.js';
+export { ControlPlane, type EngineResult } from './client/control-plane.js';
+export type { RemoteInferenceClientOptions, RetryOptions, TimeoutOptions, TransportOptions } from './client/options.js';
+export { REQUEST_CHANNEL, type RequestStats } from './client/request-stats.js';
+export { isRetryable, parseRetryAfter } from './client/retry-policy.js';
+export type * from './client/wire-types.js';
+export * from './errors.js';
+export type { LimitsOptions } from './limits/admission.js';
+export type { RedisLimitsOptions } from './limits/qps-limiter.js';
+export type { EngineHealthState, HealthOptions } from './routing/engine-health.js';
+export {
+  type EngineView,
+  LeastOutstandingPolicy,
+  PowerOfTwoPolicy,
+  RoundRobinPolicy,
+  type RoutingContext,
+  type RoutingPolicy,
+  type RoutingPolicyName,
+  SessionAffinityPolicy,
+} from './routing/policies.js';
+export { ChunkStream } from './streaming/chunk-stream.js';
+export { type SseEvent, SseParser } from './streaming/sse-parser.js';

@@ -1,0 +1,396 @@
+import { performance } from 'node:perf_hooks';
+import { Semaphore } from 'async-mutex';
+import { AbortError, EngineUnavailableError, InvalidOptionsError, QueueFullError, TimeoutError } from '../errors.js';
+import { EngineHealth, type HealthOptions, resolveHealthOptions } from '../routing/engine-health.js';
+import type { EngineView, RoutingPolicy } from '../routing/policies.js';
+import { LeasedRateLimiter, type RedisLimitsOptions, TokenBucket } from './qps-limiter.js';
+
+/** Admission limits: hard totals and soft per-engine protections, for concurrency and for requests per second. */
+export interface LimitsOptions {
+  /** Requests in flight across all engines at most (hard cap). @default unlimited */
+  maxConcurrency?: number;
+  /** Requests started per second across all engines at most (hard cap, Bottleneck-owned). @default unlimited */
+  maxQps?: number;
+  /** Requests waiting for admission at most; beyond it requests fail with ERR_QUEUE_FULL. @default unlimited */
+  maxQueued?: number;
+  perEngine?: {
+    /** In flight per engine (async-mutex semaphore). @default 512, as reference trainers */
+    maxConcurrency?: number;
+    /** Started per second per engine. @default unlimited */
+    maxQps?: number;
+  };
+  /** Share `maxQps` with every process and host using the same Redis id. */
+  redis?: RedisLimitsOptions;
+}
+
+/** One engine as the scheduler tracks it. */
+export class EngineEntry implements EngineView {
+  outstanding = 0;
+  queuedFor = 0;
+  draining = false;
+  readonly errors: Record<string, number> = {};
+  requests = 0;
+  readonly semaphore: Semaphore;
+  readonly health: EngineHealth;
+  readonly qps: TokenBucket | undefined;
+
+  constructor(
+    readonly endpoint: string,
+    public index: number,
+    maxConcurrency: number,
+    maxQps: number | undefined,
+    health: Required<HealthOptions>,
+  ) {
+    this.semaphore = new Semaphore(maxConcurrency);
+    this.health = new EngineHealth(health);
+    this.qps = maxQps === undefined ? undefined : new TokenBucket(maxQps);
+  }
+
+  /** Can take one more request right now. */
+  hasRoom(): boolean {
+    return !this.draining && this.semaphore.getValue() > 0 && this.health.available();
+  }
+}
+
+/** What a granted request holds until it ends. */
+export interface Ticket {
+  engine: EngineEntry;
+  /** Time spent waiting for admission. */
+  queueMs: number;
+  release(): void;
+}
+
+/** Per-request admission input. */
+export interface AdmissionRequest {
+  signal: AbortSignal | undefined;
+  /** `performance.now()` deadline, or Infinity. */
+  deadlineMs: number;
+  /** Higher first; FIFO within a priority. @default 0 */
+  priority: number;
+  sessionId: string | undefined;
+  /** Engines to avoid (failover), used only when another engine has room. */
+  avoid: ReadonlySet<string> | undefined;
+}
+
+interface Waiter {
+  request: AdmissionRequest;
+  enqueuedAtMs: number;
+  resolve: (ticket: Ticket) => void;
+  reject: (error: Error) => void;
+  settled: boolean;
+  cleanup: () => void;
+}
+
+/** Validated limits. */
+export interface ResolvedLimits {
+  maxConcurrency: number;
+  maxQps: number | undefined;
+  maxQueued: number;
+  perEngineConcurrency: number;
+  perEngineQps: number | undefined;
+  redis: RedisLimitsOptions | undefined;
+}
+
+/** Applies defaults to limits and validates them. */
+export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
+  const check = (value: unknown, field: string, integer: boolean) => {
+    if (value === undefined) return;
+    if (
+      typeof value !== 'number' ||
+      !(value > 0) ||
+      (integer && !Number.isInteger(value) && value !== Number.POSITIVE_INFINITY)
+    ) {
+      throw new InvalidOptionsError(
+        `Expected \`limits.${field}\` to be a ${integer ? 'whole ' : ''}number > 0, got \`${JSON.stringify(value)}\``,
+      );
+    }
+  };
+  check(limits.maxConcurrency, 'maxConcurrency', true);
+  check(limits.maxQps, 'maxQps', false);
+  check(limits.maxQueued, 'maxQueued', true);
+  check(limits.perEngine?.maxConcurrency, 'perEngine.maxConcurrency', true);
+  check(limits.perEngine?.maxQps, 'perEngine.maxQps', false);
+  if (limits.redis) {
+    if (typeof limits.redis.url !== 'string' || !/^rediss?:\/\//.test(limits.redis.url)) {
+      throw new InvalidOptionsError(
+        `Expected \`limits.redis.url\` to be a redis:// URL, got \`${JSON.stringify(limits.redis.url)}\``,
+      );
+    }
+    if (typeof limits.redis.id !== 'string' || limits.redis.id === '') {
+      throw new InvalidOptionsError(
+        `Expected \`limits.redis.id\` to be a non-empty string, got \`${JSON.stringify(limits.redis.id)}\``,
+      );
+    }
+    if (limits.maxQps === undefined) {
+      throw new InvalidOptionsError('`limits.redis` shares `limits.maxQps` across processes: set `limits.maxQps` too');
+    }
+  }
+  return {
+    maxConcurrency: limits.maxConcurrency ?? Number.POSITIVE_INFINITY,
+    maxQps: limits.maxQps,
+    maxQueued: limits.maxQueued ?? Number.POSITIVE_INFINITY,
+    perEngineConcurrency: limits.perEngine?.maxConcurrency ?? 512,
+    perEngineQps: limits.perEngine?.maxQps,
+    redis: limits.redis,
+  };
+}
+
+/**
+ * Admission and routing in one place: a single fair queue (priorities, FIFO within one) grants a request only when
+ * the global concurrency cap, the global QPS budget and some engine's per-engine semaphore and QPS all allow it,
+ * then the routing policy picks among the engines with room. Every cap holds at every instant; whichever binds first
+ * decides. A waiting request leaves at once on abort or deadline. The hot path with room everywhere is O(engines).
+ */
+export class Scheduler {
+  private engines: EngineEntry[] = [];
+  private readonly byEndpoint = new Map<string, EngineEntry>();
+  private readonly queues = new Map<number, Waiter[]>();
+  private priorities: number[] = [];
+  private queued = 0;
+  private inFlight = 0;
+  private readonly qps: LeasedRateLimiter | undefined;
+  private readonly health: Required<HealthOptions>;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private pumping = false;
+  readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
+
+  constructor(
+    readonly limits: ResolvedLimits,
+    private readonly policy: RoutingPolicy,
+    health: HealthOptions | undefined,
+  ) {
+    this.health = resolveHealthOptions(health);
+    if (limits.maxQps !== undefined) {
+      this.qps = new LeasedRateLimiter(limits.maxQps, limits.redis);
+      this.qps.onAvailable = () => this.pump();
+    }
+  }
+
+  /** Replaces the engine set: new engines join, removed ones drain (in-flight requests finish). */
+  setEngines(endpoints: readonly string[]): EngineEntry[] {
+    const keep = new Set(endpoints);
+    const removed: EngineEntry[] = [];
+    for (const entry of this.engines) {
+      if (!keep.has(entry.endpoint)) {
+        entry.draining = true;
+        removed.push(entry);
+        this.byEndpoint.delete(entry.endpoint);
+      }
+    }
+    this.engines = endpoints.map((endpoint, index) => {
+      let entry = this.byEndpoint.get(endpoint);
+      if (!entry) {
+        entry = new EngineEntry(
+          endpoint,
+          index,
+          this.limits.perEngineConcurrency,
+          this.limits.perEngineQps,
+          this.health,
+        );
+        if (entry.qps) entry.qps.onAvailable = () => this.pump();
+        this.byEndpoint.set(endpoint, entry);
+      }
+      entry.index = index;
+      return entry;
+    });
+    this.pump();
+    return removed;
+  }
+
+  /** Every engine currently in the set. */
+  list(): readonly EngineEntry[] {
+    return this.engines;
+  }
+
+  get queuedCount(): number {
+    return this.queued;
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight;
+  }
+
+  /** Waits for admission and an engine. */
+  admit(request: AdmissionRequest): Ticket | Promise<Ticket> {
+    if (this.queued === 0) {
+      const ticket = this.tryGrant(request, performance.now());
+      if (ticket) return ticket;
+    }
+    if (this.queued >= this.limits.maxQueued) {
+      this.counters.rejectedQueueFull++;
+      return Promise.reject(new QueueFullError(this.limits.maxQueued));
+    }
+    return this.enqueue(request);
+  }
+
+  private enqueue(request: AdmissionRequest): Promise<Ticket> {
+    return new Promise<Ticket>((resolve, reject) => {
+      const waiter: Waiter = {
+        request,
+        enqueuedAtMs: performance.now(),
+        resolve,
+        reject,
+        settled: false,
+        cleanup: () => {},
+      };
+      const leave = (error: Error) => {
+        if (waiter.settled) return;
+        waiter.settled = true;
+        this.queued--;
+        waiter.cleanup();
+        reject(error);
+        this.pump();
+      };
+      const onAbort = () =>
+        leave(new AbortError('Aborted while queued for admission', { cause: request.signal?.reason }));
+      let timer: NodeJS.Timeout | undefined;
+      if (Number.isFinite(request.deadlineMs)) {
+        timer = setTimeout(
+          () => {
+            const available = this.engines.some((engine) => engine.health.available() && !engine.draining);
+            leave(
+              available
+                ? new TimeoutError('queue', Math.round(performance.now() - waiter.enqueuedAtMs))
+                : new EngineUnavailableError(
+                    'No engine available before the deadline (all removed, draining or in cooldown)',
+                    {
+                      hint: "Check the engines; stats().engines shows each one's cooldown state.",
+                    },
+                  ),
+            );
+          },
+          Math.max(0, request.deadlineMs - performance.now()),
+        );
+      }
+      request.signal?.addEventListener('abort', onAbort, { once: true });
+      waiter.cleanup = () => {
+        clearTimeout(timer);
+        request.signal?.removeEventListener('abort', onAbort);
+      };
+      if (request.signal?.aborted) {
+        onAbort();
+        return;
+      }
+      let queue = this.queues.get(request.priority);
+      if (!queue) {
+        queue = [];
+        this.queues.set(request.priority, queue);
+        this.priorities = [...this.queues.keys()].sort((a, b) => b - a);
+      }
+      queue.push(waiter);
+      this.queued++;
+      this.counters.maxQueued = Math.max(this.counters.maxQueued, this.queued);
+      this.scheduleWake();
+    });
+  }
+
+  /** Fails every waiting request whose engines are all gone (called when health changes), and re-runs the queue. */
+  pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      const now = performance.now();
+      for (const priority of this.priorities) {
+        const queue = this.queues.get(priority)!;
+        let head = 0;
+        while (head < queue.length) {
+          const waiter = queue[head]!;
+          if (waiter.settled) {
+            head++;
+            continue;
+          }
+          if (this.qps?.failure) {
+            waiter.settled = true;
+            this.queued--;
+            waiter.cleanup();
+            waiter.reject(this.qps.failure);
+            head++;
+            continue;
+          }
+          const ticket = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
+          if (!ticket) break; // FIFO: nobody behind the head may overtake it
+          waiter.settled = true;
+          this.queued--;
+          waiter.cleanup();
+          waiter.resolve(ticket);
+          head++;
+        }
+        queue.splice(0, head);
+        if (queue.length > 0) {
+          this.scheduleWake();
+          return; // a blocked higher priority blocks lower ones: no starvation of the head
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Wakes the queue when a cooldown ends (nothing else would). */
+  private scheduleWake(): void {
+    if (this.wakeTimer) return;
+    let soonest = Number.POSITIVE_INFINITY;
+    for (const engine of this.engines) {
+      const wait = engine.health.msUntilAvailable();
+      if (wait > 0) soonest = Math.min(soonest, wait);
+    }
+    if (!Number.isFinite(soonest)) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.pump();
+    }, soonest + 1);
+    this.wakeTimer.unref();
+  }
+
+  private tryGrant(request: AdmissionRequest, now: number, enqueuedAtMs = now): Ticket | undefined {
+    if (this.inFlight >= this.limits.maxConcurrency) return undefined;
+    if (this.qps?.failure) throw this.qps.failure;
+    let candidates = this.engines.filter((engine) => engine.hasRoom());
+    if (candidates.length === 0) return undefined;
+    if (request.avoid && request.avoid.size > 0) {
+      const preferred = candidates.filter((engine) => !request.avoid!.has(engine.endpoint));
+      if (preferred.length > 0) candidates = preferred;
+    }
+    // Per-engine QPS is soft: an engine out of tokens is skipped, others may take the request.
+    const withTokens = candidates.filter((engine) => !engine.qps || engine.qps.peek());
+    if (withTokens.length === 0) return undefined;
+    if (this.qps && !this.qps.tryTake()) return undefined;
+    const engine = this.policy.pick(withTokens, { sessionId: request.sessionId }) as EngineEntry;
+    engine.qps?.tryTake();
+    void engine.semaphore.acquire(); // resolves synchronously-dispatched: getValue() > 0 was checked
+    engine.outstanding++;
+    engine.requests++;
+    engine.health.onSend();
+    this.inFlight++;
+    this.counters.admitted++;
+    this.counters.maxInFlight = Math.max(this.counters.maxInFlight, this.inFlight);
+    let released = false;
+    return {
+      engine,
+      queueMs: now - enqueuedAtMs,
+      release: () => {
+        if (released) return;
+        released = true;
+        engine.semaphore.release();
+        engine.outstanding--;
+        this.inFlight--;
+        this.pump();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    for (const queue of this.queues.values()) {
+      for (const waiter of queue) {
+        if (waiter.settled) continue;
+        waiter.settled = true;
+        waiter.cleanup();
+        waiter.reject(new AbortError('The client was closed'));
+      }
+    }
+    this.queues.clear();
+    this.queued = 0;
+    await Promise.all([this.qps?.close(), ...this.engines.map((engine) => engine.qps?.close())]);
+  }
+}

@@ -1,0 +1,81 @@
+import { performance } from 'node:perf_hooks';
+
+/** Passive and active engine health. */
+export interface HealthOptions {
+  /** Consecutive connection failures that put an engine in cooldown. @default 3 */
+  failureThreshold?: number;
+  /** First cooldown; doubles on each failed half-open probe. @default 1000 (ms) */
+  cooldownMs?: number;
+  /** @default 30000 (ms) */
+  maxCooldownMs?: number;
+  /** Poll `GET /health` on every engine this often; 0 disables active checks. @default 0 (ms) */
+  activeCheckIntervalMs?: number;
+}
+
+/** Where an engine stands. `half-open`: cooldown over, one probe request allowed. */
+export type EngineHealthState = 'healthy' | 'cooldown' | 'half-open';
+
+/** Circuit breaker of one engine: consecutive failures -> cooldown with growing backoff -> half-open probe. */
+export class EngineHealth {
+  private consecutiveFailures = 0;
+  private cooldownUntilMs = 0;
+  private cooldownMs: number;
+  private probing = false;
+
+  constructor(private readonly options: Required<HealthOptions>) {
+    this.cooldownMs = options.cooldownMs;
+  }
+
+  get state(): EngineHealthState {
+    if (this.cooldownUntilMs === 0) return 'healthy';
+    return performance.now() < this.cooldownUntilMs ? 'cooldown' : 'half-open';
+  }
+
+  /** Whether a request may go to this engine now (half-open: only one probe at a time). */
+  available(): boolean {
+    const state = this.state;
+    if (state === 'healthy') return true;
+    if (state === 'cooldown') return false;
+    return !this.probing;
+  }
+
+  /** Call when a request is sent; marks the half-open probe. */
+  onSend(): void {
+    if (this.state === 'half-open') this.probing = true;
+  }
+
+  onSuccess(): void {
+    this.consecutiveFailures = 0;
+    this.cooldownUntilMs = 0;
+    this.cooldownMs = this.options.cooldownMs;
+    this.probing = false;
+  }
+
+  /** A connection-level failure (not an HTTP status): counts toward cooldown. */
+  onConnectionFailure(): void {
+    this.consecutiveFailures++;
+    const wasProbe = this.probing;
+    this.probing = false;
+    if (wasProbe) {
+      this.cooldownMs = Math.min(this.options.maxCooldownMs, this.cooldownMs * 2);
+      this.cooldownUntilMs = performance.now() + this.cooldownMs;
+    } else if (this.consecutiveFailures >= this.options.failureThreshold && this.cooldownUntilMs === 0) {
+      this.cooldownUntilMs = performance.now() + this.cooldownMs;
+    }
+  }
+
+  /** Milliseconds until this engine may be probed again (0 when available). */
+  msUntilAvailable(): number {
+    return Math.max(0, this.cooldownUntilMs - performance.now());
+  }
+}
+
+/** Applies defaults to health options. */
+export function resolveHealthOptions(options: HealthOptions = {}): Required<HealthOptions> {
+  return {
+    failureThreshold: options.failureThreshold ?? 3,
+    cooldownMs: options.cooldownMs ?? 1000,
+    maxCooldownMs: options.maxCooldownMs ?? 30_000,
+    activeCheckIntervalMs: options.activeCheckIntervalMs ?? 0,
+  };
+}
