@@ -371,6 +371,7 @@ export class Scheduler {
       release: () => {
         if (released) return;
         released = true;
+        engine.health.onSettled();
         engine.semaphore.release();
         engine.outstanding--;
         this.inFlight--;

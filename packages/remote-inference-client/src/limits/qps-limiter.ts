@@ -97,7 +97,7 @@ export class LeasedRateLimiter implements PermitGate {
   leases = 0;
 
   constructor(
-    private readonly ratePerSecond: number,
+    ratePerSecond: number,
     private readonly redis: RedisLimitsOptions | undefined,
   ) {
     this.refillAmount = Math.max(1, Math.round(ratePerSecond / 10));

@@ -51,6 +51,11 @@ export class EngineHealth {
     this.probing = false;
   }
 
+  /** The request ended without a verdict on reachability (aborted): release a half-open probe. */
+  onSettled(): void {
+    this.probing = false;
+  }
+
   /** A connection-level failure (not an HTTP status): counts toward cooldown. */
   onConnectionFailure(): void {
     this.consecutiveFailures++;

@@ -4,7 +4,8 @@ import { type SseEvent, SseParser } from './sse-parser.js';
 function parse(chunks: (string | Buffer)[]): SseEvent[] {
   const events: SseEvent[] = [];
   const parser = new SseParser((event) => events.push(event));
-  chunks.forEach((chunk, index) => parser.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, index));
+  for (const [index, chunk] of chunks.entries())
+    parser.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, index);
   return events;
 }
 

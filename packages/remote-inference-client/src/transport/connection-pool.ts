@@ -74,7 +74,7 @@ export class ConnectionPool {
   constructor(
     readonly origin: string,
     private readonly settings: PoolSettings,
-    private readonly sourceIpOffset = 0,
+    sourceIpOffset = 0,
   ) {
     this.sourceIndex = sourceIpOffset;
   }
