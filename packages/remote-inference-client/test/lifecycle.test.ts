@@ -1,0 +1,137 @@
+import { Worker } from 'node:worker_threads';
+import { type FakeVllm, startFakeVllm } from 'fake-vllm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemoteInferenceClient } from '../src/index.js';
+import { eventually, expectedTokens, openFds } from './helpers.js';
+
+let fake: FakeVllm;
+beforeAll(async () => {
+  fake = await startFakeVllm({ engines: 2, processes: 1, ttftMs: 2, itlMs: 2, jitter: 0 });
+});
+afterAll(() => fake.close());
+
+describe('resources', () => {
+  it('leaks no file descriptor after close()', async () => {
+    const baseline = openFds();
+    const client = new RemoteInferenceClient({
+      engines: fake.engines.map((engine) => engine.url),
+      transport: { shared: false },
+    });
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, index) =>
+        client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 3, seed: 1 } }),
+      ),
+    );
+    expect(
+      results.every(
+        (result, index) => result.choices[0]!.token_ids.join() === expectedTokens([index + 1], 1, 3).join(),
+      ),
+    ).toBe(true);
+    expect(openFds()).toBeGreaterThan(baseline + 100);
+    await client.close();
+    await eventually(() => openFds() <= baseline, 5000);
+    expect(openFds()).toBeLessThanOrEqual(baseline);
+  });
+
+  it('aborts in-flight requests on close() and rejects new ones', async () => {
+    const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+    const pending = client.completions.create({ prompt: 'x', max_tokens: 100_000 }).catch((error: unknown) => error);
+    await eventually(() => client.stats().inFlight === 1);
+    await client.close();
+    expect(await pending).toMatchObject({ code: 'ERR_ABORTED' });
+    await expect(client.completions.create({ prompt: 'x' })).rejects.toMatchObject({ code: 'ERR_CLIENT_CLOSED' });
+  });
+
+  it('shares one pool per event loop between clients with the same transport settings', async () => {
+    const first = new RemoteInferenceClient({ engines: [fake.url] });
+    const second = new RemoteInferenceClient({ engines: [fake.url] });
+    await first.completions.create({ prompt: 'a', max_tokens: 1 });
+    await second.completions.create({ prompt: 'a', max_tokens: 1 });
+    // The second client reused the connection the first one opened.
+    expect(second.stats().connections.reused).toBeGreaterThanOrEqual(1);
+    expect(second.stats().connections.opened).toBe(first.stats().connections.opened);
+    await first.close();
+    await second.close();
+  });
+});
+
+describe('worker threads', () => {
+  it('a worker uses its own sockets; terminating it never disturbs the main thread', async () => {
+    const engines = fake.engines.map((engine) => engine.url);
+    const main = new RemoteInferenceClient({ engines });
+    const workerSource = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      import(workerData.entry).then(async ({ RemoteInferenceClient }) => {
+        const client = new RemoteInferenceClient({ engines: workerData.engines });
+        const first = await client.generate({ token_ids: [1], sampling_params: { max_tokens: 3, seed: 1 } });
+        parentPort.postMessage({ tokens: first.choices[0].token_ids, opened: client.stats().connections.opened });
+        // Keep requests in flight until terminated.
+        for (;;) await client.generate({ token_ids: [2], sampling_params: { max_tokens: 50 } }).catch(() => {});
+      });
+    `;
+    const entry = new URL('../dist/index.js', import.meta.url).href;
+    const worker = new Worker(workerSource, { eval: true, workerData: { entry, engines } });
+    const fromWorker = await new Promise<{ tokens: number[]; opened: number }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    expect(fromWorker.tokens).toEqual(expectedTokens([1], 1, 3));
+    expect(fromWorker.opened).toBeGreaterThan(0);
+    const inFlight = Array.from({ length: 50 }, (_, index) =>
+      main.generate({ token_ids: [index + 100], sampling_params: { max_tokens: 40, seed: 3 } }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await worker.terminate();
+    const results = await Promise.all(inFlight);
+    results.forEach((result, index) =>
+      expect(result.choices[0]!.token_ids).toEqual(expectedTokens([index + 100], 3, 40)),
+    );
+    expect(main.stats().failed).toBe(0);
+    await main.close();
+  });
+});
+
+describe('control plane', () => {
+  it('fans out to every engine, one result per engine, and evicts idle sockets on phase changes', async () => {
+    const engines = fake.engines.map((engine) => engine.url);
+    const client = new RemoteInferenceClient({ engines, transport: { shared: false } });
+    await client.completions.create({ prompt: 'warm', max_tokens: 1 });
+    expect(client.stats().connections.idle).toBeGreaterThan(0);
+    const paused = await client.control.pause({ mode: 'wait' });
+    expect(paused.map((result) => result.ok)).toEqual([true, true]);
+    expect(client.stats().connections.idle).toBe(0);
+    expect((await client.control.isPaused()).map((result) => result.ok && result.value)).toEqual([
+      { is_paused: true },
+      { is_paused: true },
+    ]);
+    await client.control.resume();
+    await client.control.sleep({ level: 1 });
+    expect(
+      (await client.control.isSleeping()).every(
+        (result) => result.ok && (result.value as { is_sleeping: boolean }).is_sleeping,
+      ),
+    ).toBe(true);
+    await client.control.wakeUp();
+    expect((await client.control.resetPrefixCache()).every((result) => result.ok)).toBe(true);
+    expect((await client.control.updateWeights({ version: 2 })).every((result) => result.ok)).toBe(true);
+    expect((await client.control.collectiveRpc({ method: 'noop' })).every((result) => result.ok)).toBe(true);
+    expect((await client.control.getWorldSize()).map((result) => result.ok && result.value)).toEqual([
+      { world_size: 1 },
+      { world_size: 1 },
+    ]);
+    await client.close();
+  });
+
+  it('reports a per-engine error instead of throwing when one engine is down', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [fake.url, 'http://127.0.0.1:9'],
+      transport: { shared: false },
+    });
+    const results = await client.control.resetPrefixCache();
+    expect(results[0]!.ok).toBe(true);
+    expect(results[1]!.ok).toBe(false);
+    if (!results[1]!.ok) expect(results[1]!.error.code).toBe('ERR_CONNECTION');
+    await expect(client.waitUntilHealthy({ timeoutMs: 300 })).rejects.toMatchObject({ code: 'ERR_ENGINE_UNAVAILABLE' });
+    await client.close();
+  });
+});
