@@ -179,6 +179,7 @@ class RequestRun {
     return {
       path: this.path,
       engine: this.engine,
+      sessionId: this.options.sessionId,
       ok: error === undefined,
       errorCode: error?.code,
       status: this.status ?? error?.status,

@@ -9,6 +9,8 @@ export interface RequestStats {
   path: string;
   /** Engine that served the last attempt. */
   engine: string;
+  /** The request's session id, when it had one. */
+  sessionId: string | undefined;
   ok: boolean;
   /** Error code when not ok. */
   errorCode: string | undefined;

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import Bottleneck from 'bottleneck';
+import IORedis from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
 
 /** Cluster-wide limits through Redis (Bottleneck clustering on ioredis). */
@@ -79,58 +80,49 @@ export class TokenBucket implements PermitGate {
 
 /**
  * The global QPS limit, owned by Bottleneck but kept off the per-request path: Bottleneck admits only a few hundred
- * jobs per second per limiter (it yields with setTimeout on every operation, ~2.5-5 ms per job, measured here), so
- * we lease permits in batches — one Bottleneck job of weight k buys k requests — and hand them out locally in O(1).
- * The reservoir refills every 100 ms, so a lease never holds more than ~50 ms of budget.
+ * jobs per second per limiter (it yields with setTimeout on every operation, ~4.5 ms per job measured here), so
+ * one Bottleneck job buys a lease of k permits (50 ms of budget) that we hand out locally in O(1). Bottleneck
+ * spaces leases by `minTime = k / rate` — cluster-wide when it runs on Redis. (Its reservoir refresh was measured
+ * too coarse: an empty reservoir waited ~235 ms for a 100 ms refresh interval.)
  */
 export class LeasedRateLimiter implements PermitGate {
   private permits = 0;
   private leasing = false;
   private closed = false;
-  private limiter: Bottleneck;
+  private lastDemandMs = 0;
+  private readonly limiter: Bottleneck;
   private local: Bottleneck | undefined;
-  private readonly leaseSize: number;
-  private readonly refillAmount: number;
+  /** Permits per lease. */
+  readonly leaseSize: number;
+  private readonly minTimeMs: number;
   failure: Error | undefined;
   onAvailable: () => void = () => {};
-  /** Leases taken so far (observability: each costs one Bottleneck job). */
+  /** Leases taken so far (each costs one Bottleneck job). */
   leases = 0;
 
   constructor(
     ratePerSecond: number,
     private readonly redis: RedisLimitsOptions | undefined,
   ) {
-    this.refillAmount = Math.max(1, Math.round(ratePerSecond / 10));
-    this.leaseSize = Math.max(1, Math.min(this.refillAmount, Math.ceil(ratePerSecond / 20)));
+    this.leaseSize = Math.max(1, Math.round(ratePerSecond * 0.05));
+    this.minTimeMs = (this.leaseSize * 1000) / ratePerSecond;
     this.limiter = this.create(redis);
-    if (redis) {
-      this.limiter.on('error', (error: unknown) => this.onRedisError(error));
-    }
+    if (redis) this.limiter.on('error', (error: unknown) => this.onRedisError(error));
   }
 
   private create(redis: RedisLimitsOptions | undefined): Bottleneck {
-    const settings: Bottleneck.ConstructorOptions = {
-      reservoir: this.refillAmount,
-      reservoirRefreshAmount: this.refillAmount,
-      reservoirRefreshInterval: 100,
-      maxConcurrent: null,
-      minTime: 0,
-    };
+    const settings: Bottleneck.ConstructorOptions = { maxConcurrent: null, minTime: this.minTimeMs };
     if (!redis) return new Bottleneck(settings);
     return new Bottleneck({
       ...settings,
       id: `remote-inference-client:${redis.id}`,
       datastore: 'ioredis',
+      // Bottleneck would `require('ioredis')` from its own folder, which a strict pnpm layout does not resolve.
+      Redis: IORedis,
       clearDatastore: false,
-      // A crashed process's leases are plain reservoir decrements: the refresh gives the budget back.
-      clientOptions: {
-        lazyConnect: false,
-        maxRetriesPerRequest: 1,
-        enableOfflineQueue: false,
-        connectTimeout: redis.timeoutMs ?? 1000,
-      },
-      ...(redis.url ? { clientOptions: redisClientOptions(redis) } : {}),
-    });
+      // Leases are spaced, never held: a crashed process loses at most one lease of budget.
+      clientOptions: redisClientOptions(redis),
+    } as Bottleneck.ConstructorOptions);
   }
 
   private onRedisError(error: unknown): void {
@@ -151,32 +143,29 @@ export class LeasedRateLimiter implements PermitGate {
   }
 
   tryTake(): boolean {
+    this.lastDemandMs = performance.now();
+    this.lease();
     if (this.permits > 0) {
       this.permits--;
-      if (this.permits < this.leaseSize / 2) this.lease();
       return true;
     }
-    this.lease();
     return false;
   }
 
   private lease(): void {
-    if (this.leasing || this.closed) return;
+    if (this.leasing || this.closed || this.permits >= this.leaseSize) return;
     this.leasing = true;
     const limiter = this.local ?? this.limiter;
-    const timeoutMs = this.redis?.timeoutMs ?? 1000;
-    const job = limiter.schedule(
-      { weight: this.leaseSize, expiration: this.redis ? timeoutMs * 5 : null } as Bottleneck.JobOptions,
-      async () => this.leaseSize,
-    );
+    const timeoutMs = (this.redis?.timeoutMs ?? 1000) + this.minTimeMs * 2;
+    const job = limiter.schedule(async () => this.leaseSize);
     let timer: NodeJS.Timeout | undefined;
     const guarded = this.redis
       ? Promise.race([
           job,
           new Promise<never>((_, reject) => {
             timer = setTimeout(
-              () => reject(new Error(`no answer from Redis within ${timeoutMs * 5} ms`)),
-              timeoutMs * 5,
+              () => reject(new Error(`no answer from Redis within ${Math.round(timeoutMs)} ms`)),
+              timeoutMs,
             );
           }),
         ])
@@ -185,7 +174,7 @@ export class LeasedRateLimiter implements PermitGate {
       .then((granted) => {
         this.leases++;
         this.permits += granted;
-        if (this.failure && limiter === this.limiter) this.failure = undefined;
+        if (limiter === this.limiter) this.failure = undefined;
       })
       .catch((error: unknown) => {
         if (this.redis) this.onRedisError(error);
@@ -193,7 +182,10 @@ export class LeasedRateLimiter implements PermitGate {
       .finally(() => {
         clearTimeout(timer);
         this.leasing = false;
-        if (!this.closed) this.onAvailable();
+        if (this.closed) return;
+        this.onAvailable();
+        // Keep one lease pending while there is demand, so Bottleneck's minTime clock keeps running.
+        if (performance.now() - this.lastDemandMs < 100) this.lease();
       });
   }
 
