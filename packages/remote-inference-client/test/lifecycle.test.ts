@@ -83,9 +83,9 @@ describe('worker threads', () => {
     await new Promise((resolve) => setTimeout(resolve, 30));
     await worker.terminate();
     const results = await Promise.all(inFlight);
-    results.forEach((result, index) =>
-      expect(result.choices[0]!.token_ids).toEqual(expectedTokens([index + 100], 3, 40)),
-    );
+    for (const [index, result] of results.entries()) {
+      expect(result.choices[0]!.token_ids).toEqual(expectedTokens([index + 100], 3, 40));
+    }
     expect(main.stats().failed).toBe(0);
     await main.close();
   });

@@ -41,6 +41,8 @@ describe('failover and health', () => {
     let verified = 0;
     let typedFailures = 0;
     let untyped = 0;
+    const failureCodes: Record<string, number> = {};
+    const lastCodes: Record<string, number> = {};
     const sent = 1500;
     const run = async (index: number) => {
       const prompt = [index + 1];
@@ -49,8 +51,12 @@ describe('failover and health', () => {
         completed++;
         if (result.choices[0]!.token_ids.join() === expectedTokens(prompt, 2, 20).join()) verified++;
       } catch (error) {
-        if (isInferenceError(error)) typedFailures++;
-        else untyped++;
+        if (isInferenceError(error)) {
+          typedFailures++;
+          failureCodes[error.code] = (failureCodes[error.code] ?? 0) + 1;
+          if (error.code === 'ERR_RETRIES_EXHAUSTED')
+            lastCodes[(error as { errors?: { code: string }[] }).errors?.map((e) => e.code).join(',') ?? ''] = 1;
+        } else untyped++;
       }
     };
     let next = 0;
@@ -62,6 +68,9 @@ describe('failover and health', () => {
     victim.child.kill('SIGKILL');
     await workers[0];
     await Promise.all(workers);
+    console.log(
+      JSON.stringify({ completed, typedFailures, failureCodes, lastCodes: Object.keys(lastCodes).slice(0, 5) }),
+    );
     expect(completed + typedFailures).toBe(sent);
     expect(untyped).toBe(0);
     expect(verified).toBe(completed);

@@ -573,7 +573,20 @@ export class RemoteInferenceClient {
       run.engine = ticket.engine.endpoint;
       return ticket;
     } catch (error) {
-      if (run.signal.aborted && error instanceof AbortError) throw run.abortError();
+      if (run.signal.aborted && error instanceof AbortError) {
+        const reason = run.abortError();
+        // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
+        if (reason instanceof TimeoutError && !this.scheduler.anyEngineAvailable()) {
+          throw new EngineUnavailableError(
+            'No engine available before the deadline (all removed, draining or in cooldown)',
+            {
+              cause: reason,
+              hint: "Check the engines; stats().engines shows each one's cooldown state.",
+            },
+          );
+        }
+        throw reason;
+      }
       throw error;
     }
   }

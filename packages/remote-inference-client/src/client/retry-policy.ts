@@ -37,13 +37,17 @@ export function parseRetryAfter(value: string | string[] | undefined, nowMs = Da
 }
 
 /**
- * Retry budget (like gRPC's retry throttling, by rate): retries in the last second may be at most
- * `budgetRatio` of requests in that second plus `minRetriesPerSecond`.
+ * Retry budget (like gRPC's retry throttling, by rate): retries over the last second may be at most
+ * `budgetRatio` of requests over the last second plus `minRetriesPerSecond`. Both are sliding-window estimates
+ * (the previous one-second bucket weighted by how much of it still overlaps): a fixed window would reset the request
+ * count at each roll and refuse nearly every retry in the first moments of a second, exactly when an engine dies.
  */
 export class RetryBudget {
-  private windowStartMs = performance.now();
+  private bucketStartMs = performance.now();
   private requests = 0;
   private retries = 0;
+  private previousRequests = 0;
+  private previousRetries = 0;
   denied = 0;
 
   constructor(
@@ -51,12 +55,24 @@ export class RetryBudget {
     private readonly minPerSecond: number,
   ) {}
 
-  private roll(now: number): void {
-    if (now - this.windowStartMs >= 1000) {
-      this.windowStartMs = now;
+  private roll(now: number): number {
+    const elapsed = now - this.bucketStartMs;
+    if (elapsed >= 2000) {
+      this.previousRequests = 0;
+      this.previousRetries = 0;
       this.requests = 0;
       this.retries = 0;
+      this.bucketStartMs = now;
+      return 1;
     }
+    if (elapsed >= 1000) {
+      this.previousRequests = this.requests;
+      this.previousRetries = this.retries;
+      this.requests = 0;
+      this.retries = 0;
+      this.bucketStartMs += 1000;
+    }
+    return 1 - (now - this.bucketStartMs) / 1000;
   }
 
   recordRequest(): void {
@@ -66,8 +82,10 @@ export class RetryBudget {
 
   /** Takes a retry token, or returns false when the budget is spent. */
   tryRetry(): boolean {
-    this.roll(performance.now());
-    if (this.retries >= this.requests * this.ratio + this.minPerSecond) {
+    const overlap = this.roll(performance.now());
+    const requests = this.requests + this.previousRequests * overlap;
+    const retries = this.retries + this.previousRetries * overlap;
+    if (retries >= requests * this.ratio + this.minPerSecond) {
       this.denied++;
       return false;
     }

@@ -197,6 +197,11 @@ export class Scheduler {
     return removed;
   }
 
+  /** Whether some engine is neither in cooldown nor draining. */
+  anyEngineAvailable(): boolean {
+    return this.engines.some((engine) => engine.health.available() && !engine.draining);
+  }
+
   /** Every engine currently in the set. */
   list(): readonly EngineEntry[] {
     return this.engines;

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import Bottleneck from 'bottleneck';
-import IORedis from 'ioredis';
+import { Redis as IORedis } from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
 
 /** Cluster-wide limits through Redis (Bottleneck clustering on ioredis). */

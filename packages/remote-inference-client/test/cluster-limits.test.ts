@@ -1,0 +1,147 @@
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { type FakeVllm, startFakeVllm } from 'fake-vllm';
+import { Redis as IORedis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemoteInferenceClient } from '../src/index.js';
+
+function hasRedis(): boolean {
+  try {
+    execFileSync('redis-server', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A real redis-server on a free loopback port, no persistence. */
+async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
+    const url = `redis://127.0.0.1:${port}`;
+    const probe = new IORedis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => {}); // refused until the server is up: expected while polling
+    for (let tries = 0; tries < 50; tries++) {
+      try {
+        await probe.connect();
+        await probe.ping();
+        probe.disconnect();
+        return { url, child };
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    probe.disconnect();
+    child.kill('SIGKILL');
+    if (attempt >= 2) throw new Error('redis-server did not start');
+  }
+}
+
+const available = hasRedis();
+if (!available) console.log('cluster-limits: skipped, redis-server is not installed (.ci/run installs it)');
+
+describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => {
+  let fake: FakeVllm;
+  beforeAll(async () => {
+    fake = await startFakeVllm({ engines: 2, processes: 1, ttftMs: 1, itlMs: 1, jitter: 0 });
+  });
+  afterAll(() => fake.close());
+
+  it('4 processes sharing a budget of R hold R in total within ±10%', async () => {
+    const redis = await startRedis();
+    try {
+      const rate = 400;
+      const durationMs = 4000;
+      const startAt = Date.now() + 1500;
+      const worker = fileURLToPath(new URL('./fixtures/qps-worker.mjs', import.meta.url));
+      const outputs = await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const child = fork(worker, [], {
+            stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+            env: {
+              ...process.env,
+              ENGINES: fake.engines.map((engine) => engine.url).join(','),
+              REDIS_URL: redis.url,
+              LIMIT_ID: 'shared-test',
+              RATE: String(rate),
+              START_AT: String(startAt),
+              DURATION_MS: String(durationMs),
+            },
+          });
+          const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+          return JSON.parse(line) as { completed: number; admittedInWindow: number; errors: Record<string, number> };
+        }),
+      );
+      const total = outputs.reduce((sum, output) => sum + output.admittedInWindow, 0);
+      const expected = (rate * durationMs) / 1000;
+      console.log(
+        `cluster QPS: 4 processes, budget ${rate}/s for ${durationMs} ms: ${total} requests (${((total / expected) * 100).toFixed(1)}% of ${expected}); per process ${outputs.map((output) => output.admittedInWindow).join(', ')}`,
+      );
+      expect(outputs.every((output) => Object.keys(output.errors).length === 0)).toBe(true);
+      expect(outputs.every((output) => output.completed > 0)).toBe(true);
+      expect(total).toBeGreaterThanOrEqual(expected * 0.9);
+      expect(total).toBeLessThanOrEqual(expected * 1.1);
+    } finally {
+      redis.child.kill('SIGKILL');
+    }
+  });
+
+  it('Redis killed mid-run: fail-closed rejects with a typed error, fail-open carries on locally', async () => {
+    const redis = await startRedis();
+    const engines = fake.engines.map((engine) => engine.url);
+    const closed = new RemoteInferenceClient({
+      engines,
+      limits: { maxQps: 1000, redis: { url: redis.url, id: 'kill-closed', onUnavailable: 'fail-closed' } },
+      transport: { shared: false },
+    });
+    const open = new RemoteInferenceClient({
+      engines,
+      limits: { maxQps: 1000, redis: { url: redis.url, id: 'kill-open', onUnavailable: 'fail-open' } },
+      transport: { shared: false },
+    });
+    const one = (client: RemoteInferenceClient) =>
+      client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 5000 });
+    await Promise.all([one(closed), one(open)]);
+    redis.child.kill('SIGKILL');
+    await once(redis.child, 'exit');
+    // A lease in hand (50 permits at 1000/s) is spent first; after it, every request fails fast with a typed error.
+    const outcomes = await Promise.all(
+      Array.from({ length: 300 }, () =>
+        one(closed).then(
+          () => 'ok',
+          (error: { code: string }) => error.code,
+        ),
+      ),
+    );
+    expect(outcomes.filter((outcome) => outcome === 'ERR_LIMITER_UNAVAILABLE').length).toBeGreaterThan(200);
+    expect(outcomes.filter((outcome) => outcome !== 'ok' && outcome !== 'ERR_LIMITER_UNAVAILABLE')).toEqual([]);
+    const carried = await Promise.all(
+      Array.from({ length: 300 }, () =>
+        one(open).then(
+          () => 'ok',
+          (error: { code: string }) => error.code,
+        ),
+      ),
+    );
+    expect(carried.filter((outcome) => outcome !== 'ok')).toEqual([]);
+    await closed.close();
+    await open.close();
+  });
+});
