@@ -23,6 +23,7 @@ export { renderChatPrompt } from './protocol.js';
 export { type FakeVllm, startFakeVllm } from './start.js';
 export {
   CONTEXT_WINDOW,
+  createRandom,
   DEFAULT_VOCAB_SIZE,
   detokenize,
   type ExpectedCompletion,

@@ -58,6 +58,8 @@ export interface RequestOptions {
   priority?: number;
   /** Extra headers for this request. */
   headers?: Record<string, string>;
+  /** Opaque value echoed in this request's {@link RequestStats} (correlate with your rollout ids). */
+  tag?: unknown;
 }
 
 /** Options of {@link RemoteInferenceClient.generate}. */
@@ -180,6 +182,7 @@ class RequestRun {
       path: this.path,
       engine: this.engine,
       sessionId: this.options.sessionId,
+      tag: this.options.tag,
       ok: error === undefined,
       errorCode: error?.code,
       status: this.status ?? error?.status,

@@ -11,6 +11,8 @@ export interface RequestStats {
   engine: string;
   /** The request's session id, when it had one. */
   sessionId: string | undefined;
+  /** `RequestOptions.tag`, echoed. */
+  tag: unknown;
   ok: boolean;
   /** Error code when not ok. */
   errorCode: string | undefined;

@@ -23,6 +23,56 @@ export interface LimitsOptions {
   redis?: RedisLimitsOptions;
 }
 
+/** Per-engine concurrency permits. The scheduler takes one only after checking `available()`: it never waits. */
+interface EnginePermits {
+  available(): boolean;
+  take(): void;
+  give(): void;
+}
+
+/** async-mutex's Semaphore as the permit store. */
+class SemaphorePermits implements EnginePermits {
+  private readonly semaphore: Semaphore;
+  constructor(capacity: number) {
+    this.semaphore = new Semaphore(capacity);
+  }
+  available(): boolean {
+    return this.semaphore.getValue() > 0;
+  }
+  take(): void {
+    void this.semaphore.acquire(); // dispatched synchronously: available() was checked
+  }
+  give(): void {
+    this.semaphore.release();
+  }
+}
+
+/** A plain counter, for caps too large for async-mutex (see {@link createPermits}). */
+class CounterPermits implements EnginePermits {
+  private free: number;
+  constructor(capacity: number) {
+    this.free = capacity;
+  }
+  available(): boolean {
+    return this.free > 0;
+  }
+  take(): void {
+    this.free--;
+  }
+  give(): void {
+    this.free++;
+  }
+}
+
+/**
+ * async-mutex 0.5's `release()` walks every free permit (`for (weight = value; weight > 0; weight--)`) even with no
+ * waiter: O(free permits) per request. Profiled in the load sweep with a 1,000,000 cap it took 5 of 13 s of worker
+ * CPU. Up to 4,096 (the default is 512) the walk is cheap and the semaphore is used; above, a counter.
+ */
+function createPermits(capacity: number): EnginePermits {
+  return capacity <= 4096 ? new SemaphorePermits(capacity) : new CounterPermits(capacity);
+}
+
 /** One engine as the scheduler tracks it. */
 export class EngineEntry implements EngineView {
   outstanding = 0;
@@ -30,7 +80,7 @@ export class EngineEntry implements EngineView {
   draining = false;
   readonly errors: Record<string, number> = {};
   requests = 0;
-  readonly semaphore: Semaphore;
+  readonly permits: EnginePermits;
   readonly health: EngineHealth;
   readonly qps: TokenBucket | undefined;
 
@@ -41,14 +91,14 @@ export class EngineEntry implements EngineView {
     maxQps: number | undefined,
     health: Required<HealthOptions>,
   ) {
-    this.semaphore = new Semaphore(maxConcurrency);
+    this.permits = createPermits(maxConcurrency);
     this.health = new EngineHealth(health);
     this.qps = maxQps === undefined ? undefined : new TokenBucket(maxQps);
   }
 
   /** Can take one more request right now. */
   hasRoom(): boolean {
-    return !this.draining && this.semaphore.getValue() > 0 && this.health.available();
+    return !this.draining && this.permits.available() && this.health.available();
   }
 }
 
@@ -362,7 +412,7 @@ export class Scheduler {
     if (this.qps && !this.qps.tryTake()) return undefined;
     const engine = this.policy.pick(withTokens, { sessionId: request.sessionId }) as EngineEntry;
     engine.qps?.tryTake();
-    void engine.semaphore.acquire(); // resolves synchronously-dispatched: getValue() > 0 was checked
+    engine.permits.take();
     engine.outstanding++;
     engine.requests++;
     engine.health.onSend();
@@ -377,7 +427,7 @@ export class Scheduler {
         if (released) return;
         released = true;
         engine.health.onSettled();
-        engine.semaphore.release();
+        engine.permits.give();
         engine.outstanding--;
         this.inFlight--;
         this.pump();

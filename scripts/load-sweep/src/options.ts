@@ -1,0 +1,205 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import YAML from 'yaml';
+
+/** A length distribution for prompts or outputs, in tokens. */
+export type LengthDistribution =
+  | { kind: 'fixed'; value: number }
+  | { kind: 'uniform'; min: number; max: number }
+  | { kind: 'normal'; mean: number; stddev: number };
+
+/** Everything the sweep can be told. Every field has a flag (see `--help`) and a config-file key. */
+export interface SweepOptions {
+  /** Concurrency steps. @default [500, 1000, 2000, 5000, 10000] */
+  steps: number[];
+  /** Real engines; none = start embedded fake-vllm engines. */
+  targets: string[];
+  model: string | undefined;
+  apiKey: string | undefined;
+  endpoint: 'generate' | 'completions' | 'chat';
+  stream: boolean;
+  promptTokens: LengthDistribution;
+  outputTokens: LengthDistribution;
+  /** Turns per session (sessions routed with affinity); 1 = independent requests. */
+  sessionTurns: number;
+  sourceIps: string[];
+  /** fake-vllm fault profile name or JSON, set through its control channel. */
+  faults: string | undefined;
+  mode: 'sdk' | 'direct';
+  /** Slots are added over this long at the start of a step. */
+  rampMs: number;
+  warmupMs: number;
+  measureMs: number;
+  /** Stop when a step's error rate exceeds this. */
+  maxErrorRate: number;
+  /** SLO thresholds, e.g. `{ ttft_p99_ms: 2000 }`. */
+  slo: Record<string, number>;
+  /** Client worker processes; 0 = sized from cores, concurrency and the file limit. */
+  workers: number;
+  outDir: string;
+  /** Embedded fake-vllm shape. */
+  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number };
+  quick: boolean;
+  seed: number;
+}
+
+export const FLAG_HELP: Record<string, string> = {
+  steps: 'Comma-separated concurrency steps (default 500,1000,2000,5000,10000)',
+  quick: 'Small, fast profile for CI and first contact (steps 50,200,500; ~1 min)',
+  target: 'Engine URL; repeat or comma-separate for several (default: embedded fake-vllm)',
+  model: 'Model name sent to real engines',
+  'api-key': 'Bearer token for real engines',
+  endpoint: 'generate | completions | chat (default generate)',
+  stream: 'Stream responses (default on; --no-stream to disable)',
+  'prompt-tokens': 'Prompt length: N, uniform:MIN:MAX or normal:MEAN:STDDEV (default 64)',
+  'output-tokens': 'Output length, same forms (default 16)',
+  'session-turns': 'Turns per multi-turn session, routed with session affinity (default 1)',
+  'source-ips': 'Local source IPs for outbound connections: a,b,c or auto:N (127.0.0.2..)',
+  faults: 'fake-vllm fault profile (none, chaos, idle-close-race, or JSON)',
+  mode: 'sdk (remote-inference-client) | direct (plain undici, no SDK features) (default sdk)',
+  'ramp-ms': "Time to add a step's slots (default 5000)",
+  'warmup-ms': 'Excluded warmup after the ramp (default 3000)',
+  'measure-ms': 'Steady-state measurement window (default 10000)',
+  'max-error-rate': 'Stop when a step exceeds this error rate (default 0.05)',
+  slo: 'SLO for the knee and goodput, e.g. ttft_p99_ms=2000,itl_p99_ms=400',
+  workers: 'Client worker processes (default: sized automatically)',
+  out: 'Output directory (default sweep-results/<timestamp>)',
+  'fake-engines': 'Embedded fake engines (default 4)',
+  'fake-processes': 'Processes hosting them (default 2)',
+  'fake-max-num-seqs': 'Slots per fake engine (default 4096)',
+  'fake-ttft-ms': 'Fake TTFT (default 500)',
+  'fake-itl-ms': 'Fake inter-token latency (default 250)',
+  seed: 'Seed of prompts and sampling (default 1)',
+  config: 'JSON or YAML file with any of these options (flags override it)',
+  help: 'Show this help',
+};
+
+function parseLength(text: string, flag: string): LengthDistribution {
+  const [kind, a, b] = text.split(':');
+  const number = (value: string | undefined) => {
+    const parsed = Number(value);
+    if (value === undefined || !Number.isFinite(parsed) || parsed < 0) {
+      throw new Error(`Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV, got \`${text}\``);
+    }
+    return parsed;
+  };
+  if (kind === 'uniform') return { kind, min: number(a), max: number(b) };
+  if (kind === 'normal') return { kind, mean: number(a), stddev: number(b) };
+  return { kind: 'fixed', value: number(kind) };
+}
+
+function expandSourceIps(text: string): string[] {
+  if (text.startsWith('auto:')) {
+    const count = Number(text.slice(5));
+    if (!Number.isInteger(count) || count < 1 || count > 250)
+      throw new Error(`Expected \`--source-ips auto:N\` with N in 1..250, got \`${text}\``);
+    return Array.from({ length: count }, (_, index) => `127.0.0.${index + 2}`);
+  }
+  return text
+    .split(',')
+    .map((ip) => ip.trim())
+    .filter(Boolean);
+}
+
+/** Parses argv (and an optional config file) into options. Throws with the flag named on bad input. */
+export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: boolean } {
+  const { values } = parseArgs({
+    args: argv,
+    allowNegative: true,
+    options: Object.fromEntries(
+      Object.keys(FLAG_HELP).map((flag) => [
+        flag,
+        {
+          type: flag === 'quick' || flag === 'stream' || flag === 'help' ? 'boolean' : 'string',
+          ...(flag === 'target' ? { multiple: true } : {}),
+        },
+      ]),
+    ) as never,
+    strict: true,
+  }) as { values: Record<string, string | string[] | boolean | undefined> };
+  const file: Record<string, unknown> =
+    typeof values.config === 'string'
+      ? (YAML.parse(readFileSync(values.config, 'utf8')) as Record<string, unknown>)
+      : {};
+  const get = (flag: string): unknown =>
+    values[flag] ?? file[flag] ?? file[flag.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase())];
+  const quick = get('quick') === true;
+  const number = (flag: string, fallback: number): number => {
+    const raw = get(flag);
+    if (raw === undefined) return fallback;
+    const parsed = Number(raw);
+    if (!Number.isFinite(parsed) || parsed < 0)
+      throw new Error(`Expected \`--${flag}\` to be a number >= 0, got \`${String(raw)}\``);
+    return parsed;
+  };
+  const stepsRaw = get('steps');
+  const steps =
+    stepsRaw === undefined
+      ? quick
+        ? [50, 200, 500]
+        : [500, 1000, 2000, 5000, 10000]
+      : String(stepsRaw).split(',').map(Number);
+  if (steps.some((step) => !Number.isInteger(step) || step < 1))
+    throw new Error(`Expected \`--steps\` to be whole numbers >= 1, got \`${String(stepsRaw)}\``);
+  const targetsRaw = get('target');
+  const targets = (Array.isArray(targetsRaw) ? targetsRaw : targetsRaw === undefined ? [] : [String(targetsRaw)])
+    .flatMap((target) => String(target).split(','))
+    .filter(Boolean);
+  const endpoint = String(get('endpoint') ?? 'generate');
+  if (endpoint !== 'generate' && endpoint !== 'completions' && endpoint !== 'chat')
+    throw new Error(`Expected \`--endpoint\` to be generate, completions or chat, got \`${endpoint}\``);
+  const mode = String(get('mode') ?? 'sdk');
+  if (mode !== 'sdk' && mode !== 'direct') throw new Error(`Expected \`--mode\` to be sdk or direct, got \`${mode}\``);
+  const slo: Record<string, number> = {};
+  const sloRaw = get('slo');
+  if (sloRaw !== undefined) {
+    for (const pair of String(sloRaw).split(',')) {
+      const [key, value] = pair.split('=');
+      if (!key || !/^(ttft|itl|tpot|e2e)_p(50|90|99|99\.9)_ms$/.test(key) || !Number.isFinite(Number(value))) {
+        throw new Error(
+          `Expected \`--slo\` entries like ttft_p99_ms=2000 (metrics ttft, itl, tpot, e2e; p50/p90/p99/p99.9), got \`${pair}\``,
+        );
+      }
+      slo[key] = Number(value);
+    }
+  }
+  const options: SweepOptions = {
+    steps,
+    targets,
+    model: get('model') as string | undefined,
+    apiKey: get('api-key') as string | undefined,
+    endpoint,
+    stream: get('stream') !== false,
+    promptTokens: parseLength(String(get('prompt-tokens') ?? '64'), 'prompt-tokens'),
+    outputTokens: parseLength(String(get('output-tokens') ?? '16'), 'output-tokens'),
+    sessionTurns: Math.max(1, Math.floor(number('session-turns', 1))),
+    sourceIps: get('source-ips') === undefined ? [] : expandSourceIps(String(get('source-ips'))),
+    faults: get('faults') as string | undefined,
+    mode,
+    rampMs: number('ramp-ms', quick ? 1500 : 5000),
+    warmupMs: number('warmup-ms', quick ? 1000 : 3000),
+    measureMs: number('measure-ms', quick ? 4000 : 10_000),
+    maxErrorRate: number('max-error-rate', 0.05),
+    slo: Object.keys(slo).length > 0 ? slo : { ttft_p99_ms: 2000, itl_p99_ms: 1000 },
+    workers: Math.floor(number('workers', 0)),
+    outDir: String(get('out') ?? `sweep-results/${new Date().toISOString().replaceAll(':', '-').slice(0, 19)}`),
+    fake: {
+      engines: Math.max(1, Math.floor(number('fake-engines', 4))),
+      processes: Math.floor(number('fake-processes', 2)),
+      maxNumSeqs: Math.max(1, Math.floor(number('fake-max-num-seqs', 4096))),
+      ttftMs: number('fake-ttft-ms', 500),
+      itlMs: number('fake-itl-ms', 250),
+    },
+    quick,
+    seed: Math.floor(number('seed', 1)),
+  };
+  if (options.targets.length > 0 && options.faults)
+    throw new Error('`--faults` works with the embedded fake-vllm only (drop --target)');
+  return { options, help: values.help === true };
+}
+
+/** The `--help` text. */
+export function usage(): string {
+  const lines = Object.entries(FLAG_HELP).map(([flag, help]) => `  --${flag.padEnd(22)}${help}`);
+  return `Usage: load-sweep [flags]\n\nRamps concurrency through the steps against embedded fake-vllm engines (default) or --target engines,\nand writes summary.json, summary.csv, requests-*.jsonl and report.html to --out.\n\n${lines.join('\n')}\n`;
+}

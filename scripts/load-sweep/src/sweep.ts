@@ -1,0 +1,259 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { type FakeVllm, type FaultName, type FaultProfile, startFakeVllm } from 'fake-vllm';
+import { METRICS, MetricHistograms } from './histograms.js';
+import { findKnee, meetsSlo } from './knee.js';
+import type { SweepOptions } from './options.js';
+import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
+import type { StepResult, ToWorker } from './worker.js';
+
+const PERCENTILES = [50, 90, 99, 99.9] as const;
+
+/** Reads the soft open-file limit and the ephemeral port range; fails fast with advice when a step cannot fit. */
+export function preflight(options: SweepOptions, workers: number): string[] {
+  const notes: string[] = [];
+  let fileLimit = Number.POSITIVE_INFINITY;
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('Max open files'));
+    fileLimit = Number(line?.split(/\s+/)[3]);
+  } catch {
+    notes.push('open-file limit unknown (no /proc/self/limits)');
+  }
+  const perWorker = Math.ceil(Math.max(...options.steps) / workers) + 200;
+  if (perWorker > fileLimit) {
+    throw new Error(
+      `A worker would need ~${perWorker} descriptors but the limit is ${fileLimit}: raise \`ulimit -n\` or pass --workers ${Math.ceil(Math.max(...options.steps) / (fileLimit - 200))}`,
+    );
+  }
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const ports = high! - low! + 1;
+    const engines = options.targets.length || options.fake.engines;
+    const perDestination = Math.ceil(Math.max(...options.steps) / engines);
+    const sources = Math.max(1, options.sourceIps.length);
+    if (perDestination > ports * sources) {
+      throw new Error(
+        `~${perDestination} connections per engine exceed ${ports} ephemeral ports x ${sources} source IP(s): add --source-ips auto:N or engines`,
+      );
+    }
+    notes.push(`file limit ${fileLimit}, ephemeral ports ${low}-${high}, ~${perWorker} sockets per worker`);
+  } catch (error) {
+    if ((error as Error).message.includes('exceed')) throw error;
+  }
+  return notes;
+}
+
+function workerCount(options: SweepOptions): number {
+  if (options.workers > 0) return options.workers;
+  const peak = Math.max(...options.steps);
+  return Math.min(8, Math.max(peak >= 2000 ? 2 : 1, Math.ceil(peak / 6000)));
+}
+
+function faultProfile(text: string): FaultProfile | string {
+  return text.trim().startsWith('{') ? (JSON.parse(text) as FaultProfile) : text;
+}
+
+/** Runs the whole sweep; returns the summary (also written to `options.outDir`). */
+export async function runSweep(options: SweepOptions, log: (line: string) => void): Promise<Summary> {
+  mkdirSync(options.outDir, { recursive: true });
+  const workers = workerCount(options);
+  for (const note of preflight(options, workers)) log(`preflight: ${note}`);
+  let fake: FakeVllm | undefined;
+  let engines = options.targets;
+  if (engines.length === 0) {
+    fake = await startFakeVllm({
+      engines: options.fake.engines,
+      processes: options.fake.processes,
+      maxNumSeqs: options.fake.maxNumSeqs,
+      ttftMs: options.fake.ttftMs,
+      itlMs: options.fake.itlMs,
+      maxModelLen: 1_000_000,
+      control: false,
+    });
+    engines = fake.engines.map((engine) => engine.url);
+    if (options.faults) await fake.control.setFaultProfile(faultProfile(options.faults));
+    log(
+      `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms${options.faults ? `, faults ${options.faults}` : ''}`,
+    );
+  }
+  const entry = fileURLToPath(new URL('./worker-main.js', import.meta.url));
+  const children: ChildProcess[] = [];
+  const pending = new Map<ChildProcess, Array<(message: unknown) => void>>();
+  const next = (child: ChildProcess, type: string) =>
+    new Promise<unknown>((resolve, reject) => {
+      const onMessage = (message: { type: string }) => {
+        if (message.type !== type) return;
+        child.off('message', onMessage);
+        child.off('exit', onExit);
+        resolve(message);
+      };
+      const onExit = (code: number | null) =>
+        reject(new Error(`sweep worker ${child.pid} exited with ${code} while waiting for ${type}`));
+      child.on('message', onMessage);
+      child.once('exit', onExit);
+    });
+  void pending;
+  const summary: Summary = {
+    schema: 'load-sweep/summary@1',
+    startedAt: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, node: process.version, platform: `${os.platform()} ${os.release()}` },
+    options,
+    target: fake ? `embedded fake-vllm (${engines.length} engines)` : engines.join(', '),
+    steps: [],
+    knee: null,
+    slo: options.slo,
+    stoppedEarly: null,
+  };
+  try {
+    for (let index = 0; index < workers; index++) {
+      // LOAD_SWEEP_WORKER_NODE_ARGS (e.g. "--cpu-prof") profiles the workers; Node refuses it in NODE_OPTIONS.
+      const execArgv = (process.env.LOAD_SWEEP_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+      const child = fork(entry, [], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        serialization: 'advanced',
+        execArgv,
+      });
+      children.push(child);
+      const ready = next(child, 'ready');
+      child.send({ type: 'init', options, engines, worker: index, verify: fake !== undefined } satisfies ToWorker);
+      await ready;
+    }
+    log(
+      `${workers} client worker process(es), mode ${options.mode}, endpoint ${options.endpoint}${options.stream ? ' (stream)' : ''}`,
+    );
+    for (const [stepIndex, concurrency] of options.steps.entries()) {
+      const share = (index: number) => Math.floor(concurrency / workers) + (index < concurrency % workers ? 1 : 0);
+      await Promise.all(
+        children.map((child, index) => {
+          const ramped = next(child, 'ramped');
+          child.send({ type: 'concurrency', target: share(index), rampMs: options.rampMs } satisfies ToWorker);
+          return ramped;
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, options.warmupMs));
+      const faultsBefore = fake ? (await fake.control.stats()).total.faults : undefined;
+      for (const child of children) child.send({ type: 'measure-start', step: stepIndex } satisfies ToWorker);
+      const measureStart = performance.now();
+      const progress = setInterval(() => {
+        const elapsed = (performance.now() - measureStart) / 1000;
+        if (process.stdout.isTTY)
+          process.stdout.write(
+            `\r  step ${concurrency}: measuring ${elapsed.toFixed(0)}/${(options.measureMs / 1000).toFixed(0)} s `,
+          );
+      }, 500);
+      await new Promise((resolve) => setTimeout(resolve, options.measureMs));
+      clearInterval(progress);
+      const measuredS = (performance.now() - measureStart) / 1000;
+      const results = (await Promise.all(
+        children.map((child) => {
+          const result = next(child, 'step-result');
+          child.send({ type: 'measure-end', step: stepIndex } satisfies ToWorker);
+          return result;
+        }),
+      )) as StepResult[];
+      if (process.stdout.isTTY) process.stdout.write('\r');
+      const faultsAfter = fake ? (await fake.control.stats()).total.faults : undefined;
+      const row = aggregate(concurrency, measuredS, results, options);
+      if (faultsBefore && faultsAfter) {
+        for (const [name, count] of Object.entries(faultsAfter)) {
+          const delta = count - faultsBefore[name as FaultName];
+          if (delta > 0) row.faultsInjected[name] = delta;
+        }
+      }
+      summary.steps.push(row);
+      log(
+        `step C=${concurrency}: achieved ${row.achievedConcurrency.toFixed(0)}, ${row.requestsPerSecond.toFixed(0)} req/s, ${row.outputTokensPerSecond.toFixed(0)} tok/s, TTFT p99 ${row.percentiles.ttft_p99?.toFixed(0)} ms, sent ${row.sent} = ok ${row.completed} + failed ${row.failed}${Object.keys(row.errors).length ? ` ${JSON.stringify(row.errors)}` : ''}${Object.keys(row.faultsInjected).length ? `, faults ${JSON.stringify(row.faultsInjected)}, recovered ${row.retries + row.staleRetries + row.resumes}` : ''}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`,
+      );
+      if (row.errorRate > options.maxErrorRate) {
+        summary.stoppedEarly = `error rate ${(row.errorRate * 100).toFixed(1)}% at C=${concurrency} exceeds ${(options.maxErrorRate * 100).toFixed(1)}%`;
+        log(`stopping early: ${summary.stoppedEarly}`);
+        break;
+      }
+    }
+  } finally {
+    await Promise.all(
+      children.map(async (child) => {
+        if (child.exitCode !== null) return;
+        const exited = once(child, 'exit');
+        child.send({ type: 'stop' } satisfies ToWorker);
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+        child.kill('SIGKILL');
+      }),
+    );
+    await fake?.close();
+  }
+  summary.knee = findKnee(
+    summary.steps.map((step) => ({ ...step, concurrency: step.concurrency })),
+    options.slo,
+    options.maxErrorRate,
+  );
+  writeReports(options.outDir, summary);
+  log(`\n${markdownTable(summary)}\n`);
+  log(`knee (highest concurrency meeting ${JSON.stringify(options.slo)}): ${summary.knee ?? 'none'}`);
+  log(`wrote ${options.outDir}/summary.json, summary.csv, report.html, requests-*.jsonl`);
+  return summary;
+}
+
+/** Merges the workers' results of one step into a row. */
+export function aggregate(
+  concurrency: number,
+  measuredS: number,
+  results: readonly StepResult[],
+  options: SweepOptions,
+): StepRow {
+  const histograms = new MetricHistograms();
+  const errors: Record<string, number> = {};
+  const tokensBySecond: Record<string, number> = {};
+  const sum = (pick: (result: StepResult) => number) => results.reduce((total, result) => total + pick(result), 0);
+  for (const result of results) {
+    histograms.mergeEncoded(result.histograms as never);
+    for (const [kind, count] of Object.entries(result.errors)) errors[kind] = (errors[kind] ?? 0) + count;
+    for (const [second, count] of Object.entries(result.tokensBySecond))
+      tokensBySecond[second] = (tokensBySecond[second] ?? 0) + count;
+  }
+  const percentiles: Record<string, number | null> = {};
+  for (const metric of METRICS)
+    for (const percentile of PERCENTILES)
+      percentiles[`${metric}_p${percentile}`] = histograms.percentileMs(metric, percentile);
+  histograms.destroy();
+  const sent = sum((result) => result.sent);
+  const lag = Math.max(...results.map((result) => result.eventLoopLagP99Ms));
+  const cpu = Math.max(...results.map((result) => result.cpuPercent));
+  const reasons: string[] = [];
+  if (lag > 10) reasons.push(`client event-loop lag p99 ${lag.toFixed(1)} ms > 10 ms`);
+  if (cpu > 90) reasons.push(`client CPU ${cpu.toFixed(0)}% > 90%`);
+  const row: StepRow = {
+    concurrency,
+    achievedConcurrency: sum((result) => result.meanInFlight),
+    durationS: measuredS,
+    sent,
+    completed: sum((result) => result.completed),
+    failed: sum((result) => result.failed),
+    verified: sum((result) => result.verified),
+    errorRate: sent > 0 ? sum((result) => result.failed) / sent : 0,
+    requestsPerSecond: sum((result) => result.completed) / measuredS,
+    outputTokensPerSecond: sum((result) => result.outputTokens) / measuredS,
+    peakOutputTokensPerSecond1s: Math.max(0, ...Object.values(tokensBySecond)),
+    goodputPerSecond: sum((result) => result.goodput) / measuredS,
+    percentiles,
+    eventLoopLagP99Ms: lag,
+    clientCpuPercentMax: cpu,
+    connectionsOpened: sum((result) => result.connectionsOpened),
+    connectionsReused: sum((result) => result.connectionsReused),
+    retries: sum((result) => result.retries),
+    staleRetries: sum((result) => result.staleRetries),
+    resumes: sum((result) => result.resumes),
+    errors,
+    faultsInjected: {},
+    valid: reasons.length === 0,
+    invalidReason: reasons.length ? reasons.join('; ') : null,
+  };
+  void meetsSlo;
+  void options;
+  return row;
+}
