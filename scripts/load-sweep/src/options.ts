@@ -64,7 +64,7 @@ export const FLAG_HELP: Record<string, string> = {
   slo: 'SLO for the knee and goodput, e.g. ttft_p99_ms=2000,itl_p99_ms=400',
   workers: 'Client worker processes (default: sized automatically)',
   out: 'Output directory (default sweep-results/<timestamp>)',
-  'fake-engines': 'Embedded fake engines (default 4)',
+  'fake-engines': 'Embedded fake engines (default: one per 500 slots of the peak step, at least 4)',
   'fake-processes': 'Processes hosting them (default 2)',
   'fake-max-num-seqs': 'Slots per fake engine (default 4096)',
   'fake-ttft-ms': 'Fake TTFT (default 500)',
@@ -184,7 +184,9 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     workers: Math.floor(number('workers', 0)),
     outDir: String(get('out') ?? `sweep-results/${new Date().toISOString().replaceAll(':', '-').slice(0, 19)}`),
     fake: {
-      engines: Math.max(1, Math.floor(number('fake-engines', 4))),
+      // Real fleets run ~256-512 sequences per engine; a few huge engines would deliver unrealistically large
+      // synchronized bursts (every stream of an engine gets its token in the same step).
+      engines: Math.max(1, Math.floor(number('fake-engines', Math.max(4, Math.ceil(Math.max(...steps) / 500))))),
       processes: Math.floor(number('fake-processes', 2)),
       maxNumSeqs: Math.max(1, Math.floor(number('fake-max-num-seqs', 4096))),
       ttftMs: number('fake-ttft-ms', 500),

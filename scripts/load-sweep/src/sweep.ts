@@ -81,7 +81,11 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
       `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms${options.faults ? `, faults ${options.faults}` : ''}`,
     );
   }
-  const entry = fileURLToPath(new URL('./worker-main.js', import.meta.url));
+  // Under vitest this module runs from src/*.ts; worker processes must run the compiled JavaScript.
+  const here = fileURLToPath(import.meta.url);
+  const entry = fileURLToPath(
+    new URL(here.endsWith('.ts') ? '../dist/worker-main.js' : './worker-main.js', import.meta.url),
+  );
   const children: ChildProcess[] = [];
   const pending = new Map<ChildProcess, Array<(message: unknown) => void>>();
   const next = (child: ChildProcess, type: string) =>

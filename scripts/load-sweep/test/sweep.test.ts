@@ -1,0 +1,90 @@
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { parseSweepArgs } from '../src/options.js';
+import type { Summary } from '../src/report.js';
+import { runSweep } from '../src/sweep.js';
+
+it('runs steps end to end against embedded fake-vllm: every request accounted for and verified', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sweep-'));
+  const { options } = parseSweepArgs([
+    '--steps',
+    '20,60',
+    '--ramp-ms',
+    '300',
+    '--warmup-ms',
+    '300',
+    '--measure-ms',
+    '1500',
+    '--fake-ttft-ms',
+    '20',
+    '--fake-itl-ms',
+    '10',
+    '--workers',
+    '2',
+    '--out',
+    out,
+  ]);
+  const lines: string[] = [];
+  const summary = await runSweep(options, (line) => lines.push(line));
+  expect(summary.steps).toHaveLength(2);
+  for (const step of summary.steps) {
+    expect(step.sent).toBeGreaterThan(0);
+    expect(step.sent).toBe(step.completed + step.failed);
+    expect(step.failed).toBe(0);
+    expect(step.verified).toBe(step.completed);
+    expect(step.percentiles.ttft_p50).not.toBeNull();
+    expect(step.percentiles.itl_p99).not.toBeNull();
+    expect(step.percentiles.clientAdded_p50).not.toBeNull();
+  }
+  const written = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as Summary;
+  expect(written.schema).toBe('load-sweep/summary@1');
+  expect(readdirSync(out).sort()).toEqual([
+    'report.html',
+    'requests-0.jsonl',
+    'requests-1.jsonl',
+    'summary.csv',
+    'summary.json',
+  ]);
+  const records = readFileSync(join(out, 'requests-0.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { ok: boolean; step: number });
+  const recorded = readFileSync(join(out, 'requests-1.jsonl'), 'utf8').trim().split('\n').length + records.length;
+  expect(recorded).toBe(summary.steps.reduce((total, step) => total + step.sent, 0));
+  expect(lines.some((line) => line.includes('| C target'))).toBe(true);
+});
+
+it('with faults on, nothing is lost: failures are typed and counted, faults injected are reported', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sweep-faults-'));
+  const { options } = parseSweepArgs([
+    '--steps',
+    '80',
+    '--ramp-ms',
+    '300',
+    '--warmup-ms',
+    '300',
+    '--measure-ms',
+    '3000',
+    '--fake-ttft-ms',
+    '10',
+    '--fake-itl-ms',
+    '5',
+    '--workers',
+    '1',
+    '--faults',
+    'chaos',
+    '--max-error-rate',
+    '1',
+    '--out',
+    out,
+  ]);
+  const summary = await runSweep(options, () => {});
+  const step = summary.steps[0]!;
+  expect(step.sent).toBe(step.completed + step.failed);
+  expect(Object.values(step.faultsInjected).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+  expect(step.retries + step.staleRetries).toBeGreaterThan(0);
+  expect(Object.values(step.errors).reduce((a, b) => a + b, 0)).toBe(step.failed);
+  expect(step.verified).toBe(step.completed);
+});
