@@ -256,7 +256,8 @@ export class RemoteInferenceClient {
     this.options = resolveClientOptions(options);
     const { transport, engines, sourceIps } = this.options;
     const settings = {
-      maxConnectionsPerEngine: Math.max(1, Math.floor(transport.maxConnections / engines.length)),
+      maxConnectionsPerEngine: this.options.connectionsPerEngine,
+      ceilingIsPortBudget: this.options.ceilingIsPortBudget,
       maxConnecting: transport.maxConnecting,
       keepAliveTimeoutMs: transport.keepAliveTimeoutMs,
       keepAliveTimeoutThresholdMs: transport.keepAliveTimeoutThresholdMs,

@@ -3,6 +3,7 @@ import { networkInterfaces } from 'node:os';
 import { InvalidOptionsError } from '../errors.js';
 import type { LimitsOptions } from '../limits/admission.js';
 import type { RoutingPolicy, RoutingPolicyName } from '../routing/policies.js';
+import { connectionBudget, ephemeralPortRange } from '../transport/port-budget.js';
 import type { RequestStats } from './request-stats.js';
 
 /** Per-request deadlines. Each is optional; none is hidden (no 300 s undici default). */
@@ -40,7 +41,10 @@ export interface RetryOptions {
 
 /** Connection pooling. */
 export interface TransportOptions {
-  /** Connection ceiling per client across all engines. @default 50000 */
+  /**
+   * Connection ceiling per client across all engines. @default the smaller of 50000 and the port budget: ephemeral
+   * ports x source IPs (with `sourceIps`) or x engines (without). A value above the budget is rejected.
+   */
   maxConnections?: number;
   /** Connects in flight per engine at most (paces bursts so the server's accept queue never overflows). @default 256 */
   maxConnecting?: number;
@@ -93,6 +97,9 @@ export interface ResolvedClientOptions {
   retry: Required<RetryOptions>;
   transport: Required<TransportOptions>;
   sourceIps: string[];
+  /** Connections per engine at most, and whether that is the kernel's port budget (fail fast) or a user choice. */
+  connectionsPerEngine: number;
+  ceilingIsPortBudget: boolean;
 }
 
 function expect(condition: boolean, field: string, expected: string, got: unknown): void {
@@ -190,7 +197,27 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
       shared: transport.shared ?? true,
     },
     sourceIps: resolveSourceIps(options.sourceIps),
+    connectionsPerEngine: 0,
+    ceilingIsPortBudget: false,
   };
+  const range = ephemeralPortRange();
+  if (range) {
+    const budget = connectionBudget(range.size, resolved.sourceIps.length, engines.length);
+    if (transport.maxConnections !== undefined && transport.maxConnections > budget) {
+      throw new InvalidOptionsError(
+        `Expected \`transport.maxConnections\` to be at most the port budget ${budget} (${range.size} ephemeral ports ${range.low}-${range.high} x ${resolved.sourceIps.length > 0 ? `${resolved.sourceIps.length} source IP(s)` : `${engines.length} engine(s)`}), got \`${transport.maxConnections}\``,
+        {
+          hint: 'Add source IPs (`sourceIps`), spread over more processes or hosts, or widen net.ipv4.ip_local_port_range.',
+        },
+      );
+    }
+    if (transport.maxConnections === undefined) {
+      resolved.transport.maxConnections = Math.min(50_000, budget);
+      resolved.ceilingIsPortBudget = budget <= 50_000;
+    }
+  }
+  // Without source IPs each engine has its own port range; with them the budget is shared, split evenly.
+  resolved.connectionsPerEngine = Math.max(1, Math.floor(resolved.transport.maxConnections / engines.length));
   for (const field of ['connectMs', 'ttfbMs', 'idleMs'] as const) {
     expect(
       nonNegative(resolved.timeouts[field]),

@@ -19,7 +19,8 @@ export function isRetryable(error: InferenceError): boolean {
     if (status >= 500 && status < 600) return !looksLikeJson(error.body ?? '');
     return false;
   }
-  return error.code === 'ERR_ENGINE_UNAVAILABLE' || error.code === 'ERR_PORTS_EXHAUSTED';
+  // Ports exhausted and too many open files surface at once: waiting for a port would hide in latency.
+  return error.code === 'ERR_ENGINE_UNAVAILABLE';
 }
 
 function looksLikeJson(body: string): boolean {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Client } from 'undici';
-import { AbortError } from '../errors.js';
+import { AbortError, PortsExhaustedError } from '../errors.js';
 
 /** Transport settings shared by every engine's pool. */
 export interface PoolSettings {
@@ -12,6 +12,11 @@ export interface PoolSettings {
   connectTimeoutMs: number;
   /** Local addresses new connections bind to, in turn; empty: the kernel chooses. */
   sourceIps: readonly string[];
+  /**
+   * The ceiling is the kernel's port budget: reaching it fails at once with ERR_PORTS_EXHAUSTED instead of
+   * queueing (a wait for a port would hide in latency). False when the user chose a lower ceiling.
+   */
+  ceilingIsPortBudget: boolean;
 }
 
 /** One TCP connection, as one undici `Client` with pipelining 1. */
@@ -86,6 +91,14 @@ export class ConnectionPool {
     if (connection) {
       this.busy++;
       return connection;
+    }
+    if (this.settings.ceilingIsPortBudget && this.all.size >= this.settings.maxConnectionsPerEngine) {
+      return Promise.reject(
+        new PortsExhaustedError({
+          engine: this.origin,
+          hint: `All ${this.settings.maxConnectionsPerEngine} connections the port budget allows to this engine are busy: add source IPs (\`sourceIps\`) or spread over more processes.`,
+        }),
+      );
     }
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal, onAbort: undefined };
