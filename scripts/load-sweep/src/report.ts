@@ -121,6 +121,8 @@ export function html(summary: Summary): string {
 <section><h2>Errors by kind</h2><canvas id="errors"></canvas></section>
 <script>${chartJs}</script>
 <script>
+// A report is read, not watched: no animation, so what prints or screenshots is the final state.
+Chart.defaults.animation = false;
 const summary = ${data};
 const labels = summary.steps.map((s) => String(s.concurrency));
 const p = (key) => summary.steps.map((s) => s.percentiles[key]);
