@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { EngineGroup, ProcessStats } from './engine-group.js';
 import type { FaultProfile } from './faults.js';
@@ -72,7 +73,17 @@ export class ChildEngineGroup implements EngineGroup {
     host: string,
     ports: number[],
     processes: number,
+    sharePort = false,
   ): Promise<ChildEngineGroup> {
+    let shared: Server | undefined;
+    if (sharePort) {
+      // One listening socket, accepted on by every child: one engine address served by several processes
+      // (Node 20 has no SO_REUSEPORT). The parent holds only this one descriptor.
+      shared = createServer();
+      shared.listen({ port: ports[0] ?? 0, host, backlog: options.backlog });
+      await once(shared, 'listening');
+      ports = Array.from({ length: processes }, () => 0);
+    }
     const count = Math.min(processes, ports.length);
     const handles: ChildHandle[] = [];
     const assigned: number[][] = Array.from({ length: count }, () => []);
@@ -89,12 +100,15 @@ export class ChildEngineGroup implements EngineGroup {
       await Promise.all(
         handles.map(async (handle, index) => {
           const mine = assigned[index]!;
-          handle.child.send({
-            type: 'start',
-            options: { ...options },
-            host,
-            ports: mine.map((engine) => ports[engine]!),
-          } satisfies ParentMessage);
+          handle.child.send(
+            {
+              type: 'start',
+              options: { ...options },
+              host,
+              ports: mine.map((engine) => ports[engine]!),
+            } satisfies ParentMessage,
+            shared,
+          );
           const [message] = (await Promise.race([
             once(handle.child, 'message'),
             once(handle.child, 'exit').then(() => [{ type: 'start-error', message: 'child exited during start' }]),
@@ -106,8 +120,11 @@ export class ChildEngineGroup implements EngineGroup {
       );
     } catch (error) {
       for (const handle of handles) handle.child.kill('SIGKILL');
+      shared?.close();
       throw error;
     }
+    // Every child holds its own duplicate of the listening socket now; the parent must not accept on it.
+    shared?.close();
     const cursor = new Array<number>(count).fill(0);
     ports.forEach((_port, index) => {
       const handle = handles[index % count]!;

@@ -1,3 +1,4 @@
+import type { Server } from 'node:net';
 import type { ChildMessage, ParentMessage } from './child-engine-group.js';
 import { LocalEngineGroup } from './engine-group.js';
 
@@ -5,10 +6,10 @@ import { LocalEngineGroup } from './engine-group.js';
 let group: LocalEngineGroup | undefined;
 const send = (message: ChildMessage) => process.send?.(message);
 
-process.on('message', async (message: ParentMessage) => {
+process.on('message', async (message: ParentMessage, handle?: Server) => {
   if (message.type === 'start') {
     try {
-      group = await LocalEngineGroup.start(message.options, message.host, message.ports);
+      group = await LocalEngineGroup.start(message.options, message.host, message.ports, handle);
       send({ type: 'ready', urls: group.urls });
     } catch (error) {
       send({ type: 'start-error', message: (error as Error).message });

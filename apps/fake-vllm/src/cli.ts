@@ -30,6 +30,7 @@ const FLAGS: Record<
   port: ['number', 'port', 'Port of the first engine; 0 = kernel-chosen (default 0)'],
   engines: ['number', 'engines', 'Number of engines (default 1)'],
   processes: ['number', 'processes', 'Child processes to spread engines over; 0 = this process (default 0)'],
+  'share-port': ['boolean', 'sharePort', 'All --processes accept on ONE port (one engine address, several processes)'],
   model: ['string', 'model', 'Served model name (default fake-model)'],
   'max-num-seqs': ['number', 'maxNumSeqs', 'Running slots per engine (default 256)'],
   'max-waiting': ['number', 'maxWaiting', 'Waiting requests before 429 (default unlimited)'],

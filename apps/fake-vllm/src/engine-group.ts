@@ -80,14 +80,19 @@ export class LocalEngineGroup implements EngineGroup {
   private constructor(readonly servers: EngineServer[]) {}
 
   /** Starts `count` engines concurrently; each binds its own port (0 = kernel-chosen). */
-  static async start(options: ResolvedEngineOptions, host: string, ports: number[]): Promise<LocalEngineGroup> {
+  static async start(
+    options: ResolvedEngineOptions,
+    host: string,
+    ports: number[],
+    shared?: import('node:net').Server,
+  ): Promise<LocalEngineGroup> {
     const group = new LocalEngineGroup([]);
     const servers = ports.map(
       (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge),
     );
     group.servers.push(...servers);
     try {
-      group.urls.push(...(await Promise.all(servers.map((server, index) => server.listen(ports[index]!)))));
+      group.urls.push(...(await Promise.all(servers.map((server, index) => server.listen(ports[index]!, shared)))));
     } catch (error) {
       await Promise.all(servers.map((server) => server.close('abort', 0)));
       throw error;

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Engine, type EngineRequest, InFlightGauge, type PauseMode } from './engine.js';
 import { FakeVllmConfigError } from './errors.js';
@@ -93,6 +93,7 @@ export class EngineServer {
   private refusing: NodeJS.Timeout | undefined;
   private closing = false;
   private weightVersion = 0;
+  private sharedListener = false;
   private readonly parseContext: ParseContext;
 
   constructor(
@@ -118,8 +119,11 @@ export class EngineServer {
   }
 
   /** Listens on `port` (0: the kernel picks a free port, so parallel starts never race). */
-  async listen(port: number): Promise<string> {
-    this.server.listen({ port, host: this.host, backlog: this.options.backlog });
+  async listen(port: number, shared?: Server | NetServer): Promise<string> {
+    // A shared listening socket (handed over by the parent process) lets several processes accept on one port.
+    this.sharedListener = shared !== undefined;
+    if (shared) this.server.listen(shared);
+    else this.server.listen({ port, host: this.host, backlog: this.options.backlog });
     await once(this.server, 'listening');
     this.port = (this.server.address() as AddressInfo).port;
     this.startedAtMs = performance.now();
@@ -511,7 +515,7 @@ export class EngineServer {
 
   /** Stops listening for `windowMs` (new connects get ECONNREFUSED), then listens again on the same port. */
   private refuseFor(windowMs: number): void {
-    if (this.refusing || this.closing) return;
+    if (this.refusing || this.closing || this.sharedListener) return;
     this.server.close();
     this.refusing = setTimeout(() => {
       this.refusing = undefined;

@@ -58,6 +58,11 @@ export interface FakeVllmOptions extends EngineOptions {
   engines?: number;
   /** Child processes to spread engines over; 0 runs them in this process. @default 0 */
   processes?: number;
+  /**
+   * Serve ONE engine address from all `processes`: they accept on one shared listening socket, each running its own
+   * engine (scheduler). For more connections to one address than one process's file limit allows. @default false
+   */
+  sharePort?: boolean;
   /** The WebSocket control and telemetry channel. `false` disables it. @default { host: "127.0.0.1", port: 0 } */
   control?: ControlChannelOptions | false;
 }
@@ -85,6 +90,7 @@ export interface ResolvedFakeVllmOptions extends ResolvedEngineOptions {
   port: number;
   engines: number;
   processes: number;
+  sharePort: boolean;
   control: Required<Omit<ControlChannelOptions, 'token'>> & { token: string | undefined; enabled: boolean };
 }
 
@@ -179,6 +185,7 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     port: options.port ?? 0,
     engines: options.engines ?? 1,
     processes: options.processes ?? 0,
+    sharePort: options.sharePort ?? false,
     control: {
       enabled: control !== undefined,
       host: control?.host ?? '127.0.0.1',

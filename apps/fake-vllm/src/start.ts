@@ -31,12 +31,13 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
   );
   const group: EngineGroup =
     resolved.processes > 0
-      ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes)
+      ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes, resolved.sharePort)
       : await LocalEngineGroup.start(resolved, resolved.host, ports);
   const order = new Map(group.urls.map((url, index) => [url, index]));
   const stats = async (): Promise<FakeVllmStats> => {
     const aggregated = aggregateStats(await group.stats());
-    aggregated.engines.sort((a, b) => (order.get(a.url) ?? 0) - (order.get(b.url) ?? 0));
+    // With a shared port every engine has the same URL: keep process order.
+    if (!resolved.sharePort) aggregated.engines.sort((a, b) => (order.get(a.url) ?? 0) - (order.get(b.url) ?? 0));
     return aggregated;
   };
   const operations = {
@@ -60,7 +61,7 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
   let closing: Promise<void> | undefined;
   return {
     url: group.urls[0]!,
-    engines: group.urls.map((url) => ({ url })),
+    engines: (resolved.sharePort ? group.urls.slice(0, 1) : group.urls).map((url) => ({ url })),
     control: { url: channel?.url, ...operations },
     options: resolved,
     close({ mode = 'abort', drainTimeoutMs = 30_000 } = {}) {

@@ -66,7 +66,7 @@ it.skipIf(!executablePath)(
     const file = join(dir, 'report.html');
     writeFileSync(file, html(summary));
     const browser = await chromium.launch({
-      executablePath,
+      executablePath: executablePath!,
       args: [
         '--no-sandbox',
         '--disable-gpu',
@@ -90,14 +90,17 @@ it.skipIf(!executablePath)(
       );
       await page.goto(pathToFileURL(file).href);
       await page.waitForFunction(
-        () => (window as unknown as { reportReady?: boolean }).reportReady === true,
+        () => (globalThis as unknown as { reportReady?: boolean }).reportReady === true,
         undefined,
         { timeout: 10_000 },
       );
       const charts = await page.evaluate(() =>
         (
-          window as unknown as {
-            charts: Array<{ data: { datasets: Array<{ data: unknown[] }> }; canvas: HTMLCanvasElement }>;
+          globalThis as unknown as {
+            charts: Array<{
+              data: { datasets: Array<{ data: unknown[] }> };
+              canvas: { width: number; height: number };
+            }>;
           }
         ).charts.map((chart) => ({
           datasets: chart.data.datasets.length,
