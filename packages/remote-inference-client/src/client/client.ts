@@ -226,6 +226,7 @@ export class RemoteInferenceClient {
   private readonly runs = new Set<RequestRun>();
   private closed = false;
   private closing: Promise<void> | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
   private readonly counters = { requests: 0, completed: 0, failed: 0, retries: 0, staleRetries: 0, resumes: 0 };
   private readonly errors: Record<string, number> = {};
 
@@ -300,6 +301,30 @@ export class RemoteInferenceClient {
       this.options,
       () => this.evictIdleConnections(),
     );
+    const activeCheckMs = options.health?.activeCheckIntervalMs ?? 0;
+    if (activeCheckMs > 0) this.startActiveHealthChecks(activeCheckMs);
+  }
+
+  /** Polls `GET /health` on every engine: a failed check counts like a connection failure, a 200 heals. */
+  private startActiveHealthChecks(intervalMs: number): void {
+    let running = false;
+    this.healthTimer = setInterval(async () => {
+      if (running || this.closed) return;
+      running = true;
+      try {
+        const results = await this.control.health(Math.min(5000, intervalMs));
+        for (const result of results) {
+          const entry = this.scheduler.list().find((engine) => engine.endpoint === result.engine);
+          if (!entry) continue;
+          if (result.ok) entry.health.onSuccess();
+          else entry.health.onConnectionFailure();
+        }
+        this.scheduler.pump();
+      } finally {
+        running = false;
+      }
+    }, intervalMs);
+    this.healthTimer.unref();
   }
 
   private withModel<T extends { model?: string }>(body: T): T {
@@ -514,6 +539,7 @@ export class RemoteInferenceClient {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      clearInterval(this.healthTimer);
       for (const run of this.runs) run.controller.abort(new AbortError('The client was closed'));
       await this.scheduler.close();
       await this.transport.release();

@@ -76,7 +76,6 @@ function createPermits(capacity: number): EnginePermits {
 /** One engine as the scheduler tracks it. */
 export class EngineEntry implements EngineView {
   outstanding = 0;
-  queuedFor = 0;
   draining = false;
   readonly errors: Record<string, number> = {};
   requests = 0;

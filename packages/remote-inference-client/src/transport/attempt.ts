@@ -188,6 +188,7 @@ export async function sendAttempt(
         timing.staleRetries++;
         continue;
       }
+      if (!reused) timing.connectMs = connectDuration(connection, sentAtMs);
       if (handler && afterResponseBytes) {
         timing.headersAtMs = handler.headersAtMs;
         timing.ttfbMs = handler.headersAtMs - sentAtMs;

@@ -1,0 +1,59 @@
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { type FakeVllm, startFakeVllm } from 'fake-vllm';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { REQUEST_CHANNEL, RemoteInferenceClient, type RequestStats } from '../src/index.js';
+import { eventually } from './helpers.js';
+
+let fake: FakeVllm;
+beforeAll(async () => {
+  // Engine 1 reports 503 on /health for its first 60 s, like an engine still loading weights.
+  fake = await startFakeVllm({ engines: 1, ttftMs: 1, itlMs: 1 });
+});
+afterAll(() => fake.close());
+
+it('active health checks put an engine that fails GET /health in cooldown, and traffic avoids it', async () => {
+  const loading = await startFakeVllm({ engines: 1, readyAfterMs: 60_000, control: false });
+  const client = new RemoteInferenceClient({
+    engines: [fake.url, loading.url],
+    health: { activeCheckIntervalMs: 50, failureThreshold: 2, cooldownMs: 10_000 },
+    transport: { shared: false },
+  });
+  await eventually(() => client.stats().engines[1]!.state === 'cooldown');
+  expect(client.stats().engines[0]!.state).toBe('healthy');
+  for (let index = 0; index < 10; index++) await client.completions.create({ prompt: 'x', max_tokens: 1 });
+  expect(client.stats().engines.map((engine) => engine.requests)).toEqual([10, 0]);
+  await client.close();
+  await loading.close();
+});
+
+it('publishes every request on diagnostics_channel with its timing', async () => {
+  const seen: RequestStats[] = [];
+  const listener = (message: unknown) => seen.push(message as RequestStats);
+  diagnosticsChannel.subscribe(REQUEST_CHANNEL, listener);
+  const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+  const stream = await client.completions.create({ prompt: 'x', max_tokens: 5, stream: true }, { tag: 'rollout-1' });
+  for await (const _chunk of stream) {
+  }
+  diagnosticsChannel.unsubscribe(REQUEST_CHANNEL, listener);
+  await client.close();
+  expect(seen).toHaveLength(1);
+  const stats = seen[0]!;
+  expect(stats).toMatchObject({
+    ok: true,
+    path: '/v1/completions',
+    engine: fake.url,
+    attempts: 1,
+    tag: 'rollout-1',
+    events: 5,
+  });
+  expect(stats.ttftMs).toBeGreaterThan(0);
+  expect(stats.interTokenGapsMs).toHaveLength(4);
+  expect(stats.serverTtftMs).toBeGreaterThan(0);
+  expect(stats.connectMs).toBeGreaterThanOrEqual(0);
+});
+
+it('rejects an explicit connection ceiling above the port budget, naming the budget', () => {
+  expect(() => new RemoteInferenceClient({ engines: [fake.url], transport: { maxConnections: 10_000_000 } })).toThrow(
+    /`transport.maxConnections` to be at most the port budget \d+ \(\d+ ephemeral ports/,
+  );
+});
