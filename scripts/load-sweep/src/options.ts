@@ -41,6 +41,17 @@ export interface SweepOptions {
   fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number };
   quick: boolean;
   seed: number;
+  /**
+   * `closed` (default): steps are concurrency levels. Otherwise steps are arrival rates (requests/s) with this
+   * inter-arrival distribution, capped at `maxConcurrency` in flight, scheduled against an absolute clock.
+   */
+  arrival: 'closed' | 'constant' | 'poisson' | 'gamma';
+  /** Shape of the gamma distribution (1 = Poisson; < 1 burstier). */
+  gammaShape: number;
+  /** Open loop: requests in flight at most; arrivals beyond it are counted as `capped`, never queued. */
+  maxConcurrency: number;
+  /** Open loop: an arrival later than this behind its scheduled time is skipped and counted (bounded catch-up). */
+  maxCatchUpMs: number;
 }
 
 export const FLAG_HELP: Record<string, string> = {
@@ -70,6 +81,10 @@ export const FLAG_HELP: Record<string, string> = {
   'fake-ttft-ms': 'Fake TTFT (default 500)',
   'fake-itl-ms': 'Fake inter-token latency (default 250)',
   seed: 'Seed of prompts and sampling (default 1)',
+  arrival: 'closed (steps = concurrency) | constant | poisson | gamma (steps = requests/s) (default closed)',
+  'gamma-shape': 'Gamma shape for --arrival gamma (default 0.5: burstier than Poisson)',
+  'max-concurrency': 'Open loop: in-flight cap; arrivals beyond it are counted as capped (default 10000)',
+  'max-catch-up-ms': 'Open loop: arrivals later than this are skipped and counted (default 1000)',
   config: 'JSON or YAML file with any of these options (flags override it)',
   help: 'Show this help',
 };
@@ -150,6 +165,10 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     throw new Error(`Expected \`--endpoint\` to be generate, completions or chat, got \`${endpoint}\``);
   const mode = String(get('mode') ?? 'sdk');
   if (mode !== 'sdk' && mode !== 'direct') throw new Error(`Expected \`--mode\` to be sdk or direct, got \`${mode}\``);
+  const arrival = String(get('arrival') ?? 'closed');
+  if (!['closed', 'constant', 'poisson', 'gamma'].includes(arrival)) {
+    throw new Error(`Expected \`--arrival\` to be closed, constant, poisson or gamma, got \`${arrival}\``);
+  }
   const slo: Record<string, number> = {};
   const sloRaw = get('slo');
   if (sloRaw !== undefined) {
@@ -194,7 +213,13 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     },
     quick,
     seed: Math.floor(number('seed', 1)),
+    arrival: arrival as SweepOptions['arrival'],
+    gammaShape: number('gamma-shape', 0.5),
+    maxConcurrency: Math.max(1, Math.floor(number('max-concurrency', 10_000))),
+    maxCatchUpMs: number('max-catch-up-ms', 1000),
   };
+  if (options.arrival === 'gamma' && !(options.gammaShape > 0))
+    throw new Error(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
   if (options.targets.length > 0 && options.faults)
     throw new Error('`--faults` works with the embedded fake-vllm only (drop --target)');
   return { options, help: values.help === true };

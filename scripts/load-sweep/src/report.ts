@@ -25,6 +25,9 @@ export interface StepRow {
   retries: number;
   staleRetries: number;
   resumes: number;
+  /** Open loop: arrivals not sent (in-flight cap reached), and arrivals skipped for being too late. */
+  capped: number;
+  skippedLate: number;
   errors: Record<string, number>;
   faultsInjected: Record<string, number>;
   valid: boolean;
@@ -85,6 +88,8 @@ export function csv(summary: Summary): string {
     'retries',
     'staleRetries',
     'resumes',
+    'capped',
+    'skippedLate',
     'valid',
   ] as const;
   const lines = [[...columns, ...percentileKeys, 'errors'].join(',')];

@@ -13,7 +13,7 @@ export interface PlannedRequest {
 
 /** Draws lengths and prompts deterministically from the sweep seed, worker and slot. */
 export class RequestSource {
-  private readonly random: () => number;
+  readonly random: () => number;
   private counter = 0;
 
   constructor(

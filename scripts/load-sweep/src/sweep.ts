@@ -132,10 +132,19 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
     );
     for (const [stepIndex, concurrency] of options.steps.entries()) {
       const share = (index: number) => Math.floor(concurrency / workers) + (index < concurrency % workers ? 1 : 0);
+      const openLoop = options.arrival !== 'closed';
       await Promise.all(
         children.map((child, index) => {
           const ramped = next(child, 'ramped');
-          child.send({ type: 'concurrency', target: share(index), rampMs: options.rampMs } satisfies ToWorker);
+          child.send(
+            openLoop
+              ? ({
+                  type: 'rate',
+                  rate: concurrency / workers,
+                  maxInFlight: Math.ceil(options.maxConcurrency / workers),
+                } satisfies ToWorker)
+              : ({ type: 'concurrency', target: share(index), rampMs: options.rampMs } satisfies ToWorker),
+          );
           return ramped;
         }),
       );
@@ -171,7 +180,7 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
       }
       summary.steps.push(row);
       log(
-        `step C=${concurrency}: achieved ${row.achievedConcurrency.toFixed(0)}, ${row.requestsPerSecond.toFixed(0)} req/s, ${row.outputTokensPerSecond.toFixed(0)} tok/s, TTFT p99 ${row.percentiles.ttft_p99?.toFixed(0)} ms, sent ${row.sent} = ok ${row.completed} + failed ${row.failed}${Object.keys(row.errors).length ? ` ${JSON.stringify(row.errors)}` : ''}${Object.keys(row.faultsInjected).length ? `, faults ${JSON.stringify(row.faultsInjected)}, recovered ${row.retries + row.staleRetries + row.resumes}` : ''}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`,
+        `step ${options.arrival === 'closed' ? 'C' : 'rate'}=${concurrency}: achieved ${row.achievedConcurrency.toFixed(0)}, ${row.requestsPerSecond.toFixed(0)} req/s, ${row.outputTokensPerSecond.toFixed(0)} tok/s, TTFT p99 ${row.percentiles.ttft_p99?.toFixed(0)} ms, sent ${row.sent} = ok ${row.completed} + failed ${row.failed}${Object.keys(row.errors).length ? ` ${JSON.stringify(row.errors)}` : ''}${Object.keys(row.faultsInjected).length ? `, faults ${JSON.stringify(row.faultsInjected)}, recovered ${row.retries + row.staleRetries + row.resumes}` : ''}${row.capped || row.skippedLate ? `, capped ${row.capped}, skipped late ${row.skippedLate}` : ''}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`,
       );
       if (row.errorRate > options.maxErrorRate) {
         summary.stoppedEarly = `error rate ${(row.errorRate * 100).toFixed(1)}% at C=${concurrency} exceeds ${(options.maxErrorRate * 100).toFixed(1)}%`;
@@ -252,6 +261,8 @@ export function aggregate(
     retries: sum((result) => result.retries),
     staleRetries: sum((result) => result.staleRetries),
     resumes: sum((result) => result.resumes),
+    capped: sum((result) => result.capped),
+    skippedLate: sum((result) => result.skippedLate),
     errors,
     faultsInjected: {},
     valid: reasons.length === 0,

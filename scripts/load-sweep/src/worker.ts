@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { isInferenceError, RemoteInferenceClient, type RequestStats } from 'remote-inference-client';
 import { Agent, request as undiciRequest } from 'undici';
+import { interArrivalMs } from './arrivals.js';
 import { MetricHistograms } from './histograms.js';
 import type { SweepOptions } from './options.js';
 import { expectedOutput, type PlannedRequest, RequestSource } from './request-source.js';
@@ -11,6 +12,7 @@ import { expectedOutput, type PlannedRequest, RequestSource } from './request-so
 export type ToWorker =
   | { type: 'init'; options: SweepOptions; engines: string[]; worker: number; verify: boolean }
   | { type: 'concurrency'; target: number; rampMs: number }
+  | { type: 'rate'; rate: number; maxInFlight: number }
   | { type: 'measure-start'; step: number }
   | { type: 'measure-end'; step: number }
   | { type: 'stop' };
@@ -38,6 +40,10 @@ export interface StepResult {
   resumes: number;
   connectionsOpened: number;
   connectionsReused: number;
+  /** Open loop: arrivals not sent because `maxConcurrency` was reached. */
+  capped: number;
+  /** Open loop: arrivals skipped because they were more than `maxCatchUpMs` late (the generator fell behind). */
+  skippedLate: number;
 }
 
 interface Outcome {
@@ -106,6 +112,8 @@ class StepAccumulator {
   mismatched = 0;
   outputTokens = 0;
   goodput = 0;
+  capped = 0;
+  skippedLate = 0;
   readonly errors: Record<string, number> = {};
   readonly tokensBySecond: Record<string, number> = {};
   inFlightSum = 0;
@@ -345,6 +353,22 @@ function account(step: StepAccumulator, request: PlannedRequest, outcome: Outcom
   );
 }
 
+/** Sends one request, accounting it to the step being measured when it started. Returns its output tokens. */
+async function runOne(request: PlannedRequest, engineIndex: number): Promise<number[]> {
+  const step = measuringStep >= 0 ? current : undefined;
+  if (step) taggedInFlight++;
+  inFlight++;
+  const engine = engines[engineIndex % engines.length]!;
+  const outcome = options.mode === 'sdk' ? await sendSdk(request) : await sendDirect(request, engine);
+  inFlight--;
+  if (step) {
+    account(step, request, outcome, outcome.stats?.engine ?? engine);
+    taggedInFlight--;
+    if (taggedInFlight === 0) drainResolve?.();
+  }
+  return outcome.tokenIds.length > 0 ? outcome.tokenIds : expectedOutput(request).tokenIds;
+}
+
 async function slot(slotIndex: number): Promise<void> {
   let session = 0;
   while (!stopping && slotIndex < target) {
@@ -352,24 +376,49 @@ async function slot(slotIndex: number): Promise<void> {
     let previous: { request: PlannedRequest; outputTokenIds: number[] } | undefined;
     for (let turn = 0; turn < options.sessionTurns && !stopping; turn++) {
       const request = source.next(previous, sessionId);
-      const step = measuringStep >= 0 ? current : undefined;
-      if (step) taggedInFlight++;
-      inFlight++;
-      const engine = engines[(slotIndex + turn) % engines.length]!;
-      const outcome = options.mode === 'sdk' ? await sendSdk(request) : await sendDirect(request, engine);
-      inFlight--;
-      if (step) {
-        account(step, request, outcome, outcome.stats?.engine ?? engine);
-        taggedInFlight--;
-        if (taggedInFlight === 0) drainResolve?.();
-      }
-      previous = {
-        request,
-        outputTokenIds: outcome.tokenIds.length > 0 ? outcome.tokenIds : expectedOutput(request).tokenIds,
-      };
+      previous = { request, outputTokenIds: await runOne(request, slotIndex + turn) };
     }
   }
   slots--;
+}
+
+// ---- open loop ------------------------------------------------------------------------------------------------
+
+let arrivalRate = 0;
+let arrivalCap = 0;
+let nextArrivalMs = 0;
+let arrivalTimer: NodeJS.Timeout | undefined;
+let arrivals = 0;
+
+/** Fires every arrival that is due, against the absolute schedule; never more than `maxCatchUpMs` behind. */
+function pumpArrivals(): void {
+  arrivalTimer = undefined;
+  if (stopping || arrivalRate <= 0) return;
+  const now = performance.now();
+  while (nextArrivalMs <= now) {
+    const scheduled = nextArrivalMs;
+    nextArrivalMs += interArrivalMs(options.arrival, arrivalRate, options.gammaShape, source.random);
+    const step = measuringStep >= 0 ? current : undefined;
+    const lag = now - scheduled;
+    if (lag > options.maxCatchUpMs) {
+      if (step) step.skippedLate++;
+      continue;
+    }
+    if (inFlight >= arrivalCap) {
+      if (step) step.capped++;
+      continue;
+    }
+    if (step) step.histograms.recordMs('scheduleLag', lag);
+    void runOne(source.next(undefined, undefined), arrivals++);
+  }
+  arrivalTimer = setTimeout(pumpArrivals, Math.max(0, nextArrivalMs - performance.now()));
+}
+
+function setRate(rate: number, maxInFlight: number): void {
+  arrivalCap = maxInFlight;
+  if (arrivalRate === 0) nextArrivalMs = performance.now();
+  arrivalRate = rate;
+  if (!arrivalTimer) pumpArrivals();
 }
 
 async function setConcurrency(next: number, rampMs: number): Promise<void> {
@@ -410,6 +459,8 @@ function finishStep(step: StepAccumulator): StepResult {
     resumes: (clientEnd?.resumes ?? 0) - (step.clientStart?.resumes ?? 0),
     connectionsOpened: (clientEnd?.connections.opened ?? 0) - (step.clientStart?.connections.opened ?? 0),
     connectionsReused: (clientEnd?.connections.reused ?? 0) - (step.clientStart?.connections.reused ?? 0),
+    capped: step.capped,
+    skippedLate: step.skippedLate,
   };
   step.histograms.destroy();
   return result;
@@ -445,6 +496,10 @@ process.on('message', async (message: ToWorker) => {
       await setConcurrency(message.target, message.rampMs);
       process.send!({ type: 'ramped' });
       return;
+    case 'rate':
+      setRate(message.rate, message.maxInFlight);
+      process.send!({ type: 'ramped' });
+      return;
     case 'measure-start':
       current = new StepAccumulator(message.step);
       measuringStep = message.step;
@@ -468,6 +523,7 @@ process.on('message', async (message: ToWorker) => {
     case 'stop':
       stopping = true;
       target = 0;
+      clearTimeout(arrivalTimer);
       await client?.close();
       await direct?.destroy();
       records.end(() => process.exit(0));

@@ -42,6 +42,8 @@ const step = (concurrency: number, errors: Record<string, number>) => ({
   retries: 1,
   staleRetries: 2,
   resumes: 0,
+  capped: 0,
+  skippedLate: 0,
   errors,
   faultsInjected: { 'status-503': 1 },
   valid: true,

@@ -88,3 +88,38 @@ it('with faults on, nothing is lost: failures are typed and counted, faults inje
   expect(Object.values(step.errors).reduce((a, b) => a + b, 0)).toBe(step.failed);
   expect(step.verified).toBe(step.completed);
 });
+
+it('open loop: Poisson arrivals at a rate, every arrival accounted for (sent, capped or skipped), schedule lag measured', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sweep-open-'));
+  const { options } = parseSweepArgs([
+    '--arrival',
+    'poisson',
+    '--steps',
+    '40,120',
+    '--max-concurrency',
+    '50',
+    '--warmup-ms',
+    '300',
+    '--measure-ms',
+    '2000',
+    '--fake-ttft-ms',
+    '20',
+    '--fake-itl-ms',
+    '10',
+    '--workers',
+    '1',
+    '--out',
+    out,
+  ]);
+  const summary = await runSweep(options, () => {});
+  for (const step of summary.steps) {
+    expect(step.sent).toBeGreaterThan(0);
+    expect(step.sent).toBe(step.completed + step.failed);
+    expect(step.failed).toBe(0);
+    expect(step.verified).toBe(step.completed);
+    expect(step.percentiles.scheduleLag_p50).not.toBeNull();
+    expect(step.achievedConcurrency).toBeLessThanOrEqual(50);
+  }
+  // The second step offers 3x the first one's arrivals.
+  expect(summary.steps[1]!.sent + summary.steps[1]!.capped).toBeGreaterThan(summary.steps[0]!.sent);
+});

@@ -96,6 +96,8 @@ describe('report schema', () => {
         retries: 1,
         staleRetries: 0,
         resumes: 0,
+        capped: 0,
+        skippedLate: 0,
         errors: { http_503: 1 },
         faultsInjected: {},
         valid: true,
