@@ -232,6 +232,16 @@ async function sendDirect(request: PlannedRequest, engine: string): Promise<Outc
   let ttftMs: number | undefined;
   const gapsMs: number[] = [];
   let last = 0;
+  const outcome = (ok: boolean, errorKind: string | undefined): Outcome => ({
+    ok,
+    errorKind,
+    tokenIds,
+    text,
+    ttftMs,
+    gapsMs,
+    e2eMs: performance.now() - started,
+    stats: undefined,
+  });
   try {
     const response = await undiciRequest(`${engine}${path}`, {
       method: 'POST',
@@ -243,16 +253,7 @@ async function sendDirect(request: PlannedRequest, engine: string): Promise<Outc
     });
     if (response.statusCode !== 200) {
       await response.body.text();
-      return {
-        ok: false,
-        errorKind: `http_${response.statusCode}`,
-        tokenIds,
-        text,
-        ttftMs,
-        gapsMs,
-        e2eMs: performance.now() - started,
-        stats: undefined,
-      };
+      return outcome(false, `http_${response.statusCode}`);
     }
     const take = (payload: Record<string, unknown>) => {
       const choice = (payload.choices as Array<Record<string, unknown>>)[0];
@@ -283,28 +284,10 @@ async function sendDirect(request: PlannedRequest, engine: string): Promise<Outc
         }
       }
     }
-    return {
-      ok: true,
-      errorKind: undefined,
-      tokenIds,
-      text,
-      ttftMs,
-      gapsMs,
-      e2eMs: performance.now() - started,
-      stats: undefined,
-    };
+    return outcome(true, undefined);
   } catch (error) {
     const code = (error as { code?: string }).code ?? 'other';
-    return {
-      ok: false,
-      errorKind: code,
-      tokenIds,
-      text,
-      ttftMs,
-      gapsMs,
-      e2eMs: performance.now() - started,
-      stats: undefined,
-    };
+    return outcome(false, code);
   }
 }
 

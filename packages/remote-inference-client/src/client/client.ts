@@ -20,6 +20,7 @@ import { resolvePolicy } from '../routing/policies.js';
 import { ChunkStream } from '../streaming/chunk-stream.js';
 import { type SseEvent, SseParser } from '../streaming/sse-parser.js';
 import { type AttemptRequest, type AttemptResult, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
+import type { PoolStats } from '../transport/connection-pool.js';
 import { sharedTransport, Transport } from '../transport/transport.js';
 import { ControlPlane } from './control-plane.js';
 import {
@@ -94,16 +95,7 @@ export interface ClientStats {
     draining: boolean;
     requests: number;
     errors: Record<string, number>;
-    connections: {
-      open: number;
-      idle: number;
-      busy: number;
-      connecting: number;
-      waiting: number;
-      opened: number;
-      reused: number;
-      staleDiscarded: number;
-    };
+    connections: PoolStats;
   }>;
   limits: { maxInFlightSeen: number; maxQueuedSeen: number; rejectedQueueFull: number };
 }
