@@ -144,4 +144,60 @@ describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => 
     await closed.close();
     await open.close();
   });
+
+  it("4 processes sharing maxConcurrency through Redis never exceed it together, per fake-vllm; a killed holder's slots come back", async () => {
+    const redis = await startRedis();
+    // In-process engines: fake-vllm's max-concurrent figure is exact across them.
+    const local = await startFakeVllm({ engines: 2, ttftMs: 2, itlMs: 2, jitter: 0, control: false });
+    try {
+      const engines = local.engines.map((engine) => engine.url).join(',');
+      const worker = fileURLToPath(new URL('./fixtures/concurrency-worker.mjs', import.meta.url));
+      const env = {
+        ...process.env,
+        ENGINES: engines,
+        REDIS_URL: redis.url,
+        LIMIT_ID: 'shared-concurrency',
+        MAX_CONCURRENCY: '40',
+      };
+      await local.control.resetHighWaterMarks();
+      const outputs = await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const child = fork(worker, [], {
+            stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+            env: { ...env, CALLERS: '30', DURATION_MS: '3000' },
+          });
+          const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+          return JSON.parse(line) as { completed: number; errors: Record<string, number>; maxInFlight: number };
+        }),
+      );
+      const stats = await local.control.stats();
+      console.log(
+        `cluster concurrency: budget 40 over 4 processes x 30 callers: server max concurrent ${stats.total.maxConcurrent}; per process max ${outputs.map((output) => output.maxInFlight).join(', ')}; completed ${outputs.map((output) => output.completed).join(', ')}`,
+      );
+      expect(outputs.every((output) => Object.keys(output.errors).length === 0 && output.completed > 0)).toBe(true);
+      expect(stats.total.maxConcurrentExact).toBe(true);
+      expect(stats.total.maxConcurrent).toBeLessThanOrEqual(40);
+      expect(stats.total.maxConcurrent).toBeGreaterThanOrEqual(30);
+
+      // A process holding the whole budget is killed: after its heartbeat expires, another process gets the slots.
+      const holder = fork(worker, [], {
+        stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+        env: { ...env, CALLERS: '40', HOLD: '1' },
+      });
+      const lines = createInterface({ input: holder.stdout! });
+      for await (const line of lines) if ((JSON.parse(line) as { inFlight: number }).inFlight === 40) break;
+      holder.kill('SIGKILL');
+      const next = fork(worker, [], {
+        stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+        env: { ...env, CALLERS: '10', DURATION_MS: '5000' },
+      });
+      const [line] = (await once(createInterface({ input: next.stdout! }), 'line')) as [string];
+      const after = JSON.parse(line) as { completed: number; errors: Record<string, number> };
+      expect(after.errors).toEqual({});
+      expect(after.completed).toBeGreaterThan(0);
+    } finally {
+      await local.close();
+      redis.child.kill('SIGKILL');
+    }
+  });
 });

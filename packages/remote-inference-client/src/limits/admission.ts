@@ -3,6 +3,7 @@ import { Semaphore } from 'async-mutex';
 import { AbortError, EngineUnavailableError, InvalidOptionsError, QueueFullError, TimeoutError } from '../errors.js';
 import { EngineHealth, type HealthOptions, resolveHealthOptions } from '../routing/engine-health.js';
 import type { EngineView, RoutingPolicy } from '../routing/policies.js';
+import { ClusterConcurrency } from './cluster-concurrency.js';
 import { LeasedRateLimiter, type RedisLimitsOptions, TokenBucket } from './qps-limiter.js';
 
 /** Admission limits: hard totals and soft per-engine protections, for concurrency and for requests per second. */
@@ -19,7 +20,7 @@ export interface LimitsOptions {
     /** Started per second per engine. @default unlimited */
     maxQps?: number;
   };
-  /** Share `maxQps` with every process and host using the same Redis id. */
+  /** Share `maxQps` and `maxConcurrency` with every process and host using the same Redis id. */
   redis?: RedisLimitsOptions;
 }
 
@@ -170,8 +171,10 @@ export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
         `Expected \`limits.redis.id\` to be a non-empty string, got \`${JSON.stringify(limits.redis.id)}\``,
       );
     }
-    if (limits.maxQps === undefined) {
-      throw new InvalidOptionsError('`limits.redis` shares `limits.maxQps` across processes: set `limits.maxQps` too');
+    if (limits.maxQps === undefined && limits.maxConcurrency === undefined) {
+      throw new InvalidOptionsError(
+        '`limits.redis` shares `limits.maxQps` and `limits.maxConcurrency` across processes: set at least one',
+      );
     }
   }
   return {
@@ -198,6 +201,7 @@ export class Scheduler {
   private queued = 0;
   private inFlight = 0;
   private readonly qps: LeasedRateLimiter | undefined;
+  private readonly cluster: ClusterConcurrency | undefined;
   private readonly health: Required<HealthOptions>;
   private wakeTimer: NodeJS.Timeout | undefined;
   private pumping = false;
@@ -212,6 +216,10 @@ export class Scheduler {
     if (limits.maxQps !== undefined) {
       this.qps = new LeasedRateLimiter(limits.maxQps, limits.redis);
       this.qps.onAvailable = () => this.pump();
+    }
+    if (limits.redis && Number.isFinite(limits.maxConcurrency)) {
+      this.cluster = new ClusterConcurrency(limits.maxConcurrency, limits.redis);
+      this.cluster.onAvailable = () => this.pump();
     }
   }
 
@@ -345,7 +353,8 @@ export class Scheduler {
     try {
       const now = performance.now();
       for (const priority of this.priorities) {
-        const queue = this.queues.get(priority)!;
+        const queue = this.queues.get(priority);
+        if (!queue) continue;
         let head = 0;
         while (head < queue.length) {
           const waiter = queue[head]!;
@@ -353,11 +362,12 @@ export class Scheduler {
             head++;
             continue;
           }
-          if (this.qps?.failure) {
+          const failure = this.qps?.failure ?? this.cluster?.failure;
+          if (failure) {
             waiter.settled = true;
             this.queued--;
             waiter.cleanup();
-            waiter.reject(this.qps.failure);
+            waiter.reject(failure);
             head++;
             continue;
           }
@@ -398,6 +408,13 @@ export class Scheduler {
 
   private tryGrant(request: AdmissionRequest, now: number, enqueuedAtMs = now): Ticket | undefined {
     if (this.inFlight >= this.limits.maxConcurrency) return undefined;
+    if (this.cluster) {
+      if (this.cluster.failure) throw this.cluster.failure;
+      if (this.inFlight >= this.cluster.held) {
+        this.cluster.want(this.inFlight + this.queued + 1);
+        return undefined;
+      }
+    }
     if (this.qps?.failure) throw this.qps.failure;
     let candidates = this.engines.filter((engine) => engine.hasRoom());
     if (candidates.length === 0) return undefined;
@@ -430,6 +447,7 @@ export class Scheduler {
         engine.outstanding--;
         this.inFlight--;
         this.pump();
+        if (this.queued === 0) this.cluster?.trim(this.inFlight);
       },
     };
   }
@@ -445,7 +463,8 @@ export class Scheduler {
       }
     }
     this.queues.clear();
+    this.priorities = [];
     this.queued = 0;
-    await Promise.all([this.qps?.close(), ...this.engines.map((engine) => engine.qps?.close())]);
+    await Promise.all([this.qps?.close(), this.cluster?.close(), ...this.engines.map((engine) => engine.qps?.close())]);
   }
 }
