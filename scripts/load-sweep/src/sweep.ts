@@ -5,7 +5,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type FakeVllm, type FaultName, type FaultProfile, startFakeVllm } from 'fake-vllm';
 import { METRICS, MetricHistograms } from './histograms.js';
-import { findKnee, meetsSlo } from './knee.js';
+import { findKnee } from './knee.js';
 import type { SweepOptions } from './options.js';
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
 import type { StepResult, ToWorker } from './worker.js';
@@ -87,7 +87,6 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
     new URL(here.endsWith('.ts') ? '../dist/worker-main.js' : './worker-main.js', import.meta.url),
   );
   const children: ChildProcess[] = [];
-  const pending = new Map<ChildProcess, Array<(message: unknown) => void>>();
   const next = (child: ChildProcess, type: string) =>
     new Promise<unknown>((resolve, reject) => {
       const onMessage = (message: { type: string }) => {
@@ -101,7 +100,6 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
       child.on('message', onMessage);
       child.once('exit', onExit);
     });
-  void pending;
   const summary: Summary = {
     schema: 'load-sweep/summary@1',
     startedAt: new Date().toISOString(),
@@ -171,7 +169,7 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
       )) as StepResult[];
       if (process.stdout.isTTY) process.stdout.write('\r');
       const faultsAfter = fake ? (await fake.control.stats()).total.faults : undefined;
-      const row = aggregate(concurrency, measuredS, results, options);
+      const row = aggregate(concurrency, measuredS, results);
       if (faultsBefore && faultsAfter) {
         for (const [name, count] of Object.entries(faultsAfter)) {
           const delta = count - faultsBefore[name as FaultName];
@@ -213,12 +211,7 @@ export async function runSweep(options: SweepOptions, log: (line: string) => voi
 }
 
 /** Merges the workers' results of one step into a row. */
-export function aggregate(
-  concurrency: number,
-  measuredS: number,
-  results: readonly StepResult[],
-  options: SweepOptions,
-): StepRow {
+export function aggregate(concurrency: number, measuredS: number, results: readonly StepResult[]): StepRow {
   const histograms = new MetricHistograms();
   const errors: Record<string, number> = {};
   const tokensBySecond: Record<string, number> = {};
@@ -268,7 +261,5 @@ export function aggregate(
     valid: reasons.length === 0,
     invalidReason: reasons.length ? reasons.join('; ') : null,
   };
-  void meetsSlo;
-  void options;
   return row;
 }

@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import { HttpStatusError, type InferenceError, isInferenceError } from '../errors.js';
 import { isAttemptFailure, sendAttempt } from '../transport/attempt.js';
 import type { ConnectionPool } from '../transport/connection-pool.js';
@@ -137,10 +136,7 @@ export class ControlPlane {
   }
 
   /** `GET /health` on every engine (ok = 200). */
-  async health(timeoutMs = 5000): Promise<EngineResult[]> {
-    const started = performance.now();
-    const results = await this.fanOut('GET', '/health', undefined, timeoutMs);
-    void started;
-    return results;
+  health(timeoutMs = 5000): Promise<EngineResult[]> {
+    return this.fanOut('GET', '/health', undefined, timeoutMs);
   }
 }
