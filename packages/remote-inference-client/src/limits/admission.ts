@@ -423,7 +423,9 @@ export class Scheduler {
       if (preferred.length > 0) candidates = preferred;
     }
     // Per-engine QPS is soft: an engine out of tokens is skipped, others may take the request.
-    const withTokens = candidates.filter((engine) => !engine.qps || engine.qps.peek());
+    // Per-engine QPS is off by default: skip a third pass over the engines on every request then.
+    const withTokens =
+      this.limits.perEngineQps === undefined ? candidates : candidates.filter((engine) => engine.qps!.peek());
     if (withTokens.length === 0) return undefined;
     if (this.qps && !this.qps.tryTake()) return undefined;
     const engine = this.policy.pick(withTokens, { sessionId: request.sessionId }) as EngineEntry;
