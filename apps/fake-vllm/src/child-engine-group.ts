@@ -1,6 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EngineGroup, ProcessStats } from './engine-group.js';
 import type { FaultProfile } from './faults.js';
@@ -73,7 +74,7 @@ export class ChildEngineGroup implements EngineGroup {
     host: string,
     ports: number[],
     processes: number,
-    sharePort = false,
+    { sharePort = false, nice = 0 }: { sharePort?: boolean; nice?: number } = {},
   ): Promise<ChildEngineGroup> {
     let shared: Server | undefined;
     if (sharePort) {
@@ -97,6 +98,16 @@ export class ChildEngineGroup implements EngineGroup {
     }
     const group = new ChildEngineGroup(handles);
     try {
+      for (const handle of handles) {
+        if (nice === 0 || handle.child.pid === undefined) continue;
+        try {
+          setPriority(handle.child.pid, nice);
+        } catch (error) {
+          throw new Error(
+            `Cannot set \`nice\` to ${nice} (${(error as Error).message}): priorities below 0 need root or CAP_SYS_NICE`,
+          );
+        }
+      }
       await Promise.all(
         handles.map(async (handle, index) => {
           const mine = assigned[index]!;

@@ -31,6 +31,7 @@ const FLAGS: Record<
   engines: ['number', 'engines', 'Number of engines (default 1)'],
   processes: ['number', 'processes', 'Child processes to spread engines over; 0 = this process (default 0)'],
   'share-port': ['boolean', 'sharePort', 'All --processes accept on ONE port (one engine address, several processes)'],
+  nice: ['number', 'nice', 'CPU priority (nice -20..19) of the --processes children (default 0)'],
   model: ['string', 'model', 'Served model name (default fake-model)'],
   'max-num-seqs': ['number', 'maxNumSeqs', 'Running slots per engine (default 256)'],
   'max-waiting': ['number', 'maxWaiting', 'Waiting requests before 429 (default unlimited)'],

@@ -63,6 +63,12 @@ export interface FakeVllmOptions extends EngineOptions {
    * engine (scheduler). For more connections to one address than one process's file limit allows. @default false
    */
   sharePort?: boolean;
+  /**
+   * Scheduling priority (nice, -20..19) of the child processes. A load test that runs fake-vllm on the cores of the
+   * client it measures sets this > 0, so the client, not the stand-in server, gets the CPU when both want it.
+   * Applies when `processes` > 0. @default 0
+   */
+  nice?: number;
   /** The WebSocket control and telemetry channel. `false` disables it. @default { host: "127.0.0.1", port: 0 } */
   control?: ControlChannelOptions | false;
 }
@@ -91,6 +97,7 @@ export interface ResolvedFakeVllmOptions extends ResolvedEngineOptions {
   engines: number;
   processes: number;
   sharePort: boolean;
+  nice: number;
   control: Required<Omit<ControlChannelOptions, 'token'>> & { token: string | undefined; enabled: boolean };
 }
 
@@ -186,6 +193,7 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     engines: options.engines ?? 1,
     processes: options.processes ?? 0,
     sharePort: options.sharePort ?? false,
+    nice: options.nice ?? 0,
     control: {
       enabled: control !== undefined,
       host: control?.host ?? '127.0.0.1',
@@ -206,6 +214,12 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     'processes',
     'a whole number >= 0',
     resolved.processes,
+  );
+  check(
+    Number.isInteger(resolved.nice) && resolved.nice >= -20 && resolved.nice <= 19,
+    'nice',
+    'a whole number in -20..19',
+    resolved.nice,
   );
   check(
     positiveInteger(resolved.control.statsIntervalMs),

@@ -31,7 +31,10 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
   );
   const group: EngineGroup =
     resolved.processes > 0
-      ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes, resolved.sharePort)
+      ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes, {
+          sharePort: resolved.sharePort,
+          nice: resolved.nice,
+        })
       : await LocalEngineGroup.start(resolved, resolved.host, ports);
   const order = new Map(group.urls.map((url, index) => [url, index]));
   const stats = async (): Promise<FakeVllmStats> => {

@@ -1,7 +1,17 @@
 import * as hdr from 'hdr-histogram-js';
 
 /** Latency metrics recorded per step, in microseconds. */
-export const METRICS = ['ttft', 'itl', 'tpot', 'e2e', 'queueWait', 'connect', 'clientAdded', 'scheduleLag'] as const;
+export const METRICS = [
+  'ttft',
+  'itl',
+  'tpot',
+  'e2e',
+  'queueWait',
+  'connect',
+  'serverQueue',
+  'clientAdded',
+  'scheduleLag',
+] as const;
 export type MetricName = (typeof METRICS)[number];
 
 /** One hdr histogram per metric; merges exactly across worker processes (encoded as compressed base64). */

@@ -38,7 +38,7 @@ export interface SweepOptions {
   workers: number;
   outDir: string;
   /** Embedded fake-vllm shape. */
-  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number };
+  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number; nice: number };
   quick: boolean;
   seed: number;
   /**
@@ -77,9 +77,11 @@ export const FLAG_HELP: Record<string, string> = {
   out: 'Output directory (default sweep-results/<timestamp>)',
   'fake-engines': 'Embedded fake engines (default: one per 500 slots of the peak step, at least 4)',
   'fake-processes': 'Processes hosting them (default 2)',
-  'fake-max-num-seqs': 'Slots per fake engine (default 4096)',
+  'fake-max-num-seqs': 'Sequences a fake engine runs at once; more wait in its queue (default 256)',
   'fake-ttft-ms': 'Fake TTFT (default 500)',
   'fake-itl-ms': 'Fake inter-token latency (default 250)',
+  'fake-nice':
+    'CPU priority of the fake engine processes, 0..19 (default 19: on a shared host the client, which is measured, gets the CPU first)',
   seed: 'Seed of prompts and sampling (default 1)',
   arrival: 'closed (steps = concurrency) | constant | poisson | gamma (steps = requests/s) (default closed)',
   'gamma-shape': 'Gamma shape for --arrival gamma (default 0.5: burstier than Poisson)',
@@ -204,12 +206,15 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     outDir: String(get('out') ?? `sweep-results/${new Date().toISOString().replaceAll(':', '-').slice(0, 19)}`),
     fake: {
       // Real fleets run ~256-512 sequences per engine; a few huge engines would deliver unrealistically large
-      // synchronized bursts (every stream of an engine gets its token in the same step).
+      // synchronized bursts (every stream of an engine gets its token in the same step). With 256 running
+      // sequences per engine and one engine per 500 slots of the peak step, the fleet runs half the peak at once
+      // and queues the rest inside the engines (no bytes sent), as an oversubscribed real fleet does.
       engines: Math.max(1, Math.floor(number('fake-engines', Math.max(4, Math.ceil(Math.max(...steps) / 500))))),
       processes: Math.floor(number('fake-processes', 2)),
-      maxNumSeqs: Math.max(1, Math.floor(number('fake-max-num-seqs', 4096))),
+      maxNumSeqs: Math.max(1, Math.floor(number('fake-max-num-seqs', 256))),
       ttftMs: number('fake-ttft-ms', 500),
       itlMs: number('fake-itl-ms', 250),
+      nice: number('fake-nice', 19),
     },
     quick,
     seed: Math.floor(number('seed', 1)),
@@ -218,6 +223,8 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     maxConcurrency: Math.max(1, Math.floor(number('max-concurrency', 10_000))),
     maxCatchUpMs: number('max-catch-up-ms', 1000),
   };
+  if (!Number.isInteger(options.fake.nice) || options.fake.nice > 19)
+    throw new Error(`Expected \`--fake-nice\` to be a whole number in 0..19, got \`${String(get('fake-nice'))}\``);
   if (options.arrival === 'gamma' && !(options.gammaShape > 0))
     throw new Error(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
   if (options.targets.length > 0 && options.faults)

@@ -16,7 +16,7 @@ export interface StepRow {
   outputTokensPerSecond: number;
   peakOutputTokensPerSecond1s: number;
   goodputPerSecond: number;
-  /** `<metric>_<p50|p90|p99|p99.9>` in ms: ttft, itl, tpot, e2e, queueWait, connect, clientAdded. */
+  /** `<metric>_<p50|p90|p99|p99.9>` in ms: ttft, itl, tpot, e2e, queueWait, connect, serverQueue, clientAdded, scheduleLag. */
   percentiles: Record<string, number | null>;
   eventLoopLagP99Ms: number;
   clientCpuPercentMax: number;
@@ -53,16 +53,16 @@ const fmt = (value: number | null | undefined, digits = 1) =>
 /** The markdown table printed at the end. */
 export function markdownTable(summary: Summary): string {
   const header =
-    '| C target | C achieved | req/s | out tok/s | TTFT p50/p99 ms | ITL p50/p99 ms | E2E p99 ms | client queue p99 | client-added p99 | loop lag p99 | CPU max % | sent | ok | failed | errors | valid |';
+    '| C target | C achieved | req/s | out tok/s | TTFT p50/p99 ms | ITL p50/p99 ms | E2E p99 ms | client queue p99 | engine queue p50 | client-added p99 | loop lag p99 | CPU max % | sent | ok | failed | errors | valid |';
   const rows = summary.steps.map((step) => {
     const p = step.percentiles;
     const errors =
       Object.entries(step.errors)
         .map(([kind, count]) => `${kind}:${count}`)
         .join(' ') || '-';
-    return `| ${step.concurrency} | ${fmt(step.achievedConcurrency, 0)} | ${fmt(step.requestsPerSecond, 0)} | ${fmt(step.outputTokensPerSecond, 0)} | ${fmt(p.ttft_p50, 0)}/${fmt(p.ttft_p99, 0)} | ${fmt(p.itl_p50, 0)}/${fmt(p.itl_p99, 0)} | ${fmt(p.e2e_p99, 0)} | ${fmt(p.queueWait_p99)} | ${fmt(p.clientAdded_p99)} | ${fmt(step.eventLoopLagP99Ms)} | ${fmt(step.clientCpuPercentMax, 0)} | ${step.sent} | ${step.completed} | ${step.failed} | ${errors} | ${step.valid ? 'yes' : `no: ${step.invalidReason}`} |`;
+    return `| ${step.concurrency} | ${fmt(step.achievedConcurrency, 0)} | ${fmt(step.requestsPerSecond, 0)} | ${fmt(step.outputTokensPerSecond, 0)} | ${fmt(p.ttft_p50, 0)}/${fmt(p.ttft_p99, 0)} | ${fmt(p.itl_p50, 0)}/${fmt(p.itl_p99, 0)} | ${fmt(p.e2e_p99, 0)} | ${fmt(p.queueWait_p99)} | ${fmt(p.serverQueue_p50, 0)} | ${fmt(p.clientAdded_p99)} | ${fmt(step.eventLoopLagP99Ms)} | ${fmt(step.clientCpuPercentMax, 0)} | ${step.sent} | ${step.completed} | ${step.failed} | ${errors} | ${step.valid ? 'yes' : `no: ${step.invalidReason}`} |`;
   });
-  return [header, `|${' --- |'.repeat(16)}`, ...rows].join('\n');
+  return [header, `|${' --- |'.repeat(17)}`, ...rows].join('\n');
 }
 
 /** summary.csv: one row per step, flat. */
@@ -122,7 +122,7 @@ export function html(summary: Summary): string {
 <p id="meta"></p>
 <section><h2>Throughput vs concurrency</h2><canvas id="throughput"></canvas></section>
 <section><h2>Latency percentiles vs concurrency</h2><canvas id="latency"></canvas></section>
-<section><h2>Latency decomposition (p50, ms)</h2><canvas id="decomposition"></canvas></section>
+<section><h2>Latency decomposition (p50 of each part, ms)</h2><canvas id="decomposition"></canvas></section>
 <section><h2>Errors by kind</h2><canvas id="errors"></canvas></section>
 <script>${chartJs}</script>
 <script>
@@ -145,7 +145,8 @@ window.charts.push(new Chart(document.getElementById('latency'), { type: 'line',
   options: { scales: { y: { type: 'logarithmic', title: { display: true, text: 'ms' } } } } }));
 window.charts.push(new Chart(document.getElementById('decomposition'), { type: 'bar', data: { labels, datasets: [
   { label: 'client queue', data: p('queueWait_p50') }, { label: 'connect', data: p('connect_p50') },
-  { label: 'server TTFT', data: summary.steps.map((s) => (s.percentiles.ttft_p50 ?? 0) - (s.percentiles.clientAdded_p50 ?? 0)) },
+  { label: 'engine queue', data: p('serverQueue_p50') },
+  { label: 'engine TTFT after queue', data: summary.steps.map((s) => Math.max(0, (s.percentiles.ttft_p50 ?? 0) - (s.percentiles.clientAdded_p50 ?? 0) - (s.percentiles.serverQueue_p50 ?? 0))) },
   { label: 'client-added', data: p('clientAdded_p50') }] }, options: { scales: { x: { stacked: true }, y: { stacked: true, title: { display: true, text: 'ms' } } } } }));
 const kinds = [...new Set(summary.steps.flatMap((s) => Object.keys(s.errors)))];
 window.charts.push(new Chart(document.getElementById('errors'), { type: 'bar', data: { labels, datasets: (kinds.length ? kinds : ['none']).map((kind) => ({ label: kind, data: summary.steps.map((s) => s.errors[kind] ?? 0) })) },

@@ -323,6 +323,7 @@ function account(step: StepAccumulator, request: PlannedRequest, outcome: Outcom
     if (stats) {
       h.recordMs('queueWait', stats.queueMs);
       if (stats.connectMs !== undefined) h.recordMs('connect', stats.connectMs);
+      if (stats.serverQueueMs !== undefined) h.recordMs('serverQueue', stats.serverQueueMs);
       if (outcome.ttftMs !== undefined && stats.serverTtftMs !== undefined)
         h.recordMs('clientAdded', outcome.ttftMs - stats.serverTtftMs);
     }

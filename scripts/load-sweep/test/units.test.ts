@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MetricHistograms } from '../src/histograms.js';
 import { findKnee } from '../src/knee.js';
 import { parseSweepArgs } from '../src/options.js';
+import { preflight, workerCount } from '../src/sweep.js';
 import { csv, html, markdownTable, type Summary } from '../src/report.js';
 
 describe('histogram merge', () => {
@@ -64,6 +65,23 @@ describe('options', () => {
     expect(() => parseSweepArgs(['--slo', 'speed=1'])).toThrow(/--slo/);
     expect(() => parseSweepArgs(['--steps', '0'])).toThrow(/--steps/);
     expect(() => parseSweepArgs(['--target', 'http://x', '--faults', 'chaos'])).toThrow(/--faults/);
+    expect(() => parseSweepArgs(['--fake-nice', '20'])).toThrow(/--fake-nice/);
+    expect(parseSweepArgs([]).options.fake).toMatchObject({ engines: 20, maxNumSeqs: 256, nice: 19 });
+  });
+});
+
+describe('worker sizing', () => {
+  const sized = (flags: string[], cores: number, fileLimit: number) =>
+    workerCount(parseSweepArgs(flags).options, cores, fileLimit);
+
+  it('uses one worker per 2,500 slots of the peak, at most two per core, but always enough for the file limit', () => {
+    expect(sized(['--steps', '50,500'], 2, 20_000)).toBe(1);
+    expect(sized([], 2, 20_000)).toBe(4);
+    expect(sized(['--steps', '40000'], 2, 20_000)).toBe(4);
+    expect(sized(['--steps', '40000'], 16, 20_000)).toBe(16);
+    expect(sized(['--steps', '10000'], 2, 1_024)).toBe(13);
+    expect(sized(['--steps', '10000', '--workers', '3'], 2, 20_000)).toBe(3);
+    expect(() => preflight(parseSweepArgs(['--steps', '10000']).options, 1, 1_024)).toThrow(/--workers 13/);
   });
 });
 
