@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { LiveView } from './live.js';
 import { parseSweepArgs, usage } from './options.js';
 import { runSweep } from './sweep.js';
 
@@ -15,7 +16,13 @@ async function main(): Promise<void> {
     return;
   }
   const started = performance.now();
-  const summary = await runSweep(parsed.options, (line) => process.stdout.write(`${line}\n`));
+  const view = new LiveView(process.stdout);
+  const summary = await runSweep(
+    parsed.options,
+    (line) => view.log(line),
+    (state) => view.update(state),
+  );
+  view.clear();
   const lost = summary.steps.reduce((total, step) => total + (step.sent - step.completed - step.failed), 0);
   process.stdout.write(
     `done in ${((performance.now() - started) / 1000).toFixed(0)} s; unaccounted requests: ${lost}\n`,

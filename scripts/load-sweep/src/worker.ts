@@ -5,6 +5,7 @@ import { isInferenceError, RemoteInferenceClient, type RequestStats } from 'remo
 import { Agent, request as undiciRequest } from 'undici';
 import { interArrivalMs } from './arrivals.js';
 import { MetricHistograms } from './histograms.js';
+import type { WorkerProgress } from './live.js';
 import type { SweepOptions } from './options.js';
 import { expectedOutput, type PlannedRequest, RequestSource } from './request-source.js';
 
@@ -100,6 +101,9 @@ let inFlight = 0;
 let taggedInFlight = 0;
 let drainResolve: (() => void) | undefined;
 let current: StepAccumulator | undefined;
+/** Counters since the worker started, for the live view (the measured accounting is {@link StepAccumulator}). */
+const totals = { completed: 0, failed: 0, outputTokens: 0 };
+let progressTimer: NodeJS.Timeout | undefined;
 const LOOP_RESOLUTION_MS = 5;
 const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
 
@@ -291,6 +295,11 @@ async function sendDirect(request: PlannedRequest, engine: string): Promise<Outc
   }
 }
 
+/** Output tokens of a completed request (text endpoints are not tokenized here: the requested length). */
+function outputTokenCount(request: PlannedRequest, outcome: Outcome): number {
+  return options.endpoint === 'generate' ? outcome.tokenIds.length : request.maxTokens;
+}
+
 function account(step: StepAccumulator, request: PlannedRequest, outcome: Outcome, engine: string): void {
   step.sent++;
   let ok = outcome.ok;
@@ -310,7 +319,7 @@ function account(step: StepAccumulator, request: PlannedRequest, outcome: Outcom
   }
   if (ok) {
     step.completed++;
-    const tokens = options.endpoint === 'generate' ? outcome.tokenIds.length : request.maxTokens;
+    const tokens = outputTokenCount(request, outcome);
     step.outputTokens += tokens;
     const second = String(Math.floor(Date.now() / 1000));
     step.tokensBySecond[second] = (step.tokensBySecond[second] ?? 0) + tokens;
@@ -345,6 +354,12 @@ async function runOne(request: PlannedRequest, engineIndex: number): Promise<num
   const engine = engines[engineIndex % engines.length]!;
   const outcome = options.mode === 'sdk' ? await sendSdk(request) : await sendDirect(request, engine);
   inFlight--;
+  if (outcome.ok) {
+    totals.completed++;
+    totals.outputTokens += outputTokenCount(request, outcome);
+  } else {
+    totals.failed++;
+  }
   if (step) {
     account(step, request, outcome, outcome.stats?.engine ?? engine);
     taggedInFlight--;
@@ -450,6 +465,29 @@ function finishStep(step: StepAccumulator): StepResult {
   return result;
 }
 
+/** Sends a {@link WorkerProgress} every second for the coordinator's live view. */
+function startProgressReports(): void {
+  let cpu = process.cpuUsage();
+  let at = performance.now();
+  progressTimer = setInterval(() => {
+    const now = performance.now();
+    const usage = process.cpuUsage(cpu);
+    const measuring = measuringStep >= 0 && loopDelay.count > 0;
+    process.send!({
+      type: 'progress',
+      worker: workerIndex,
+      inFlight,
+      ...totals,
+      retries: client?.stats().retries ?? 0,
+      lagP99Ms: measuring ? Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) : undefined,
+      cpuPercent: ((usage.user + usage.system) / 1000 / (now - at)) * 100,
+    } satisfies WorkerProgress);
+    cpu = process.cpuUsage();
+    at = now;
+  }, 1000);
+  progressTimer.unref();
+}
+
 process.on('message', async (message: ToWorker) => {
   switch (message.type) {
     case 'init':
@@ -474,6 +512,7 @@ process.on('message', async (message: ToWorker) => {
       } else {
         direct = new Agent({ connections: 50_000, headersTimeout: 0, bodyTimeout: 0 });
       }
+      startProgressReports();
       process.send!({ type: 'ready' });
       return;
     case 'concurrency':
@@ -507,6 +546,7 @@ process.on('message', async (message: ToWorker) => {
     case 'stop':
       stopping = true;
       target = 0;
+      clearInterval(progressTimer);
       clearTimeout(arrivalTimer);
       await client?.close();
       await direct?.destroy();

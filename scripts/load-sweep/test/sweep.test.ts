@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import type { LiveState } from '../src/live.js';
 import { parseSweepArgs } from '../src/options.js';
 import type { Summary } from '../src/report.js';
 import { runSweep } from '../src/sweep.js';
@@ -27,8 +28,34 @@ it('runs steps end to end against embedded fake-vllm: every request accounted fo
     out,
   ]);
   const lines: string[] = [];
-  const summary = await runSweep(options, (line) => lines.push(line));
+  const states: LiveState[] = [];
+  const summary = await runSweep(
+    options,
+    (line) => lines.push(line),
+    (state) => states.push(state),
+  );
   expect(summary.steps).toHaveLength(2);
+  // The live view saw every phase of every step in order, a fraction that only grows, and the workers' reports.
+  const phases = states
+    .map((state) => `${state.target}:${state.phase}`)
+    .filter((phase, index, all) => phase !== all[index - 1]);
+  if (phases[0] === '0:start') phases.shift(); // reports that came while the workers were starting
+  expect(phases).toEqual([
+    '20:ramp',
+    '20:warmup',
+    '20:measure',
+    '20:drain',
+    '60:ramp',
+    '60:warmup',
+    '60:measure',
+    '60:drain',
+  ]);
+  for (const [index, state] of states.entries()) {
+    expect(state.fraction).toBeGreaterThanOrEqual(index > 0 ? states[index - 1]!.fraction : 0);
+    expect(state.fraction).toBeLessThanOrEqual(1);
+  }
+  expect(states.some((state) => state.inFlight > 0 && state.completed > 0 && state.cpuPercentMax > 0)).toBe(true);
+  expect(states.at(-1)!.failed).toBe(0);
   for (const step of summary.steps) {
     expect(step.sent).toBeGreaterThan(0);
     expect(step.sent).toBe(step.completed + step.failed);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { MetricHistograms } from '../src/histograms.js';
 import { findKnee } from '../src/knee.js';
+import { bar, type LiveState, LiveView, renderLive, renderPlain } from '../src/live.js';
 import { parseSweepArgs } from '../src/options.js';
-import { preflight, workerCount } from '../src/sweep.js';
 import { csv, html, markdownTable, type Summary } from '../src/report.js';
+import { preflight, workerCount } from '../src/sweep.js';
 
 describe('histogram merge', () => {
   it('merging encoded per-worker histograms equals recording everything in one', () => {
@@ -135,5 +136,73 @@ describe('report schema', () => {
     expect(page).toContain('new Chart(');
     expect(page).not.toMatch(/<script[^>]+src=/); // nothing fetched: opens offline
     expect(page.length).toBeGreaterThan(100_000); // Chart.js is inlined
+  });
+});
+
+describe('live view', () => {
+  const state: LiveState = {
+    stepIndex: 3,
+    steps: 5,
+    target: 5000,
+    openLoop: false,
+    phase: 'measure',
+    phaseElapsedS: 6.2,
+    phaseLengthS: 10,
+    sweepElapsedS: 72.4,
+    fraction: 0.71,
+    inFlight: 5000,
+    completed: 12_345,
+    failed: 2,
+    retries: 7,
+    requestsPerSecond: 1139.4,
+    tokensPerSecond: 18_220,
+    lagP99Ms: 6.61,
+    cpuPercentMax: 18.2,
+  };
+  /** A terminal or a log file: whatever is written, kept. */
+  const sink = (isTTY: boolean, columns?: number) => {
+    const out = { isTTY, columns, text: '', write: (chunk: string) => (out.text += chunk) };
+    return out;
+  };
+
+  it('renders a progress bar and the current step figures', () => {
+    expect(bar(0.5, 10)).toBe('[#####-----]  50%');
+    expect(bar(2, 4)).toBe('[####] 100%');
+    expect(bar(Number.NaN, 4)).toBe('[----]   0%');
+    expect(renderLive(state)).toEqual([
+      '[#################-------]  71% step 4/5 C=5,000 measuring 6/10 s  elapsed 1:12',
+      '  in flight 5,000 | 1,139 req/s 18,220 tok/s | ok 12,345 failed 2 retries 7 | loop lag p99 6.6 ms CPU 18%',
+    ]);
+    expect(renderPlain({ ...state, openLoop: true, phase: 'drain', phaseLengthS: 0, lagP99Ms: undefined })).toBe(
+      '[1:12] 71% step 4/5 rate=5000/s draining 6 s: in flight 5,000 | 1,139 req/s 18,220 tok/s | ok 12,345 failed 2 retries 7 | loop lag p99 - CPU 18%',
+    );
+  });
+
+  it('redraws two lines in place on a terminal, keeping log lines above them; cuts lines to the width', () => {
+    const out = sink(true, 60);
+    const view = new LiveView(out, true);
+    view.update(state);
+    view.log('step C=5000: done');
+    view.update({ ...state, phaseElapsedS: 7 });
+    view.clear();
+    const erase = '\x1b[1A\x1b[2K\x1b[1A\x1b[2K';
+    const [first, second] = renderLive(state).map((line) => line.slice(0, 59));
+    const [third, fourth] = renderLive({ ...state, phaseElapsedS: 7 }).map((line) => line.slice(0, 59));
+    expect(out.text).toBe(`${first}\n${second}\n${erase}step C=5000: done\n${third}\n${fourth}\n${erase}`);
+  });
+
+  it('prints plain lines, at most one progress line per interval, when not interactive', () => {
+    const out = sink(false);
+    const view = new LiveView(out, false, 5);
+    view.update({ ...state, sweepElapsedS: 10 });
+    view.update({ ...state, sweepElapsedS: 12 });
+    view.log('step C=5000: done');
+    view.update({ ...state, sweepElapsedS: 15.5 });
+    const lines = out.text.trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^\[0:10\] 71% step 4\/5 C=5000 measuring 6\/10 s: in flight 5,000/);
+    expect(lines[1]).toBe('step C=5000: done');
+    expect(lines[2]).toMatch(/^\[0:15\]/);
+    expect(out.text).not.toContain('\x1b');
   });
 });
