@@ -26,6 +26,8 @@ export interface SweepOptions {
   /** fake-vllm fault profile name or JSON, set through its control channel. */
   faults: string | undefined;
   mode: 'sdk' | 'direct';
+  /** Generate streams cut mid-way are resumed by the SDK (prompt + tokens so far) instead of failing. */
+  resume: boolean;
   /** Slots are added over this long at the start of a step. */
   rampMs: number;
   warmupMs: number;
@@ -68,6 +70,7 @@ export const FLAG_HELP: Record<string, string> = {
   'source-ips': 'Local source IPs for outbound connections: a,b,c or auto:N (127.0.0.2..)',
   faults: 'fake-vllm fault profile (none, chaos, idle-close-race, or JSON)',
   mode: 'sdk (remote-inference-client) | direct (plain undici, no SDK features) (default sdk)',
+  resume: 'Resume generate streams cut mid-way (SDK `resume: true`) instead of failing them (default off)',
   'ramp-ms': "Time to add a step's slots (default 5000)",
   'warmup-ms': 'Excluded warmup after the ramp (default 3000)',
   'measure-ms': 'Steady-state measurement window (default 10000)',
@@ -127,7 +130,7 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
       Object.keys(FLAG_HELP).map((flag) => [
         flag,
         {
-          type: flag === 'quick' || flag === 'stream' || flag === 'help' ? 'boolean' : 'string',
+          type: ['quick', 'stream', 'help', 'resume'].includes(flag) ? 'boolean' : 'string',
           ...(flag === 'target' ? { multiple: true } : {}),
         },
       ]),
@@ -197,6 +200,7 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     sourceIps: get('source-ips') === undefined ? [] : expandSourceIps(String(get('source-ips'))),
     faults: get('faults') as string | undefined,
     mode,
+    resume: get('resume') === true,
     rampMs: number('ramp-ms', quick ? 1500 : 5000),
     warmupMs: number('warmup-ms', quick ? 1000 : 3000),
     measureMs: number('measure-ms', quick ? 4000 : 10_000),
@@ -227,6 +231,8 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     throw new Error(`Expected \`--fake-nice\` to be a whole number in 0..19, got \`${String(get('fake-nice'))}\``);
   if (options.arrival === 'gamma' && !(options.gammaShape > 0))
     throw new Error(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
+  if (options.resume && (options.endpoint !== 'generate' || options.mode !== 'sdk'))
+    throw new Error('`--resume` works with `--endpoint generate` and `--mode sdk` (token-in/token-out resume)');
   if (options.targets.length > 0 && options.faults)
     throw new Error('`--faults` works with the embedded fake-vllm only (drop --target)');
   return { options, help: values.help === true };

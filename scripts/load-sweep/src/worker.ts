@@ -165,8 +165,8 @@ async function sendSdk(request: PlannedRequest): Promise<Outcome> {
         ...(options.model ? { model: options.model } : {}),
       };
       if (options.stream) {
-        for await (const chunk of await client!.generate({ ...body, stream: true }, requestOptions))
-          tokenIds.push(...(chunk.choices[0]?.token_ids ?? []));
+        const stream = await client!.generate({ ...body, stream: true }, { ...requestOptions, resume: options.resume });
+        for await (const chunk of stream) tokenIds.push(...(chunk.choices[0]?.token_ids ?? []));
       } else {
         tokenIds.push(...((await client!.generate(body, requestOptions)).choices[0]?.token_ids ?? []));
       }

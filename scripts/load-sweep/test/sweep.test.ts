@@ -116,6 +116,40 @@ it('with faults on, nothing is lost: failures are typed and counted, faults inje
   expect(step.verified).toBe(step.completed);
 });
 
+it('with --resume, streams cut mid-way are resumed by the SDK and every resumed output still verifies', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sweep-resume-'));
+  const { options } = parseSweepArgs([
+    '--steps',
+    '60',
+    '--ramp-ms',
+    '300',
+    '--warmup-ms',
+    '300',
+    '--measure-ms',
+    '2000',
+    '--fake-ttft-ms',
+    '10',
+    '--fake-itl-ms',
+    '5',
+    '--workers',
+    '1',
+    '--faults',
+    '{"reset-mid-stream":{"rate":0.2,"params":{"after_tokens":3}}}',
+    '--resume',
+    '--out',
+    out,
+  ]);
+  const summary = await runSweep(options, () => {});
+  const step = summary.steps[0]!;
+  expect(step.faultsInjected['reset-mid-stream']).toBeGreaterThan(0);
+  expect(step.resumes).toBeGreaterThan(0);
+  // A stream is given up only when cut on every attempt the SDK allows (1 in 125 at this fault rate), and then typed.
+  expect(step.failed).toBe(step.errors['retries_exhausted:stream_interrupted'] ?? 0);
+  expect(step.failed).toBeLessThan(step.resumes / 10);
+  expect(step.sent).toBe(step.completed + step.failed);
+  expect(step.verified).toBe(step.completed);
+});
+
 it('open loop: Poisson arrivals at a rate, every arrival accounted for (sent, capped or skipped), schedule lag measured', async () => {
   const out = mkdtempSync(join(tmpdir(), 'sweep-open-'));
   const { options } = parseSweepArgs([

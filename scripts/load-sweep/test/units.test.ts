@@ -67,6 +67,8 @@ describe('options', () => {
     expect(() => parseSweepArgs(['--steps', '0'])).toThrow(/--steps/);
     expect(() => parseSweepArgs(['--target', 'http://x', '--faults', 'chaos'])).toThrow(/--faults/);
     expect(() => parseSweepArgs(['--fake-nice', '20'])).toThrow(/--fake-nice/);
+    expect(() => parseSweepArgs(['--resume', '--endpoint', 'chat'])).toThrow(/--resume/);
+    expect(parseSweepArgs(['--resume']).options.resume).toBe(true);
     expect(parseSweepArgs([]).options.fake).toMatchObject({ engines: 20, maxNumSeqs: 256, nice: 19 });
   });
 });
