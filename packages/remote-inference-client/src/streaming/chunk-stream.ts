@@ -1,15 +1,27 @@
-import { AbortError, type InferenceError } from '../errors.js';
+import { AbortError, type InferenceError, isInferenceError } from '../errors.js';
+
+interface Waiter<T> {
+  resolve: (result: IteratorResult<T>) => void;
+  reject: (error: unknown) => void;
+}
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
 
 /**
  * An async iterable of parsed stream chunks. The producer pushes as bytes arrive; the consumer iterates.
  * `break` (or `return()`) aborts the request and frees its connection.
+ *
+ * A hand-written iterator rather than an async generator: a chunk that finds the consumer waiting is handed over in
+ * one promise, with no generator frame to resume and no intermediate queue. At 10,000 streams this path runs once per
+ * token event.
  */
 export class ChunkStream<T> implements AsyncIterable<T> {
   private readonly buffer: T[] = [];
   private head = 0;
   private done = false;
   private error: InferenceError | undefined;
-  private wake: (() => void) | undefined;
+  private errorDelivered = false;
+  private waiter: Waiter<T> | undefined;
   private consumed = false;
 
   constructor(private readonly onCancel: (reason: Error) => void) {}
@@ -17,14 +29,19 @@ export class ChunkStream<T> implements AsyncIterable<T> {
   /** @internal producer side */
   push(chunk: T): void {
     if (this.done) return;
+    const waiter = this.waiter;
+    if (waiter) {
+      this.waiter = undefined;
+      waiter.resolve({ value: chunk, done: false });
+      return;
+    }
     this.buffer.push(chunk);
-    this.wake?.();
   }
 
   /** @internal producer side: normal end */
   end(): void {
     this.done = true;
-    this.wake?.();
+    this.settleWaiter();
   }
 
   /** @internal producer side: failure (delivered after the chunks already pushed) */
@@ -32,42 +49,66 @@ export class ChunkStream<T> implements AsyncIterable<T> {
     if (this.done) return;
     this.error = error;
     this.done = true;
-    this.wake?.();
+    this.settleWaiter();
   }
 
-  /** Aborts the request behind this stream. */
+  /** Aborts the request behind this stream; a consumer waiting for the next chunk gets the reason, typed. */
   abort(reason: Error = new AbortError('Stream aborted by the caller')): void {
     if (this.done && this.head >= this.buffer.length) return;
-    this.done = true;
+    if (!this.done) {
+      this.done = true;
+      this.error = isInferenceError(reason) ? reason : new AbortError(reason.message, { cause: reason });
+      this.settleWaiter();
+    }
     this.onCancel(reason);
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+  [Symbol.asyncIterator](): AsyncIterator<T> {
     if (this.consumed) throw new Error('A stream can be iterated once');
     this.consumed = true;
-    try {
-      for (;;) {
-        if (this.head < this.buffer.length) {
-          const chunk = this.buffer[this.head]!;
-          this.buffer[this.head++] = undefined as T;
-          if (this.head > 1024 && this.head * 2 > this.buffer.length) {
-            this.buffer.splice(0, this.head);
-            this.head = 0;
-          }
-          yield chunk;
-          continue;
-        }
-        if (this.done) {
-          if (this.error) throw this.error;
-          return;
-        }
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-        });
-        this.wake = undefined;
+    return {
+      next: () => this.next(),
+      return: () => {
+        // Leaving the loop early (break, return, a throw in its body) aborts the request.
+        if (!this.done || this.head < this.buffer.length) this.abort();
+        this.errorDelivered = true;
+        return Promise.resolve(DONE);
+      },
+    };
+  }
+
+  private next(): Promise<IteratorResult<T>> {
+    if (this.head < this.buffer.length) {
+      const chunk = this.buffer[this.head]!;
+      this.buffer[this.head++] = undefined as T;
+      if (this.head === this.buffer.length) {
+        this.buffer.length = 0;
+        this.head = 0;
+      } else if (this.head > 1024 && this.head * 2 > this.buffer.length) {
+        this.buffer.splice(0, this.head);
+        this.head = 0;
       }
-    } finally {
-      if (!this.done || this.head < this.buffer.length) this.abort();
+      return Promise.resolve({ value: chunk, done: false });
     }
+    if (this.done) return this.finalResult();
+    return new Promise<IteratorResult<T>>((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** The end of the stream: its error once, then `done`. */
+  private finalResult(): Promise<IteratorResult<T>> {
+    if (this.error && !this.errorDelivered) {
+      this.errorDelivered = true;
+      return Promise.reject(this.error);
+    }
+    return Promise.resolve(DONE);
+  }
+
+  private settleWaiter(): void {
+    const waiter = this.waiter;
+    if (!waiter) return;
+    this.waiter = undefined;
+    this.finalResult().then(waiter.resolve, waiter.reject);
   }
 }

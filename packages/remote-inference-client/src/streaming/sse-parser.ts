@@ -12,6 +12,9 @@ const LF = 0x0a;
 const CR = 0x0d;
 const COLON = 0x3a;
 const SPACE = 0x20;
+const D = 0x64;
+const A = 0x61;
+const T = 0x74;
 
 /**
  * A Buffer-level SSE parser (WHATWG rules): LF, CRLF or CR line ends, events split across chunks at any byte
@@ -20,7 +23,7 @@ const SPACE = 0x20;
  */
 export class SseParser {
   private partial: Buffer | undefined;
-  private data: string[] = [];
+  private readonly data: string[] = [];
   private event: string | undefined;
   private skipLeadingLf = false;
 
@@ -41,9 +44,12 @@ export class SseParser {
     }
     const length = buffer.length;
     let position = start;
+    // The next CR at or after `position`, searched again only once passed (servers rarely send CR at all, and a
+    // fresh search per line would rescan the rest of the chunk every time).
+    let cr = buffer.indexOf(CR, position);
     while (position < length) {
       let end = buffer.indexOf(LF, position);
-      const cr = buffer.indexOf(CR, position);
+      if (cr !== -1 && cr < position) cr = buffer.indexOf(CR, position);
       if (cr !== -1 && (end === -1 || cr < end)) end = cr;
       if (end === -1) break;
       this.line(buffer, position, end, receivedAtMs);
@@ -71,11 +77,24 @@ export class SseParser {
           receivedAtMs,
         });
       }
-      this.data = [];
+      this.data.length = 0;
       this.event = undefined;
       return;
     }
     if (buffer[start] === COLON) return; // comment
+    // The common line, `data: ...`, matched on bytes (no field string to allocate).
+    if (
+      end - start >= 5 &&
+      buffer[start] === D &&
+      buffer[start + 1] === A &&
+      buffer[start + 2] === T &&
+      buffer[start + 3] === A &&
+      buffer[start + 4] === COLON
+    ) {
+      const valueStart = start + 5 < end && buffer[start + 5] === SPACE ? start + 6 : start + 5;
+      this.data.push(buffer.toString('utf8', valueStart, end));
+      return;
+    }
     let colon = buffer.indexOf(COLON, start);
     if (colon === -1 || colon > end) colon = end;
     const field = buffer.toString('latin1', start, colon);
