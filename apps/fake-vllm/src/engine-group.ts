@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { InFlightGauge } from './engine.js';
 import { EngineServer, type EngineStats } from './engine-server.js';
 import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
@@ -22,6 +23,12 @@ export interface FakeVllmStats {
      */
     maxConcurrent: number;
     maxConcurrentExact: boolean;
+    /**
+     * Worst event-loop lag p99 (ms) of the processes serving the engines since the last `resetHighWaterMarks()`.
+     * When fake-vllm shares cores with a load generator, a high value says the stand-in server, not the client,
+     * was late writing tokens.
+     */
+    eventLoopLagP99Ms: number;
   };
 }
 
@@ -29,6 +36,7 @@ export interface FakeVllmStats {
 export interface ProcessStats {
   engines: EngineStats[];
   maxConcurrent: number;
+  eventLoopLagP99Ms: number;
 }
 
 /** Engines reachable through one interface, whether in this process or in children. */
@@ -57,6 +65,7 @@ export function aggregateStats(processes: readonly ProcessStats[]): FakeVllmStat
     faults,
     maxConcurrent: processes.reduce((sum, process) => sum + process.maxConcurrent, 0),
     maxConcurrentExact: processes.length <= 1,
+    eventLoopLagP99Ms: Math.max(0, ...processes.map((process) => process.eventLoopLagP99Ms)),
   };
   for (const engine of engines) {
     total.connectionsOpen += engine.connectionsOpen;
@@ -72,10 +81,13 @@ export function aggregateStats(processes: readonly ProcessStats[]): FakeVllmStat
   return { engines, total };
 }
 
+const LOOP_RESOLUTION_MS = 5;
+
 /** Engines served by this process. */
 export class LocalEngineGroup implements EngineGroup {
   readonly urls: string[] = [];
   private readonly gauge = new InFlightGauge();
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
 
   private constructor(readonly servers: EngineServer[]) {}
 
@@ -91,6 +103,7 @@ export class LocalEngineGroup implements EngineGroup {
       (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge),
     );
     group.servers.push(...servers);
+    group.loopDelay.enable();
     try {
       group.urls.push(...(await Promise.all(servers.map((server, index) => server.listen(ports[index]!, shared)))));
     } catch (error) {
@@ -108,7 +121,15 @@ export class LocalEngineGroup implements EngineGroup {
   }
 
   async stats(): Promise<ProcessStats[]> {
-    return [{ engines: this.servers.map((server) => server.stats()), maxConcurrent: this.gauge.max }];
+    // The histogram counts whole sampling intervals (an idle loop reads as the resolution): subtract it.
+    const lagMs = this.loopDelay.count > 0 ? this.loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS : 0;
+    return [
+      {
+        engines: this.servers.map((server) => server.stats()),
+        maxConcurrent: this.gauge.max,
+        eventLoopLagP99Ms: Math.max(0, lagMs),
+      },
+    ];
   }
 
   async setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void> {
@@ -123,9 +144,11 @@ export class LocalEngineGroup implements EngineGroup {
   async resetHighWaterMarks(): Promise<void> {
     for (const server of this.servers) server.resetHighWaterMarks();
     this.gauge.max = this.gauge.current;
+    this.loopDelay.reset();
   }
 
   async close(mode: 'drain' | 'abort', drainTimeoutMs: number): Promise<void> {
+    this.loopDelay.disable();
     await Promise.all(this.servers.map((server) => server.close(mode, drainTimeoutMs)));
   }
 }

@@ -58,3 +58,18 @@ it('frees the slot of a client that disconnects while generating', async () => {
   expect(stats.total.running).toBe(0);
   expect(stats.total.cancelled).toBe(before + 1);
 });
+
+it("reports the serving process's event-loop lag since the last high-water reset", async () => {
+  // The engines serve from this process (processes: 0): stall its loop for 40 ms at a time, ten times.
+  await server.control.resetHighWaterMarks();
+  for (let stall = 0; stall < 10; stall++) {
+    const until = performance.now() + 40;
+    while (performance.now() < until);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const stalled = (await server.control.stats()).total.eventLoopLagP99Ms;
+  expect(stalled).toBeGreaterThanOrEqual(30);
+  await server.control.resetHighWaterMarks();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect((await server.control.stats()).total.eventLoopLagP99Ms).toBeLessThan(stalled / 2);
+});

@@ -19,6 +19,11 @@ export interface StepRow {
   /** `<metric>_<p50|p90|p99|p99.9>` in ms: ttft, itl, tpot, e2e, queueWait, connect, serverQueue, clientAdded, scheduleLag. */
   percentiles: Record<string, number | null>;
   eventLoopLagP99Ms: number;
+  /**
+   * Embedded fake-vllm only (null otherwise): the worst engine process's event-loop lag p99 over the window. When
+   * high, the stand-in fleet was late writing tokens, and that delay shows in TTFT, ITL and client-added latency.
+   */
+  serverLoopLagP99Ms: number | null;
   clientCpuPercentMax: number;
   connectionsOpened: number;
   connectionsReused: number;
@@ -53,16 +58,16 @@ const fmt = (value: number | null | undefined, digits = 1) =>
 /** The markdown table printed at the end. */
 export function markdownTable(summary: Summary): string {
   const header =
-    '| C target | C achieved | req/s | out tok/s | TTFT p50/p99 ms | ITL p50/p99 ms | E2E p99 ms | client queue p99 | engine queue p50 | client-added p99 | loop lag p99 | CPU max % | sent | ok | failed | errors | valid |';
+    '| C target | C achieved | req/s | out tok/s | TTFT p50/p99 ms | ITL p50/p99 ms | E2E p99 ms | client queue p99 | engine queue p50 | client-added p99 | loop lag p99 | engine lag p99 | CPU max % | sent | ok | failed | errors | valid |';
   const rows = summary.steps.map((step) => {
     const p = step.percentiles;
     const errors =
       Object.entries(step.errors)
         .map(([kind, count]) => `${kind}:${count}`)
         .join(' ') || '-';
-    return `| ${step.concurrency} | ${fmt(step.achievedConcurrency, 0)} | ${fmt(step.requestsPerSecond, 0)} | ${fmt(step.outputTokensPerSecond, 0)} | ${fmt(p.ttft_p50, 0)}/${fmt(p.ttft_p99, 0)} | ${fmt(p.itl_p50, 0)}/${fmt(p.itl_p99, 0)} | ${fmt(p.e2e_p99, 0)} | ${fmt(p.queueWait_p99)} | ${fmt(p.serverQueue_p50, 0)} | ${fmt(p.clientAdded_p99)} | ${fmt(step.eventLoopLagP99Ms)} | ${fmt(step.clientCpuPercentMax, 0)} | ${step.sent} | ${step.completed} | ${step.failed} | ${errors} | ${step.valid ? 'yes' : `no: ${step.invalidReason}`} |`;
+    return `| ${step.concurrency} | ${fmt(step.achievedConcurrency, 0)} | ${fmt(step.requestsPerSecond, 0)} | ${fmt(step.outputTokensPerSecond, 0)} | ${fmt(p.ttft_p50, 0)}/${fmt(p.ttft_p99, 0)} | ${fmt(p.itl_p50, 0)}/${fmt(p.itl_p99, 0)} | ${fmt(p.e2e_p99, 0)} | ${fmt(p.queueWait_p99)} | ${fmt(p.serverQueue_p50, 0)} | ${fmt(p.clientAdded_p99)} | ${fmt(step.eventLoopLagP99Ms)} | ${fmt(step.serverLoopLagP99Ms)} | ${fmt(step.clientCpuPercentMax, 0)} | ${step.sent} | ${step.completed} | ${step.failed} | ${errors} | ${step.valid ? 'yes' : `no: ${step.invalidReason}`} |`;
   });
-  return [header, `|${' --- |'.repeat(17)}`, ...rows].join('\n');
+  return [header, `|${' --- |'.repeat(18)}`, ...rows].join('\n');
 }
 
 /** summary.csv: one row per step, flat. */
@@ -82,6 +87,7 @@ export function csv(summary: Summary): string {
     'peakOutputTokensPerSecond1s',
     'goodputPerSecond',
     'eventLoopLagP99Ms',
+    'serverLoopLagP99Ms',
     'clientCpuPercentMax',
     'connectionsOpened',
     'connectionsReused',

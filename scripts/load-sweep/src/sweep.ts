@@ -272,6 +272,7 @@ export async function runSweep(
       progress.phase(stepIndex, concurrency, 'warmup', options.warmupMs);
       await new Promise((resolve) => setTimeout(resolve, options.warmupMs));
       const faultsBefore = fake ? (await fake.control.stats()).total.faults : undefined;
+      await fake?.control.resetHighWaterMarks();
       for (const child of children) child.send({ type: 'measure-start', step: stepIndex } satisfies ToWorker);
       const measureStart = performance.now();
       progress.phase(stepIndex, concurrency, 'measure', options.measureMs);
@@ -285,8 +286,10 @@ export async function runSweep(
           return result;
         }),
       )) as StepResult[];
-      const faultsAfter = fake ? (await fake.control.stats()).total.faults : undefined;
+      const after = fake ? (await fake.control.stats()).total : undefined;
+      const faultsAfter = after?.faults;
       const row = aggregate(concurrency, measuredS, results);
+      row.serverLoopLagP99Ms = after?.eventLoopLagP99Ms ?? null;
       if (faultsBefore && faultsAfter) {
         for (const [name, count] of Object.entries(faultsAfter)) {
           const delta = count - faultsBefore[name as FaultName];
@@ -366,6 +369,7 @@ export function aggregate(concurrency: number, measuredS: number, results: reado
     goodputPerSecond: sum((result) => result.goodput) / measuredS,
     percentiles,
     eventLoopLagP99Ms: lag,
+    serverLoopLagP99Ms: null,
     clientCpuPercentMax: cpu,
     connectionsOpened: sum((result) => result.connectionsOpened),
     connectionsReused: sum((result) => result.connectionsReused),

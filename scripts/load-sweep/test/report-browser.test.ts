@@ -36,6 +36,7 @@ const step = (concurrency: number, errors: Record<string, number>) => ({
     clientAdded_p50: 12,
   },
   eventLoopLagP99Ms: 4,
+  serverLoopLagP99Ms: 3,
   clientCpuPercentMax: 20,
   connectionsOpened: concurrency,
   connectionsReused: concurrency * 2,

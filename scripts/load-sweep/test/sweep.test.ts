@@ -64,6 +64,8 @@ it('runs steps end to end against embedded fake-vllm: every request accounted fo
     expect(step.percentiles.ttft_p50).not.toBeNull();
     expect(step.percentiles.itl_p99).not.toBeNull();
     expect(step.percentiles.clientAdded_p50).not.toBeNull();
+    expect(step.percentiles.serverQueue_p50).not.toBeNull();
+    expect(step.serverLoopLagP99Ms).toBeGreaterThanOrEqual(0);
   }
   const written = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as Summary;
   expect(written.schema).toBe('load-sweep/summary@1');

@@ -111,6 +111,7 @@ describe('report schema', () => {
         goodputPerSecond: 4,
         percentiles: { ttft_p50: 10, ttft_p99: 20 },
         eventLoopLagP99Ms: 1,
+        serverLoopLagP99Ms: null,
         clientCpuPercentMax: 5,
         connectionsOpened: 10,
         connectionsReused: 2,
