@@ -7,15 +7,28 @@ import { parseSweepArgs } from '../src/options.js';
 import type { Summary } from '../src/report.js';
 import { runSweep } from '../src/sweep.js';
 
-it('runs steps end to end against embedded fake-vllm: every request accounted for and verified', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'sweep-'));
-  const { options } = parseSweepArgs([
-    '--steps',
-    '20,60',
+/** A short run against fast fake engines, written to a fresh directory; `flags` add to or override these. */
+function shortRun(name: string, flags: string[]) {
+  const out = mkdtempSync(join(tmpdir(), `${name}-`));
+  const defaults = [
     '--ramp-ms',
     '300',
     '--warmup-ms',
     '300',
+    '--fake-ttft-ms',
+    '10',
+    '--fake-itl-ms',
+    '5',
+    '--workers',
+    '1',
+  ];
+  return { out, options: parseSweepArgs([...defaults, ...flags, '--out', out]).options };
+}
+
+it('runs steps end to end against embedded fake-vllm: every request accounted for and verified', async () => {
+  const { out, options } = shortRun('sweep', [
+    '--steps',
+    '20,60',
     '--measure-ms',
     '1500',
     '--fake-ttft-ms',
@@ -24,8 +37,6 @@ it('runs steps end to end against embedded fake-vllm: every request accounted fo
     '10',
     '--workers',
     '2',
-    '--out',
-    out,
   ]);
   const lines: string[] = [];
   const states: LiveState[] = [];
@@ -86,28 +97,15 @@ it('runs steps end to end against embedded fake-vllm: every request accounted fo
 });
 
 it('with faults on, nothing is lost: failures are typed and counted, faults injected are reported', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'sweep-faults-'));
-  const { options } = parseSweepArgs([
+  const { options } = shortRun('sweep-faults', [
     '--steps',
     '80',
-    '--ramp-ms',
-    '300',
-    '--warmup-ms',
-    '300',
     '--measure-ms',
     '3000',
-    '--fake-ttft-ms',
-    '10',
-    '--fake-itl-ms',
-    '5',
-    '--workers',
-    '1',
     '--faults',
     'chaos',
     '--max-error-rate',
     '1',
-    '--out',
-    out,
   ]);
   const summary = await runSweep(options, () => {});
   const step = summary.steps[0]!;
@@ -119,27 +117,14 @@ it('with faults on, nothing is lost: failures are typed and counted, faults inje
 });
 
 it('with --resume, streams cut mid-way are resumed by the SDK and every resumed output still verifies', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'sweep-resume-'));
-  const { options } = parseSweepArgs([
+  const { options } = shortRun('sweep-resume', [
     '--steps',
     '60',
-    '--ramp-ms',
-    '300',
-    '--warmup-ms',
-    '300',
     '--measure-ms',
     '2000',
-    '--fake-ttft-ms',
-    '10',
-    '--fake-itl-ms',
-    '5',
-    '--workers',
-    '1',
     '--faults',
     '{"reset-mid-stream":{"rate":0.2,"params":{"after_tokens":3}}}',
     '--resume',
-    '--out',
-    out,
   ]);
   const summary = await runSweep(options, () => {});
   const step = summary.steps[0]!;
@@ -153,26 +138,19 @@ it('with --resume, streams cut mid-way are resumed by the SDK and every resumed 
 });
 
 it('open loop: Poisson arrivals at a rate, every arrival accounted for (sent, capped or skipped), schedule lag measured', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'sweep-open-'));
-  const { options } = parseSweepArgs([
+  const { options } = shortRun('sweep-open', [
     '--arrival',
     'poisson',
     '--steps',
     '40,120',
     '--max-concurrency',
     '50',
-    '--warmup-ms',
-    '300',
     '--measure-ms',
     '2000',
     '--fake-ttft-ms',
     '20',
     '--fake-itl-ms',
     '10',
-    '--workers',
-    '1',
-    '--out',
-    out,
   ]);
   const summary = await runSweep(options, () => {});
   for (const step of summary.steps) {
