@@ -1,3 +1,5 @@
+import type { SweepOptions } from './options.js';
+
 /** What one worker reports about itself every second (cumulative counters since it started). */
 export interface WorkerProgress {
   type: 'progress';
@@ -86,6 +88,91 @@ export function renderLive(state: LiveState): string[] {
 export function renderPlain(state: LiveState): string {
   const target = state.openLoop ? `rate=${state.target}/s` : `C=${state.target}`;
   return `[${clock(state.sweepElapsedS)}] ${Math.floor(state.fraction * 100)}% step ${state.stepIndex + 1}/${state.steps} ${target} ${phaseText(state)}: ${figures(state)}`;
+}
+
+/** Turns the workers' per-second reports and the coordinator's phases into {@link LiveState}s, twice a second. */
+export class ProgressTracker {
+  private readonly latest = new Map<number, WorkerProgress>();
+  /** (time, completed, tokens) samples of the last few seconds, for rates. */
+  private readonly samples: Array<[number, number, number]> = [];
+  private readonly startedAtMs = performance.now();
+  private readonly stepLengthMs: number;
+  private state: Pick<LiveState, 'stepIndex' | 'target' | 'phase'> & { phaseStartMs: number; phaseLengthMs: number } = {
+    stepIndex: 0,
+    target: 0,
+    phase: 'start',
+    phaseStartMs: performance.now(),
+    phaseLengthMs: 0,
+  };
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly options: SweepOptions,
+    private readonly onProgress: ((state: LiveState) => void) | undefined,
+  ) {
+    this.stepLengthMs = options.rampMs + options.warmupMs + options.measureMs;
+    if (onProgress) {
+      this.timer = setInterval(() => onProgress(this.snapshot()), 500);
+      this.timer.unref();
+    }
+  }
+
+  report(progress: WorkerProgress): void {
+    this.latest.set(progress.worker, progress);
+  }
+
+  phase(stepIndex: number, target: number, phase: Phase, lengthMs: number): void {
+    this.state = { stepIndex, target, phase, phaseStartMs: performance.now(), phaseLengthMs: lengthMs };
+    this.onProgress?.(this.snapshot());
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  snapshot(): LiveState {
+    const now = performance.now();
+    const reports = [...this.latest.values()];
+    const sum = (pick: (report: WorkerProgress) => number) =>
+      reports.reduce((total, report) => total + pick(report), 0);
+    const completed = sum((report) => report.completed);
+    const tokens = sum((report) => report.outputTokens);
+    this.samples.push([now, completed, tokens]);
+    while (this.samples.length > 2 && now - this.samples[0]![0] > 3000) this.samples.shift();
+    const [then, completedThen, tokensThen] = this.samples[0]!;
+    const seconds = (now - then) / 1000;
+    const { stepIndex, phase, phaseStartMs, phaseLengthMs } = this.state;
+    const phaseElapsedMs = now - phaseStartMs;
+    const offsetMs = {
+      start: 0,
+      ramp: 0,
+      warmup: this.options.rampMs,
+      measure: this.options.rampMs + this.options.warmupMs,
+    };
+    const intoStep = phase === 'drain' ? this.stepLengthMs : offsetMs[phase] + (phase === 'start' ? 0 : phaseElapsedMs);
+    const lags = reports.map((report) => report.lagP99Ms).filter((lag): lag is number => lag !== undefined);
+    return {
+      stepIndex,
+      steps: this.options.steps.length,
+      target: this.state.target,
+      openLoop: this.options.arrival !== 'closed',
+      phase,
+      phaseElapsedS: phaseElapsedMs / 1000,
+      phaseLengthS: phaseLengthMs / 1000,
+      sweepElapsedS: (now - this.startedAtMs) / 1000,
+      fraction:
+        (stepIndex + Math.min(0.99, intoStep / Math.max(1, this.stepLengthMs))) /
+        Math.max(1, this.options.steps.length),
+      inFlight: sum((report) => report.inFlight),
+      completed,
+      failed: sum((report) => report.failed),
+      retries: sum((report) => report.retries),
+      requestsPerSecond: seconds > 0 ? (completed - completedThen) / seconds : 0,
+      tokensPerSecond: seconds > 0 ? (tokens - tokensThen) / seconds : 0,
+      lagP99Ms: lags.length > 0 ? Math.max(...lags) : undefined,
+      cpuPercentMax: Math.max(0, ...reports.map((report) => report.cpuPercent)),
+    };
+  }
 }
 
 /**

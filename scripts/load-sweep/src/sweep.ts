@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { type FakeVllm, type FaultName, type FaultProfile, startFakeVllm } from 'fake-vllm';
 import { METRICS, MetricHistograms } from './histograms.js';
 import { findKnee } from './knee.js';
-import type { LiveState, Phase, WorkerProgress } from './live.js';
+import { type LiveState, ProgressTracker, type WorkerProgress } from './live.js';
 import type { SweepOptions } from './options.js';
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
 import type { StepResult, ToWorker } from './worker.js';
@@ -81,94 +81,6 @@ export function workerCount(
 
 function faultProfile(text: string): FaultProfile | string {
   return text.trim().startsWith('{') ? (JSON.parse(text) as FaultProfile) : text;
-}
-
-/** Turns the workers' per-second reports and the coordinator's phases into {@link LiveState}s, twice a second. */
-class ProgressTracker {
-  private readonly latest = new Map<number, WorkerProgress>();
-  /** (time, completed, tokens) samples of the last few seconds, for rates. */
-  private readonly samples: Array<[number, number, number]> = [];
-  private readonly startedAtMs = performance.now();
-  private readonly stepLengthMs: number;
-  private state: Pick<LiveState, 'stepIndex' | 'target' | 'phase'> & { phaseStartMs: number; phaseLengthMs: number } = {
-    stepIndex: 0,
-    target: 0,
-    phase: 'start',
-    phaseStartMs: performance.now(),
-    phaseLengthMs: 0,
-  };
-  private readonly timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly options: SweepOptions,
-    private readonly onProgress: ((state: LiveState) => void) | undefined,
-  ) {
-    this.stepLengthMs = options.rampMs + options.warmupMs + options.measureMs;
-    if (onProgress) {
-      this.timer = setInterval(() => onProgress(this.snapshot()), 500);
-      this.timer.unref();
-    }
-  }
-
-  report(progress: WorkerProgress): void {
-    this.latest.set(progress.worker, progress);
-  }
-
-  phase(stepIndex: number, target: number, phase: Phase, lengthMs: number): void {
-    this.state = { stepIndex, target, phase, phaseStartMs: performance.now(), phaseLengthMs: lengthMs };
-    this.onProgress?.(this.snapshot());
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  snapshot(): LiveState {
-    const now = performance.now();
-    const reports = [...this.latest.values()];
-    const sum = (pick: (report: WorkerProgress) => number) =>
-      reports.reduce((total, report) => total + pick(report), 0);
-    const completed = sum((report) => report.completed);
-    const tokens = sum((report) => report.outputTokens);
-    this.samples.push([now, completed, tokens]);
-    while (this.samples.length > 2 && now - this.samples[0]![0] > 3000) this.samples.shift();
-    const [then, completedThen, tokensThen] = this.samples[0]!;
-    const seconds = (now - then) / 1000;
-    const { stepIndex, phase, phaseStartMs, phaseLengthMs } = this.state;
-    const phaseElapsedMs = now - phaseStartMs;
-    const intoStep =
-      phase === 'ramp'
-        ? phaseElapsedMs
-        : phase === 'start'
-          ? 0
-          : phase === 'warmup'
-            ? this.options.rampMs + phaseElapsedMs
-            : phase === 'measure'
-              ? this.options.rampMs + this.options.warmupMs + phaseElapsedMs
-              : this.stepLengthMs;
-    const lags = reports.map((report) => report.lagP99Ms).filter((lag): lag is number => lag !== undefined);
-    return {
-      stepIndex,
-      steps: this.options.steps.length,
-      target: this.state.target,
-      openLoop: this.options.arrival !== 'closed',
-      phase,
-      phaseElapsedS: phaseElapsedMs / 1000,
-      phaseLengthS: phaseLengthMs / 1000,
-      sweepElapsedS: (now - this.startedAtMs) / 1000,
-      fraction:
-        (stepIndex + Math.min(0.99, intoStep / Math.max(1, this.stepLengthMs))) /
-        Math.max(1, this.options.steps.length),
-      inFlight: sum((report) => report.inFlight),
-      completed,
-      failed: sum((report) => report.failed),
-      retries: sum((report) => report.retries),
-      requestsPerSecond: seconds > 0 ? (completed - completedThen) / seconds : 0,
-      tokensPerSecond: seconds > 0 ? (tokens - tokensThen) / seconds : 0,
-      lagP99Ms: lags.length > 0 ? Math.max(...lags) : undefined,
-      cpuPercentMax: Math.max(0, ...reports.map((report) => report.cpuPercent)),
-    };
-  }
 }
 
 /** Runs the whole sweep; returns the summary (also written to `options.outDir`). */
