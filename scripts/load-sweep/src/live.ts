@@ -149,7 +149,11 @@ export class ProgressTracker {
       warmup: this.options.rampMs,
       measure: this.options.rampMs + this.options.warmupMs,
     };
-    const intoStep = phase === 'drain' ? this.stepLengthMs : offsetMs[phase] + (phase === 'start' ? 0 : phaseElapsedMs);
+    // A phase can outlast its plan (a ramp waits for every worker): clamp, so the fraction never goes back.
+    const intoStep =
+      phase === 'drain'
+        ? this.stepLengthMs
+        : offsetMs[phase] + (phase === 'start' ? 0 : Math.min(phaseElapsedMs, phaseLengthMs));
     const lags = reports.map((report) => report.lagP99Ms).filter((lag): lag is number => lag !== undefined);
     return {
       stepIndex,
