@@ -33,6 +33,7 @@ const step = (concurrency: number, errors: Record<string, number>) => ({
     e2e_p99: 4700,
     queueWait_p50: 0.1,
     connect_p50: 0.4,
+    serverQueue_p50: 30,
     clientAdded_p50: 12,
   },
   eventLoopLagP99Ms: 4,
@@ -101,13 +102,14 @@ it.skipIf(!executablePath)(
         (
           globalThis as unknown as {
             charts: Array<{
-              data: { datasets: Array<{ data: unknown[] }> };
+              data: { datasets: Array<{ label: string; data: unknown[] }> };
               canvas: { width: number; height: number };
             }>;
           }
         ).charts.map((chart) => ({
           datasets: chart.data.datasets.length,
           points: chart.data.datasets[0]?.data.length ?? 0,
+          series: Object.fromEntries(chart.data.datasets.map((set) => [set.label, set.data])),
           width: chart.canvas.width,
           height: chart.canvas.height,
         })),
@@ -120,6 +122,14 @@ it.skipIf(!executablePath)(
         expect(chart.width).toBeGreaterThan(100);
         expect(chart.height).toBeGreaterThan(50);
       }
+      // The decomposition stacks client queue, connect, engine queue, the engine's TTFT after it, client-added.
+      expect(charts[2]!.series).toEqual({
+        'client queue': [0.1, 0.1, 0.1],
+        connect: [0.4, 0.4, 0.4],
+        'engine queue': [30, 30, 30],
+        'engine TTFT after queue': [658, 658, 658],
+        'client-added': [12, 12, 12],
+      });
       // The errors chart stacks one dataset per error kind seen.
       expect(charts[3]!.datasets).toBe(3);
       await page.screenshot({ path: join(dir, 'report.png'), fullPage: true });
