@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { LiveView } from './live.js';
-import { parseSweepArgs, usage } from './options.js';
+import { parseSweepArgs, SweepConfigError, usage } from './options.js';
 import { runSweep } from './sweep.js';
 
 async function main(): Promise<void> {
@@ -30,6 +30,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof SweepConfigError) {
+    process.stderr.write(`load-sweep: ${error.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`load-sweep: ${(error as Error).stack ?? String(error)}\n`);
   process.exit(1);
 });

@@ -1,6 +1,6 @@
 export { METRICS, MetricHistograms, type MetricName } from './histograms.js';
 export { findKnee, type KneeInput, meetsSlo } from './knee.js';
 export { bar, type LiveState, LiveView, renderLive, renderPlain, type WorkerProgress } from './live.js';
-export { parseSweepArgs, type SweepOptions, usage } from './options.js';
+export { parseSweepArgs, SweepConfigError, type SweepOptions, usage } from './options.js';
 export { csv, html, markdownTable, type StepRow, type Summary, writeReports } from './report.js';
-export { aggregate, preflight, runSweep } from './sweep.js';
+export { aggregate, checkTargets, preflight, runSweep, workerCount } from './sweep.js';

@@ -2,6 +2,14 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 
+/**
+ * Bad input or a machine/engine the sweep cannot run against: the message names what was wrong and how to fix it.
+ * The CLI prints it without a stack and exits 2.
+ */
+export class SweepConfigError extends Error {
+  override readonly name = 'SweepConfigError';
+}
+
 /** A length distribution for prompts or outputs, in tokens. */
 export type LengthDistribution =
   | { kind: 'fixed'; value: number }
@@ -99,7 +107,9 @@ function parseLength(text: string, flag: string): LengthDistribution {
   const number = (value: string | undefined) => {
     const parsed = Number(value);
     if (value === undefined || !Number.isFinite(parsed) || parsed < 0) {
-      throw new Error(`Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV, got \`${text}\``);
+      throw new SweepConfigError(
+        `Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV, got \`${text}\``,
+      );
     }
     return parsed;
   };
@@ -112,7 +122,7 @@ function expandSourceIps(text: string): string[] {
   if (text.startsWith('auto:')) {
     const count = Number(text.slice(5));
     if (!Number.isInteger(count) || count < 1 || count > 250)
-      throw new Error(`Expected \`--source-ips auto:N\` with N in 1..250, got \`${text}\``);
+      throw new SweepConfigError(`Expected \`--source-ips auto:N\` with N in 1..250, got \`${text}\``);
     return Array.from({ length: count }, (_, index) => `127.0.0.${index + 2}`);
   }
   return text
@@ -149,7 +159,7 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     if (raw === undefined) return fallback;
     const parsed = Number(raw);
     if (!Number.isFinite(parsed) || parsed < 0)
-      throw new Error(`Expected \`--${flag}\` to be a number >= 0, got \`${String(raw)}\``);
+      throw new SweepConfigError(`Expected \`--${flag}\` to be a number >= 0, got \`${String(raw)}\``);
     return parsed;
   };
   const stepsRaw = get('steps');
@@ -160,19 +170,20 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
         : [500, 1000, 2000, 5000, 10000]
       : String(stepsRaw).split(',').map(Number);
   if (steps.some((step) => !Number.isInteger(step) || step < 1))
-    throw new Error(`Expected \`--steps\` to be whole numbers >= 1, got \`${String(stepsRaw)}\``);
+    throw new SweepConfigError(`Expected \`--steps\` to be whole numbers >= 1, got \`${String(stepsRaw)}\``);
   const targetsRaw = get('target');
   const targets = (Array.isArray(targetsRaw) ? targetsRaw : targetsRaw === undefined ? [] : [String(targetsRaw)])
     .flatMap((target) => String(target).split(','))
     .filter(Boolean);
   const endpoint = String(get('endpoint') ?? 'generate');
   if (endpoint !== 'generate' && endpoint !== 'completions' && endpoint !== 'chat')
-    throw new Error(`Expected \`--endpoint\` to be generate, completions or chat, got \`${endpoint}\``);
+    throw new SweepConfigError(`Expected \`--endpoint\` to be generate, completions or chat, got \`${endpoint}\``);
   const mode = String(get('mode') ?? 'sdk');
-  if (mode !== 'sdk' && mode !== 'direct') throw new Error(`Expected \`--mode\` to be sdk or direct, got \`${mode}\``);
+  if (mode !== 'sdk' && mode !== 'direct')
+    throw new SweepConfigError(`Expected \`--mode\` to be sdk or direct, got \`${mode}\``);
   const arrival = String(get('arrival') ?? 'closed');
   if (!['closed', 'constant', 'poisson', 'gamma'].includes(arrival)) {
-    throw new Error(`Expected \`--arrival\` to be closed, constant, poisson or gamma, got \`${arrival}\``);
+    throw new SweepConfigError(`Expected \`--arrival\` to be closed, constant, poisson or gamma, got \`${arrival}\``);
   }
   const slo: Record<string, number> = {};
   const sloRaw = get('slo');
@@ -180,7 +191,7 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     for (const pair of String(sloRaw).split(',')) {
       const [key, value] = pair.split('=');
       if (!key || !/^(ttft|itl|tpot|e2e)_p(50|90|99|99\.9)_ms$/.test(key) || !Number.isFinite(Number(value))) {
-        throw new Error(
+        throw new SweepConfigError(
           `Expected \`--slo\` entries like ttft_p99_ms=2000 (metrics ttft, itl, tpot, e2e; p50/p90/p99/p99.9), got \`${pair}\``,
         );
       }
@@ -228,13 +239,17 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     maxCatchUpMs: number('max-catch-up-ms', 1000),
   };
   if (!Number.isInteger(options.fake.nice) || options.fake.nice > 19)
-    throw new Error(`Expected \`--fake-nice\` to be a whole number in 0..19, got \`${String(get('fake-nice'))}\``);
+    throw new SweepConfigError(
+      `Expected \`--fake-nice\` to be a whole number in 0..19, got \`${String(get('fake-nice'))}\``,
+    );
   if (options.arrival === 'gamma' && !(options.gammaShape > 0))
-    throw new Error(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
+    throw new SweepConfigError(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
   if (options.resume && (options.endpoint !== 'generate' || options.mode !== 'sdk'))
-    throw new Error('`--resume` works with `--endpoint generate` and `--mode sdk` (token-in/token-out resume)');
+    throw new SweepConfigError(
+      '`--resume` works with `--endpoint generate` and `--mode sdk` (token-in/token-out resume)',
+    );
   if (options.targets.length > 0 && options.faults)
-    throw new Error('`--faults` works with the embedded fake-vllm only (drop --target)');
+    throw new SweepConfigError('`--faults` works with the embedded fake-vllm only (drop --target)');
   return { options, help: values.help === true };
 }
 

@@ -4,10 +4,11 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type FakeVllm, type FaultName, type FaultProfile, startFakeVllm } from 'fake-vllm';
+import { type Dispatcher, request } from 'undici';
 import { METRICS, MetricHistograms } from './histograms.js';
 import { findKnee } from './knee.js';
 import { type LiveState, ProgressTracker, type WorkerProgress } from './live.js';
-import type { SweepOptions } from './options.js';
+import { SweepConfigError, type SweepOptions } from './options.js';
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
 import type { StepResult, ToWorker } from './worker.js';
 
@@ -42,7 +43,7 @@ export function preflight(options: SweepOptions, workers: number, fileLimit = op
   const peak = Math.max(...options.steps);
   const perWorker = Math.ceil(peak / workers) + WORKER_RESERVED_FDS;
   if (perWorker > fileLimit) {
-    throw new Error(
+    throw new SweepConfigError(
       `A worker would need ~${perWorker} descriptors but the limit is ${fileLimit}: raise \`ulimit -n\` or pass --workers ${Math.ceil(peak / (fileLimit - WORKER_RESERVED_FDS))}`,
     );
   }
@@ -53,7 +54,7 @@ export function preflight(options: SweepOptions, workers: number, fileLimit = op
     const perDestination = Math.ceil(peak / engines);
     const sources = Math.max(1, options.sourceIps.length);
     if (perDestination > ports * sources) {
-      throw new Error(
+      throw new SweepConfigError(
         `~${perDestination} connections per engine exceed ${ports} ephemeral ports x ${sources} source IP(s): add --source-ips auto:N or engines`,
       );
     }
@@ -79,6 +80,50 @@ export function workerCount(
   return Math.max(forFiles, Math.min(Math.max(2, cores * 2), Math.ceil(peak / STREAMS_PER_WORKER)));
 }
 
+/**
+ * `--target` engines: each must answer `GET /v1/models`, and serve `--model` when one is given; fails fast with
+ * what the engine said, so a typo does not become a step of 100% errors. Engines without `/v1/models` (some
+ * routers) only get a note.
+ */
+export async function checkTargets(options: SweepOptions, timeoutMs = 5000): Promise<string[]> {
+  const notes: string[] = [];
+  await Promise.all(
+    options.targets.map(async (target) => {
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(`${target.replace(/\/+$/, '')}/v1/models`, {
+          headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+        });
+      } catch (error) {
+        const cause = (error as { code?: string }).code ?? (error as Error).message;
+        throw new SweepConfigError(
+          `\`--target ${target}\` did not answer GET /v1/models (${cause}): check the URL and that the engine is up`,
+        );
+      }
+      if (response.statusCode !== 200) {
+        await response.body.dump();
+        if (response.statusCode === 401 || response.statusCode === 403)
+          throw new SweepConfigError(
+            `\`--target ${target}\` refused GET /v1/models with ${response.statusCode}: pass its key with --api-key`,
+          );
+        notes.push(`${target}: GET /v1/models answered ${response.statusCode}; --model not checked`);
+        return;
+      }
+      const body = (await response.body.json()) as { data?: Array<{ id?: string }> };
+      const served = body.data?.map((model) => model.id) ?? [];
+      if (options.model !== undefined && !served.includes(options.model)) {
+        throw new SweepConfigError(
+          `\`--target ${target}\` serves ${served.map((id) => `\`${id}\``).join(', ') || 'no model'}, not \`--model ${options.model}\``,
+        );
+      }
+      notes.push(`${target} serves ${served.join(', ')}`);
+    }),
+  );
+  return notes;
+}
+
 function faultProfile(text: string): FaultProfile | string {
   return text.trim().startsWith('{') ? (JSON.parse(text) as FaultProfile) : text;
 }
@@ -89,9 +134,10 @@ export async function runSweep(
   log: (line: string) => void,
   onProgress?: (state: LiveState) => void,
 ): Promise<Summary> {
-  mkdirSync(options.outDir, { recursive: true });
   const workers = workerCount(options);
   for (const note of preflight(options, workers)) log(`preflight: ${note}`);
+  for (const note of await checkTargets(options)) log(`preflight: ${note}`);
+  mkdirSync(options.outDir, { recursive: true });
   let fake: FakeVllm | undefined;
   let engines = options.targets;
   if (engines.length === 0) {

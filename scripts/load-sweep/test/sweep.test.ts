@@ -1,11 +1,14 @@
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { startFakeVllm } from 'fake-vllm';
 import { expect, it } from 'vitest';
 import type { LiveState } from '../src/live.js';
 import { parseSweepArgs } from '../src/options.js';
 import type { Summary } from '../src/report.js';
-import { runSweep } from '../src/sweep.js';
+import { checkTargets, runSweep } from '../src/sweep.js';
 
 /** A short run against fast fake engines, written to a fresh directory; `flags` add to or override these. */
 function shortRun(name: string, flags: string[]) {
@@ -135,6 +138,51 @@ it('with --resume, streams cut mid-way are resumed by the SDK and every resumed 
   expect(step.failed).toBeLessThan(step.resumes / 10);
   expect(step.sent).toBe(step.completed + step.failed);
   expect(step.verified).toBe(step.completed);
+});
+
+it('--target engines: the sweep drives engines it did not start (chat endpoint), without token verification', async () => {
+  // Stands in for a real fleet: started here, outside the sweep, and named by URL only.
+  const fleet = await startFakeVllm({ engines: 2, model: 'stand-in', ttftMs: 10, itlMs: 5, control: false });
+  try {
+    const urls = fleet.engines.map((engine) => engine.url);
+    const { options } = shortRun('sweep-target', [
+      '--target',
+      urls[0]!,
+      '--target',
+      urls[1]!,
+      '--model',
+      'stand-in',
+      '--endpoint',
+      'chat',
+      '--steps',
+      '30',
+      '--measure-ms',
+      '1500',
+    ]);
+    const summary = await runSweep(options, () => {});
+    expect(summary.target).toBe(urls.join(', '));
+    const step = summary.steps[0]!;
+    expect(step.sent).toBeGreaterThan(0);
+    expect(step.sent).toBe(step.completed + step.failed);
+    expect(step.failed).toBe(0);
+    expect(step.verified).toBe(0); // only the embedded fake's outputs are known in advance
+    expect(step.serverLoopLagP99Ms).toBeNull();
+    expect(step.percentiles.ttft_p50).not.toBeNull();
+    // Both engines took traffic.
+    const served = (await fleet.control.stats()).engines.map((engine) => engine.completed);
+    expect(served.every((count) => count > 0)).toBe(true);
+    // Before any load: a model the engines do not serve, or an engine that does not answer, fails at once.
+    const wrongModel = parseSweepArgs(['--target', urls[0]!, '--model', 'nope']).options;
+    await expect(checkTargets(wrongModel)).rejects.toThrow(`serves \`stand-in\`, not \`--model nope\``);
+    const closed = createServer().listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const nobody = parseSweepArgs(['--target', `http://127.0.0.1:${port}`]).options;
+    await expect(checkTargets(nobody)).rejects.toThrow(/did not answer GET \/v1\/models \(ECONNREFUSED\)/);
+  } finally {
+    await fleet.close();
+  }
 });
 
 it('open loop: Poisson arrivals at a rate, every arrival accounted for (sent, capped or skipped), schedule lag measured', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MetricHistograms } from '../src/histograms.js';
 import { findKnee } from '../src/knee.js';
 import { bar, type LiveState, LiveView, renderLive, renderPlain } from '../src/live.js';
-import { parseSweepArgs } from '../src/options.js';
+import { parseSweepArgs, SweepConfigError } from '../src/options.js';
 import { csv, html, markdownTable, type Summary } from '../src/report.js';
 import { preflight, workerCount } from '../src/sweep.js';
 
@@ -85,6 +85,7 @@ describe('worker sizing', () => {
     expect(sized(['--steps', '10000'], 2, 1_024)).toBe(13);
     expect(sized(['--steps', '10000', '--workers', '3'], 2, 20_000)).toBe(3);
     expect(() => preflight(parseSweepArgs(['--steps', '10000']).options, 1, 1_024)).toThrow(/--workers 13/);
+    expect(() => preflight(parseSweepArgs(['--steps', '10000']).options, 1, 1_024)).toThrow(SweepConfigError);
   });
 });
 
