@@ -465,6 +465,12 @@ function finishStep(step: StepAccumulator): StepResult {
   return result;
 }
 
+/** Event-loop lag p99 (ms) since the measure window began. */
+function loopLagP99Ms(): number {
+  // The histogram holds whole sampling intervals (idle p99 = the resolution, measured): subtract it.
+  return Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS);
+}
+
 /** Sends a {@link WorkerProgress} every second for the coordinator's live view. */
 function startProgressReports(): void {
   let cpu = process.cpuUsage();
@@ -479,7 +485,7 @@ function startProgressReports(): void {
       inFlight,
       ...totals,
       retries: client?.stats().retries ?? 0,
-      lagP99Ms: measuring ? Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) : undefined,
+      lagP99Ms: measuring ? loopLagP99Ms() : undefined,
       cpuPercent: ((usage.user + usage.system) / 1000 / (now - at)) * 100,
     } satisfies WorkerProgress);
     cpu = process.cpuUsage();
@@ -534,8 +540,7 @@ process.on('message', async (message: ToWorker) => {
       measuringStep = -1;
       const usage = process.cpuUsage(step.cpu);
       step.cpuPercent = ((usage.user + usage.system) / 1000 / (performance.now() - step.wallStart)) * 100;
-      // The histogram holds whole sampling intervals (idle p99 = the resolution, measured): subtract it.
-      step.lagP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS);
+      step.lagP99Ms = loopLagP99Ms();
       loopDelay.disable();
       clearInterval(step.sampler);
       if (taggedInFlight > 0) await new Promise<void>((resolve) => (drainResolve = resolve));
