@@ -1,21 +1,14 @@
-import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { skipReason } from '@rig/test-support';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { Redis as IORedis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient } from '../src/index.js';
-
-function hasRedis(): boolean {
-  try {
-    execFileSync('redis-server', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { serverExcessOverRate } from './helpers.js';
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -54,10 +47,9 @@ async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
   }
 }
 
-const available = hasRedis();
-if (!available) console.log('cluster-limits: skipped, redis-server is not installed (.ci/run installs it)');
+const skipped = skipReason('remote-inference-client cluster-limits.test.ts', ['redis-server']);
 
-describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => {
+describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-server', () => {
   let fake: FakeVllm;
   beforeAll(async () => {
     fake = await startFakeVllm({ engines: 2, processes: 1, ttftMs: 1, itlMs: 1, jitter: 0 });
@@ -71,7 +63,7 @@ describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => 
       const durationMs = 4000;
       const startAt = Date.now() + 1500;
       const worker = fileURLToPath(new URL('./fixtures/qps-worker.mjs', import.meta.url));
-      const outputs = await Promise.all(
+      const workers = Promise.all(
         Array.from({ length: 4 }, async () => {
           const child = fork(worker, [], {
             stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
@@ -89,15 +81,22 @@ describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => 
           return JSON.parse(line) as { completed: number; admittedInWindow: number; errors: Record<string, number> };
         }),
       );
-      const total = outputs.reduce((sum, output) => sum + output.admittedInWindow, 0);
-      const expected = (rate * durationMs) / 1000;
+      // The bound is on what fake-vllm received (its own count), sampled while the workers run: never more than
+      // the shared budget x elapsed time + one 50 ms lease per process. Four unshared budgets would run ~4x ahead.
+      // How close the processes come to the budget is a throughput figure: bench/limits-bench.mjs prints it.
+      const {
+        result: outputs,
+        maxExcess,
+        received,
+      } = await serverExcessOverRate(() => fake.control.stats(), rate, startAt, workers);
+      const completed = outputs.reduce((sum, output) => sum + output.completed, 0);
       console.log(
-        `cluster QPS: 4 processes, budget ${rate}/s for ${durationMs} ms: ${total} requests (${((total / expected) * 100).toFixed(1)}% of ${expected}); per process ${outputs.map((output) => output.admittedInWindow).join(', ')}`,
+        `cluster QPS: 4 processes, budget ${rate}/s for ${durationMs} ms: fake-vllm received ${received}, at most ${maxExcess.toFixed(0)} ahead of the budget; per process ${outputs.map((output) => output.completed).join(', ')}`,
       );
       expect(outputs.every((output) => Object.keys(output.errors).length === 0)).toBe(true);
       expect(outputs.every((output) => output.completed > 0)).toBe(true);
-      expect(total).toBeGreaterThanOrEqual(expected * 0.9);
-      expect(total).toBeLessThanOrEqual(expected * 1.1);
+      expect(received).toBe(completed);
+      expect(maxExcess).toBeLessThanOrEqual(4 * rate * 0.05 + 10);
     } finally {
       redis.child.kill('SIGKILL');
     }
@@ -116,33 +115,37 @@ describe.skipIf(!available)('cluster-wide limits on a real redis-server', () => 
       limits: { maxQps: 1000, redis: { url: redis.url, id: 'kill-open', onUnavailable: 'fail-open' } },
       transport: { shared: false },
     });
-    const one = (client: RemoteInferenceClient) =>
-      client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 5000 });
-    await Promise.all([one(closed), one(open)]);
-    redis.child.kill('SIGKILL');
-    await once(redis.child, 'exit');
-    // A lease in hand (50 permits at 1000/s) is spent first; after it, every request fails fast with a typed error.
-    const outcomes = await Promise.all(
-      Array.from({ length: 300 }, () =>
-        one(closed).then(
-          () => 'ok',
-          (error: { code: string }) => error.code,
+    try {
+      const one = (client: RemoteInferenceClient) =>
+        client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 5000 });
+      await Promise.all([one(closed), one(open)]);
+      redis.child.kill('SIGKILL');
+      await once(redis.child, 'exit');
+      // A lease in hand (50 permits at 1000/s) is spent first; after it, every request fails fast with a typed error.
+      const outcomes = await Promise.all(
+        Array.from({ length: 300 }, () =>
+          one(closed).then(
+            () => 'ok',
+            (error: { code: string }) => error.code,
+          ),
         ),
-      ),
-    );
-    expect(outcomes.filter((outcome) => outcome === 'ERR_LIMITER_UNAVAILABLE').length).toBeGreaterThan(200);
-    expect(outcomes.filter((outcome) => outcome !== 'ok' && outcome !== 'ERR_LIMITER_UNAVAILABLE')).toEqual([]);
-    const carried = await Promise.all(
-      Array.from({ length: 300 }, () =>
-        one(open).then(
-          () => 'ok',
-          (error: { code: string }) => error.code,
+      );
+      expect(outcomes.filter((outcome) => outcome === 'ERR_LIMITER_UNAVAILABLE').length).toBeGreaterThan(200);
+      expect(outcomes.filter((outcome) => outcome !== 'ok' && outcome !== 'ERR_LIMITER_UNAVAILABLE')).toEqual([]);
+      const carried = await Promise.all(
+        Array.from({ length: 300 }, () =>
+          one(open).then(
+            () => 'ok',
+            (error: { code: string }) => error.code,
+          ),
         ),
-      ),
-    );
-    expect(carried.filter((outcome) => outcome !== 'ok')).toEqual([]);
-    await closed.close();
-    await open.close();
+      );
+      expect(carried.filter((outcome) => outcome !== 'ok')).toEqual([]);
+    } finally {
+      await closed.close();
+      await open.close();
+      redis.child.kill('SIGKILL');
+    }
   });
 
   it("4 processes sharing maxConcurrency through Redis never exceed it together, per fake-vllm; a killed holder's slots come back", async () => {

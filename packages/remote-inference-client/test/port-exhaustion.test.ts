@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { reportSkip, skipReason } from '@rig/test-support';
 import { expect, it } from 'vitest';
 
 // Proof in a real kernel: a network namespace with a 100-port ephemeral range (needs root and `unshare`).
@@ -14,8 +15,10 @@ function namespacesAvailable(): string | undefined {
   }
 }
 
-const unavailable = namespacesAvailable();
-if (unavailable) console.log(`port-exhaustion: skipped: ${unavailable}`);
+const missing = skipReason('remote-inference-client port-exhaustion.test.ts', ['ip']);
+const namespaces = missing === undefined ? namespacesAvailable() : undefined;
+const unavailable =
+  missing ?? (namespaces && reportSkip(`remote-inference-client port-exhaustion.test.ts: SKIPPED, ${namespaces}`));
 
 it.skipIf(unavailable !== undefined)(
   'ports run out at 100 per source IP, fail at once with a typed error, and 4 source IPs hold 400',

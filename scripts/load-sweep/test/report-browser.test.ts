@@ -1,15 +1,16 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { chromiumPath, skipReason } from '@rig/test-support';
 import { chromium } from 'playwright-core';
 import { expect, it } from 'vitest';
 import { html, type Summary } from '../src/report.js';
 
 // The HTML report in a real headless browser (Debian's chromium, installed by .ci/run): it must render its charts
 // offline with no console error.
-const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
-if (!executablePath) console.log('report-browser: skipped: no chromium at /usr/bin/chromium (.ci/run installs it)');
+const skipped = skipReason('load-sweep report-browser.test.ts', ['chromium']);
+const executablePath = chromiumPath();
 
 const step = (concurrency: number, errors: Record<string, number>) => ({
   concurrency,
@@ -52,7 +53,7 @@ const step = (concurrency: number, errors: Record<string, number>) => ({
   invalidReason: null,
 });
 
-it.skipIf(!executablePath)(
+it.skipIf(skipped !== undefined)(
   'report.html renders four charts in headless chromium, offline, without console errors',
   async () => {
     const summary: Summary = {

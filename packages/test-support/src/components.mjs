@@ -1,0 +1,41 @@
+// The system programs that the real-component tests run, how to tell they are there, and the Debian package that
+// provides each. No dependencies: scripts/bootstrap.mjs imports this before the workspace is installed.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+function runs(command, args) {
+  const result = spawnSync(command, args, { stdio: 'ignore', timeout: 10_000 });
+  return result.status === 0;
+}
+
+/** @type {import('./index.d.mts').SystemComponent[]} */
+export const systemComponents = [
+  {
+    name: 'redis-server',
+    aptPackage: 'redis-server',
+    usedBy: 'remote-inference-client test/cluster-limits.test.ts',
+    present: () => runs('redis-server', ['--version']),
+  },
+  {
+    name: 'ip',
+    aptPackage: 'iproute2',
+    usedBy: 'remote-inference-client test/port-exhaustion.test.ts',
+    present: () => runs('ip', ['-V']) && runs('ss', ['-V']),
+  },
+  {
+    name: 'chromium',
+    aptPackage: 'chromium',
+    usedBy: 'load-sweep test/report-browser.test.ts',
+    present: () => chromiumPath() !== undefined,
+  },
+];
+
+/** Debian's chromium, where it is installed. */
+export function chromiumPath() {
+  return ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
+}
+
+/** The components of `systemComponents` that are not installed. */
+export function missingComponents() {
+  return systemComponents.filter((component) => !component.present());
+}
