@@ -24,6 +24,8 @@ export class PooledConnection {
   idleSinceMs = 0;
   served = 0;
   dead = false;
+  /** Handed to a request and not yet released. */
+  busy = false;
   connected = false;
   /** `performance.now()` when TCP connected. */
   connectedAtMs: number | undefined;
@@ -90,6 +92,7 @@ export class ConnectionPool {
     const connection = this.takeIdle() ?? this.tryCreate();
     if (connection) {
       this.busy++;
+      connection.busy = true;
       return connection;
     }
     if (this.settings.ceilingIsPortBudget && this.all.size >= this.settings.maxConnectionsPerEngine) {
@@ -125,6 +128,7 @@ export class ConnectionPool {
   /** Returns a connection after its response ended. `reusable` is false when the request failed or was aborted. */
   release(connection: PooledConnection, reusable: boolean): void {
     this.busy--;
+    connection.busy = false;
     connection.served++;
     if (!reusable || connection.dead || this.closed) {
       this.discard(connection);
@@ -231,10 +235,13 @@ export class ConnectionPool {
       connectDone();
     });
     client.on('disconnect', () => {
-      // undici's idle timer, the server's close, or an error: never hand this connection out again.
+      // undici's idle timer, the server's close, or an error: never hand this connection out again. A connection
+      // handed to a request is left to undici, which fails that request with the socket's own error (a stale
+      // socket, retried) or sends it on a fresh socket; destroying it here instead turned the race into
+      // UND_ERR_DESTROYED, which is not retried (seen against real uvicorn). release() discards it afterwards.
       connection.dead = true;
       connectDone();
-      if (this.all.delete(connection)) void client.destroy().catch(() => undefined);
+      if (!connection.busy && this.all.delete(connection)) void client.destroy().catch(() => undefined);
     });
     return connection;
   }
@@ -253,6 +260,7 @@ export class ConnectionPool {
     }
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
     this.busy++;
+    connection.busy = true;
     waiter.resolve(connection);
     return true;
   }
