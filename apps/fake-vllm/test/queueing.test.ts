@@ -12,8 +12,6 @@ it('runs at most max_num_seqs at once; waiting requests get no byte until admitt
   const agent = new Agent({ connections: 100 });
   let streaming = 0;
   let maxStreaming = 0;
-  const firstByteAt: number[] = [];
-  const started = performance.now();
   await Promise.all(
     Array.from({ length: 30 }, async () => {
       const response = await request(`${server.url}/v1/completions`, {
@@ -23,7 +21,6 @@ it('runs at most max_num_seqs at once; waiting requests get no byte until admitt
         body: JSON.stringify({ prompt: [1], max_tokens: 20, stream: true }),
       });
       // Headers arrive together with the first token: a waiting request has received nothing yet.
-      firstByteAt.push(performance.now() - started);
       streaming++;
       maxStreaming = Math.max(maxStreaming, streaming);
       await response.body.text();
@@ -34,10 +31,9 @@ it('runs at most max_num_seqs at once; waiting requests get no byte until admitt
   const stats = (await server.control.stats()).engines[0]!;
   expect(maxStreaming).toBe(10);
   expect(stats.maxRunning).toBe(10);
+  // The server's own high-water marks: 10 running, all 30 admitted to the engine (20 of them waiting).
   expect(stats.maxConcurrent).toBe(30);
-  // Three waves: the third wave starts only after two full 20-token generations.
-  firstByteAt.sort((a, b) => a - b);
-  expect(firstByteAt[29]! - firstByteAt[0]!).toBeGreaterThan(2 * 19 * 5 * 0.9);
+  expect(stats.completed).toBe(30);
 });
 
 it('frees the slot of a client that disconnects while generating', async () => {

@@ -1,5 +1,5 @@
-import { type FakeVllm, startFakeVllm } from 'fake-vllm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FakeVllm, type FakeVllmStats, startFakeVllm } from 'fake-vllm';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   ConnectionError,
   HttpStatusError,
@@ -28,6 +28,13 @@ afterAll(async () => {
   await client.close();
   await fake.close();
 });
+// A test that fails half-way must not leave its fault profile on for the next one.
+afterEach(async () => {});
+
+/** How many times fake-vllm injected `name` so far (its own count). */
+async function injected(name: string): Promise<number> {
+  return (await fake.control.stats()).total.faults[name as keyof FakeVllmStats['total']['faults']] ?? 0;
+}
 
 const fault = (value: string) => ({ headers: { 'x-fake-fault': value } });
 
@@ -48,20 +55,24 @@ describe('retried: failures before any response byte', () => {
     const completion = await client.completions.create({ prompt: 'a', max_tokens: 3, seed: 1 });
     expect(completion.choices[0]!.text).toBe(expectedText('a', 1, 3));
     expect(client.stats().retries - before).toBe(2);
-    await fake.control.setFaultProfile('none');
   });
 
   it('a 503 with Retry-After is honoured and retried', async () => {
     await fake.control.setFaultProfile({ 'status-503': { first: 1, params: { retry_after: 0 } } });
+    const [faultsBefore, retriesBefore] = [await injected('status-503'), client.stats().retries];
     const completion = await client.completions.create({ prompt: 'b', max_tokens: 2, seed: 1 });
     expect(completion.choices[0]!.text).toBe(expectedText('b', 1, 2));
-    await fake.control.setFaultProfile('none');
+    // The fault fired (fake-vllm's count) and the client absorbed it with exactly one retry.
+    expect(await injected('status-503')).toBe(faultsBefore + 1);
+    expect(client.stats().retries - retriesBefore).toBe(1);
   });
 
   it('a plain-text 500 from a router is retried', async () => {
     await fake.control.setFaultProfile({ 'status-500-text': { first: 1 } });
+    const [faultsBefore, retriesBefore] = [await injected('status-500-text'), client.stats().retries];
     expect((await client.completions.create({ prompt: 'c', max_tokens: 1 })).choices).toHaveLength(1);
-    await fake.control.setFaultProfile('none');
+    expect(await injected('status-500-text')).toBe(faultsBefore + 1);
+    expect(client.stats().retries - retriesBefore).toBe(1);
   });
 
   it('persistent resets exhaust the attempts with every attempt error kept', async () => {
@@ -158,7 +169,6 @@ describe('resume for token-in/token-out streams', () => {
       expect(result.choices[0]!.logprobs!.content).toHaveLength(30);
       expect(result.choices[0]!.finish_reason).toBe('length');
       expect((await fake.control.stats()).total.faults[name as 'stall']).toBeGreaterThan(0);
-      await fake.control.setFaultProfile('none');
     });
   }
 
@@ -173,7 +183,6 @@ describe('resume for token-in/token-out streams', () => {
     for await (const chunk of stream) tokens.push(...chunk.choices[0]!.token_ids);
     expect(tokens).toEqual(expectedTokens([9], 4, 20));
     expect(client.stats().resumes).toBe(before + 1);
-    await fake.control.setFaultProfile('none');
   });
 
   it('without resume, the same cut is a typed error', async () => {

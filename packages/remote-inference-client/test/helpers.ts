@@ -26,3 +26,41 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/**
+ * Watches fake-vllm's own count of received requests while `work` runs and returns the largest amount by which it
+ * ran ahead of `ratePerSecond` since `startedAt` (epoch ms). A rate limit is a safety bound: the server can never
+ * have received more than rate x elapsed + a burst. Elapsed time is read after the server answered, so a slow
+ * machine only loosens the bound; it cannot make a correct limiter fail.
+ */
+export async function serverExcessOverRate<T>(
+  stats: () => Promise<{ total: { requests: number } }>,
+  ratePerSecond: number,
+  startedAt: number,
+  work: Promise<T>,
+): Promise<{ result: T; maxExcess: number; received: number }> {
+  const base = (await stats()).total.requests;
+  let done = false;
+  let maxExcess = Number.NEGATIVE_INFINITY;
+  let received = 0;
+  const sample = async () => {
+    received = (await stats()).total.requests - base;
+    const elapsedS = Math.max(0, Date.now() - startedAt) / 1000;
+    maxExcess = Math.max(maxExcess, received - ratePerSecond * elapsedS);
+  };
+  const watcher = (async () => {
+    while (!done) {
+      await sample();
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  })();
+  let result: T;
+  try {
+    result = await work;
+  } finally {
+    done = true;
+    await watcher;
+  }
+  await sample();
+  return { result, maxExcess, received };
+}
