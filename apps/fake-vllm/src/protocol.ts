@@ -1,4 +1,5 @@
 import type { EngineRequest, Sequence } from './engine.js';
+import { checkBatchSize, checkPromptText, checkRequestSize } from './request-bounds.js';
 import { generatedTokenText, tokenize } from './tokens.js';
 
 /** An HTTP error in vLLM's shape: `{"error":{"message","type","param","code"}}`. */
@@ -43,6 +44,8 @@ export interface ParseContext {
   maxModelLen: number;
   vocabSize: number;
   seed: number;
+  /** Most generated tokens (prompts x n x max_tokens) one request may ask for. @default 16777216 */
+  maxRequestTokens?: number;
 }
 
 type Json = Record<string, unknown>;
@@ -92,7 +95,9 @@ function checkTokens(prompts: number[][], context: ParseContext): void {
 }
 
 function resolveMaxTokens(requested: number | undefined, prompts: number[][], context: ParseContext): number {
-  const longest = Math.max(...prompts.map((prompt) => prompt.length));
+  // A loop, not Math.max(...lengths): spreading a 200k-prompt batch overflows the call stack.
+  let longest = 0;
+  for (const prompt of prompts) if (prompt.length > longest) longest = prompt.length;
   const maxTokens = requested ?? context.maxModelLen - longest;
   if (longest + maxTokens > context.maxModelLen) {
     throw new HttpError(
@@ -103,6 +108,12 @@ function resolveMaxTokens(requested: number | undefined, prompts: number[][], co
   }
   if (maxTokens < 1) throw new HttpError(400, '`max_tokens` must be at least 1', 'BadRequestError', 'max_tokens');
   return maxTokens;
+}
+
+/** Holds the request to the work bounds (n, sequences, generated tokens) before anything is allocated for it. */
+function withinBounds(job: GenerationJob, context: ParseContext): GenerationJob {
+  checkRequestSize(job.prompts.length, job.n, job.maxTokens, context.maxRequestTokens);
+  return job;
 }
 
 function streamFlags(body: Json): { stream: boolean; includeUsage: boolean } {
@@ -124,11 +135,14 @@ export function parseCompletionRequest(body: unknown, context: ParseContext): Ge
   if (!isObject(body)) throw new HttpError(400, 'Request body must be a JSON object');
   checkModel(body, context);
   const prompt = body.prompt;
+  if (Array.isArray(prompt) && typeof prompt[0] !== 'number') checkBatchSize(prompt);
+  const tokenizeText = (text: string) =>
+    tokenize(checkPromptText(text, context.maxModelLen, body.max_tokens), context.vocabSize);
   let prompts: number[][];
-  if (typeof prompt === 'string') prompts = [tokenize(prompt, context.vocabSize)];
+  if (typeof prompt === 'string') prompts = [tokenizeText(prompt)];
   else if (isTokenArray(prompt) && prompt.length > 0) prompts = [prompt];
   else if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((item) => typeof item === 'string')) {
-    prompts = prompt.map((item) => tokenize(item as string, context.vocabSize));
+    prompts = prompt.map((item) => tokenizeText(item as string));
   } else if (Array.isArray(prompt) && prompt.length > 0 && prompt.every(isTokenArray)) prompts = prompt as number[][];
   else {
     throw new HttpError(
@@ -140,16 +154,19 @@ export function parseCompletionRequest(body: unknown, context: ParseContext): Ge
   }
   checkTokens(prompts, context);
   const logprobs = optionalInteger(body, 'logprobs', 0, undefined);
-  return {
-    kind: 'completion',
-    prompts,
-    n: optionalInteger(body, 'n', 1, 1)!,
-    maxTokens: resolveMaxTokens(optionalInteger(body, 'max_tokens', 0, 16), prompts, context),
-    seed: optionalInteger(body, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
-    ...streamFlags(body),
-    logprobs,
-    returnTokenIds: body.return_token_ids === true,
-  };
+  return withinBounds(
+    {
+      kind: 'completion',
+      prompts,
+      n: optionalInteger(body, 'n', 1, 1)!,
+      maxTokens: resolveMaxTokens(optionalInteger(body, 'max_tokens', 0, 16), prompts, context),
+      seed: optionalInteger(body, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
+      ...streamFlags(body),
+      logprobs,
+      returnTokenIds: body.return_token_ids === true,
+    },
+    context,
+  );
 }
 
 /** The prompt text the toy chat template renders from messages. */
@@ -178,19 +195,28 @@ export function parseChatRequest(body: unknown, context: ParseContext): Generati
   ) {
     throw new HttpError(400, '`messages` must be a non-empty array of {role, content}', 'BadRequestError', 'messages');
   }
-  const prompts = [tokenize(renderChatPrompt(messages as { role: string; content: unknown }[]), context.vocabSize)];
+  const text = renderChatPrompt(messages as { role: string; content: unknown }[]);
+  const prompts = [
+    tokenize(
+      checkPromptText(text, context.maxModelLen, body.max_completion_tokens ?? body.max_tokens),
+      context.vocabSize,
+    ),
+  ];
   const requested =
     optionalInteger(body, 'max_completion_tokens', 0, undefined) ?? optionalInteger(body, 'max_tokens', 0, undefined);
-  return {
-    kind: 'chat',
-    prompts,
-    n: optionalInteger(body, 'n', 1, 1)!,
-    maxTokens: resolveMaxTokens(requested, prompts, context),
-    seed: optionalInteger(body, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
-    ...streamFlags(body),
-    logprobs: body.logprobs === true ? (optionalInteger(body, 'top_logprobs', 0, 0) ?? 0) : undefined,
-    returnTokenIds: body.return_token_ids === true,
-  };
+  return withinBounds(
+    {
+      kind: 'chat',
+      prompts,
+      n: optionalInteger(body, 'n', 1, 1)!,
+      maxTokens: resolveMaxTokens(requested, prompts, context),
+      seed: optionalInteger(body, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
+      ...streamFlags(body),
+      logprobs: body.logprobs === true ? (optionalInteger(body, 'top_logprobs', 0, 0) ?? 0) : undefined,
+      returnTokenIds: body.return_token_ids === true,
+    },
+    context,
+  );
 }
 
 /** Validates an `/inference/v1/generate` body (token-in/token-out). */
@@ -207,16 +233,19 @@ export function parseGenerateRequest(body: unknown, context: ParseContext): Gene
     throw new HttpError(400, '`sampling_params` must be an object', 'BadRequestError', 'sampling_params');
   }
   const logprobs = optionalInteger(sampling, 'logprobs', 0, undefined);
-  return {
-    kind: 'generate',
-    prompts,
-    n: optionalInteger(sampling, 'n', 1, 1)!,
-    maxTokens: resolveMaxTokens(optionalInteger(sampling, 'max_tokens', 0, 16), prompts, context),
-    seed: optionalInteger(sampling, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
-    ...streamFlags(body),
-    logprobs,
-    returnTokenIds: true,
-  };
+  return withinBounds(
+    {
+      kind: 'generate',
+      prompts,
+      n: optionalInteger(sampling, 'n', 1, 1)!,
+      maxTokens: resolveMaxTokens(optionalInteger(sampling, 'max_tokens', 0, 16), prompts, context),
+      seed: optionalInteger(sampling, 'seed', Number.MIN_SAFE_INTEGER, context.seed)!,
+      ...streamFlags(body),
+      logprobs,
+      returnTokenIds: true,
+    },
+    context,
+  );
 }
 
 /** Builds every byte of one request's response, streamed or whole. */
