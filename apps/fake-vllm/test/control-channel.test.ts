@@ -33,7 +33,7 @@ it('sets a fault profile live, on one engine', async () => {
 
 it('sets the latency model live and rejects bad values with the field name', async () => {
   const control = await ControlClient.connect(server.control.url!, 'secret');
-  await control.setLatency({ ttftMs: 200 });
+  await control.setLatency({ ttftMs: 200, jitter: 0 });
   // The server's own TTFT figure for the request (its timing header), not the test's clock.
   const slow = await post(`${server.url}/v1/completions`, { prompt: 'x', max_tokens: 1 });
   expect(Number(slow.headers['x-fake-ttft-ms'])).toBeGreaterThanOrEqual(200);
