@@ -34,6 +34,8 @@ interface ConnectionState {
   inFlight: number;
   requests: number;
   idleTimer: NodeJS.Timeout | undefined;
+  /** An `idle-close-race` header asked for this socket to be closed this long after it next goes idle. */
+  forcedRaceMs: number | undefined;
 }
 const connectionStates = new WeakMap<Socket, ConnectionState>();
 
@@ -202,7 +204,7 @@ export class EngineServer {
   private onConnection(socket: Socket): void {
     this.connectionsTotal++;
     this.sockets.add(socket);
-    connectionStates.set(socket, { inFlight: 0, requests: 0, idleTimer: undefined });
+    connectionStates.set(socket, { inFlight: 0, requests: 0, idleTimer: undefined, forcedRaceMs: undefined });
     this.armIdleClose(socket);
     socket.on('close', () => {
       this.sockets.delete(socket);
@@ -219,7 +221,11 @@ export class EngineServer {
     let delay = keepAlive;
     let race = false;
     const rate = this.injector.idleCloseRate();
-    if (rate > 0 && state.requests > 0 && this.injector.roll() < rate) {
+    if (state.forcedRaceMs !== undefined) {
+      delay = state.forcedRaceMs;
+      state.forcedRaceMs = undefined;
+      race = true;
+    } else if (rate > 0 && state.requests > 0 && this.injector.roll() < rate) {
       // The race real fleets see: the server closes an idle socket at a moment the client cannot predict.
       delay = this.injector.roll() * keepAlive;
       race = true;
@@ -247,6 +253,17 @@ export class EngineServer {
         this.injector.count('idle-close-race');
         socket.destroy();
         return;
+      }
+      const header = request.headers[FAULT_HEADER];
+      if (typeof header === 'string' && header.trimStart().startsWith('idle-close-race')) {
+        // Given per request, the race is armed for this socket: once the response is done and the socket idle,
+        // the server closes it after `delay_ms` (default: a random moment within the keep-alive), and counts it.
+        try {
+          const keepAlive = this.options.keepAliveTimeoutMs;
+          state.forcedRaceMs = numberParam(parseFaultHeader(header), 'delay_ms', this.injector.roll() * keepAlive);
+        } catch {
+          // A malformed header is answered with a 400 by the route that parses it again.
+        }
       }
       response.on('close', () => {
         state.inFlight--;
@@ -470,6 +487,8 @@ export class EngineServer {
       sendJson(response, 429, new HttpError(429, 'The engine waiting queue is full', 'TooManyRequestsError').body(), {
         'retry-after': '1',
       });
+    } else if (sink instanceof StreamSink) {
+      sink.start();
     }
   }
 
@@ -605,13 +624,28 @@ abstract class Sink {
 class StreamSink extends Sink {
   private readonly assembler = new StreamAssembler(this.generation);
 
+  /**
+   * The status line and headers go out as soon as the engine accepted the request, while it is still queued,
+   * paused or in prefill, as vLLM's Starlette `StreamingResponse` behind uvicorn does (it sends
+   * `http.response.start` before iterating the generator; measured with real uvicorn: headers after 2 ms, the first
+   * data event after the generator's first yield). The server's own timings cannot be known yet: they follow as a
+   * `Server-Timing` trailer (the header's standard place once a body has started).
+   */
+  start(): void {
+    if (this.response.headersSent || this.response.destroyed) return;
+    this.response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      [TIMING_HEADERS.requestId]: this.engineRequest.id,
+      trailer: 'server-timing',
+    });
+    // Flush the head now: Node would otherwise hold it until the first body write.
+    this.response.flushHeaders();
+  }
+
   private writeFrames(frames: string): void {
     const response = this.response;
     if (!response.headersSent) {
-      response.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        ...this.owner.timingHeaders(this.engineRequest),
-      });
+      this.start();
       response.write(frames);
       return;
     }
@@ -630,7 +664,14 @@ class StreamSink extends Sink {
     if (this.response.destroyed) return;
     const fault = this.dueFault();
     if (fault === 'reset-mid-stream') {
-      this.reset();
+      // `after_tokens=N` means the client received N tokens, then the reset: write this step's frames first and
+      // reset once they are handed to the kernel (a reset discards whatever is still queued on our side).
+      const frames = this.assembler.drain();
+      const socket = this.response.socket;
+      if (frames === '' || !socket) return this.reset();
+      this.owner.engine.cancel(this.engineRequest);
+      this.writeFrames(frames);
+      socket.write('', () => socket.resetAndDestroy());
       return;
     }
     // When every sequence has finished, onFinish writes the last tokens, the usage and [DONE] in one write.
@@ -658,17 +699,26 @@ class StreamSink extends Sink {
   onFinish(): void {
     if (this.response.destroyed) return;
     this.writeFrames(this.assembler.finish());
+    this.response.addTrailers({ 'server-timing': serverTiming(this.engineRequest) });
     this.response.end();
   }
+}
+
+/** The server's own timings of a finished request as a standard `Server-Timing` value (durations in ms). */
+export function serverTiming(engineRequest: EngineRequest): string {
+  const e2eMs = engineRequest.finishedAtMs - engineRequest.arrivedAtMs;
+  return `queue;dur=${engineRequest.queueMs.toFixed(3)}, ttft;dur=${engineRequest.ttftMs.toFixed(3)}, e2e;dur=${e2eMs.toFixed(3)}`;
 }
 
 /** Non-streaming: the whole JSON body once every sequence has finished. */
 class WholeSink extends Sink {
   onProgress(): void {
+    // Body-level faults (truncate, malformed, error) apply once, at finish, and are counted there.
+    const name = this.fault?.name;
+    if (name !== 'reset-mid-stream' && name !== 'stall') return;
     const fault = this.dueFault();
     if (fault === 'reset-mid-stream') this.reset();
     else if (fault === 'stall') this.stall();
-    else if (fault !== undefined) this.faultFired = false; // body-level faults apply at finish
   }
 
   onFinish(): void {
@@ -680,6 +730,7 @@ class WholeSink extends Sink {
       'content-type': 'application/json',
       ...this.owner.timingHeaders(engineRequest),
       [TIMING_HEADERS.e2eMs]: (engineRequest.finishedAtMs - engineRequest.arrivedAtMs).toFixed(3),
+      'server-timing': serverTiming(engineRequest),
     };
     const fault = this.fault?.name;
     if (fault === 'error-mid-stream') {

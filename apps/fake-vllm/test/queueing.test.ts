@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type FakeVllm, startFakeVllm } from '../src/index.js';
+import { post } from './helpers.js';
 
 let server: FakeVllm;
 beforeAll(async () => {
@@ -8,10 +9,20 @@ beforeAll(async () => {
 });
 afterAll(() => server.close());
 
-it('runs at most max_num_seqs at once; waiting requests get no byte until admitted', async () => {
+it('runs at most max_num_seqs at once; waiting requests get headers but no token until admitted', async () => {
   const agent = new Agent({ connections: 100 });
   let streaming = 0;
   let maxStreaming = 0;
+  // Held (pause mode keep) until all 30 are in the engine, so the waves do not depend on how fast they arrive.
+  await post(`${server.url}/pause?mode=keep`, {});
+  const released = (async () => {
+    for (let polls = 0; polls < 500; polls++) {
+      const engine = (await server.control.stats()).engines[0]!;
+      if (engine.running + engine.waiting === 30) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await post(`${server.url}/resume`, {});
+  })();
   await Promise.all(
     Array.from({ length: 30 }, async () => {
       const response = await request(`${server.url}/v1/completions`, {
@@ -20,13 +31,19 @@ it('runs at most max_num_seqs at once; waiting requests get no byte until admitt
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ prompt: [1], max_tokens: 20, stream: true }),
       });
-      // Headers arrive together with the first token: a waiting request has received nothing yet.
-      streaming++;
-      maxStreaming = Math.max(maxStreaming, streaming);
-      await response.body.text();
+      // Headers arrive at once, as vLLM's StreamingResponse sends them; tokens only once the engine runs it.
+      expect(response.statusCode).toBe(200);
+      let first = true;
+      for await (const _chunk of response.body) {
+        if (!first) continue;
+        first = false;
+        streaming++;
+        maxStreaming = Math.max(maxStreaming, streaming);
+      }
       streaming--;
     }),
   );
+  await released;
   await agent.close();
   const stats = (await server.control.stats()).engines[0]!;
   expect(maxStreaming).toBe(10);
