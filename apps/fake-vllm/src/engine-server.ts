@@ -640,6 +640,15 @@ class StreamSink extends Sink {
     });
     // Flush the head now: Node would otherwise hold it until the first body write.
     this.response.flushHeaders();
+    if (this.fault?.name === 'reset-mid-stream' && this.triggerAfter === 0) {
+      // `after_tokens=0`: the engine goes away after the 200 and before any token, as when an engine restarts
+      // while the request waits in its queue (the common case on a real fleet).
+      this.faultFired = true;
+      this.owner.injector.count('reset-mid-stream');
+      this.owner.engine.cancel(this.engineRequest);
+      const socket = this.response.socket;
+      socket?.write('', () => socket.resetAndDestroy());
+    }
   }
 
   private writeFrames(frames: string): void {

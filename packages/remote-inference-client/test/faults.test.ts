@@ -94,6 +94,47 @@ describe('retried: failures before any response byte', () => {
   });
 });
 
+// vLLM sends a stream's 200 and headers at once, while the request is still queued (a Starlette StreamingResponse
+// behind uvicorn; fake-vllm does the same, test/streaming.test.ts there). So a stream that breaks before its first
+// data event delivered nothing to the caller and is retried; the ttfb deadline runs to the first data event.
+describe('streams: what reached the caller decides', () => {
+  it('a stream cut after its 200 headers and before any token is re-sent and completes', async () => {
+    await fake.control.setFaultProfile({ 'reset-mid-stream': { first: 1, params: { after_tokens: 0 } } });
+    const [faultsBefore, retriesBefore] = [await injected('reset-mid-stream'), client.stats().retries];
+    const stream = await client.generate({
+      token_ids: [3, 1],
+      sampling_params: { max_tokens: 6, seed: 5 },
+      stream: true,
+    });
+    const { chunks, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    expect(chunks.flatMap((chunk) => chunk.choices[0]!.token_ids)).toEqual(expectedTokens([3, 1], 5, 6));
+    expect(await injected('reset-mid-stream')).toBe(faultsBefore + 1);
+    expect(client.stats().retries - retriesBefore).toBe(1);
+  });
+
+  it('ttfbMs bounds the wait for the first data event, not for the headers', async () => {
+    const strict = new RemoteInferenceClient({
+      engines: [fake.url],
+      timeouts: { ttfbMs: 300 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    await strict.control.pause({ mode: 'keep' });
+    try {
+      const error = await strict.completions
+        .create({ prompt: 'q', max_tokens: 2, stream: true })
+        .then((stream) => collect(stream).then((outcome) => outcome.error))
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(TimeoutError);
+      expect((error as TimeoutError).phase).toBe('ttfb');
+    } finally {
+      await strict.control.resume();
+      await strict.close();
+    }
+  });
+});
+
 describe('not retried', () => {
   it('a 422 is returned as is', async () => {
     const error = await client.completions

@@ -3,6 +3,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
+/** Debian's own Python, which `apt-get install python3-*` serves (a `python3` earlier on PATH may be another). */
+export const DEBIAN_PYTHON = '/usr/bin/python3';
+
 function runs(command, args) {
   const result = spawnSync(command, args, { stdio: 'ignore', timeout: 10_000 });
   return result.status === 0;
@@ -21,6 +24,12 @@ export const systemComponents = [
     aptPackage: 'iproute2',
     usedBy: 'remote-inference-client test/port-exhaustion.test.ts',
     present: () => runs('ip', ['-V']) && runs('ss', ['-V']),
+  },
+  {
+    name: 'uvicorn',
+    aptPackage: 'python3-uvicorn',
+    usedBy: 'remote-inference-client test/uvicorn-stream.test.ts (real uvicorn, as vLLM serves)',
+    present: () => runs(DEBIAN_PYTHON, ['-c', 'import uvicorn']),
   },
   {
     name: 'chromium',

@@ -13,6 +13,9 @@ export interface SystemComponent {
 /** Every system component a test here may need. */
 export declare const systemComponents: readonly SystemComponent[];
 
+/** Debian's own Python (`/usr/bin/python3`), the one `apt-get install python3-*` serves. */
+export declare const DEBIAN_PYTHON: string;
+
 /** The components that are not installed. */
 export declare function missingComponents(): SystemComponent[];
 

@@ -3,9 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { appendFileSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { chromiumPath, missingComponents, systemComponents } from './components.mjs';
+import { chromiumPath, DEBIAN_PYTHON, missingComponents, systemComponents } from './components.mjs';
 
-export { chromiumPath, missingComponents, systemComponents };
+export { chromiumPath, DEBIAN_PYTHON, missingComponents, systemComponents };
 
 export function skipReason(test, names) {
   const missing = systemComponents.filter((component) => names.includes(component.name) && !component.present());

@@ -31,6 +31,7 @@ import {
 } from './options.js';
 import { publishRequestStats, type RequestStats, wantsDetails } from './request-stats.js';
 import { backoffMs, isRetryable, parseRetryAfter, RetryBudget } from './retry-policy.js';
+import { parseServerTiming } from './server-timing.js';
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -166,10 +167,9 @@ class RequestRun {
 
   stats(error: InferenceError | undefined): RequestStats {
     const timing = this.result?.timing;
-    const header = (name: string) => {
-      const value = this.result?.headers[name];
-      return typeof value === 'string' ? Number(value) : undefined;
-    };
+    const serverTiming = parseServerTiming(
+      this.result?.trailers['server-timing'] ?? this.result?.headers['server-timing'],
+    );
     return {
       path: this.path,
       engine: this.engine,
@@ -190,8 +190,8 @@ class RequestRun {
       interTokenGapsMs: this.gaps,
       events: this.events,
       totalMs: performance.now() - this.startedAtMs,
-      serverQueueMs: header('x-fake-queue-ms'),
-      serverTtftMs: header('x-fake-ttft-ms'),
+      serverQueueMs: serverTiming.queue,
+      serverTtftMs: serverTiming.ttft,
       startedAt: this.startedAt,
     };
   }
@@ -664,7 +664,7 @@ export class RemoteInferenceClient {
 
   private toError(run: RequestRun, failure: unknown): InferenceError {
     if (isAttemptFailure(failure)) {
-      run.result = { status: 0, headers: {}, body: undefined, timing: failure.timing };
+      run.result = { status: 0, headers: {}, body: undefined, trailers: {}, timing: failure.timing };
       run.staleRetries += failure.timing.staleRetries;
       this.counters.staleRetries += failure.timing.staleRetries;
       if (run.signal.aborted) return run.abortError();

@@ -39,7 +39,10 @@ export interface RequestStats {
   events: number;
   /** Whole request, admission and retries included. */
   totalMs: number;
-  /** The engine's own queue wait and TTFT, when it reports them (fake-vllm's x-fake-* headers). */
+  /**
+   * The engine's own queue wait and TTFT, when it reports them in a standard `Server-Timing` header or trailer
+   * (`queue;dur=12.5, ttft;dur=480`): fake-vllm does, and so can any proxy in front of vLLM.
+   */
   serverQueueMs: number | undefined;
   serverTtftMs: number | undefined;
   /** `Date.now()` at start. */

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
-import { AbortError, type InferenceError, mapTransportError } from '../errors.js';
+import { AbortError, type InferenceError, mapTransportError, TimeoutError } from '../errors.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 
 /** One HTTP exchange to send. */
@@ -10,9 +10,13 @@ export interface AttemptRequest {
   path: string;
   headers: Record<string, string>;
   body: string | undefined;
-  /** Longest wait for response headers (vLLM sends them with the first token). 0 = none. */
+  /**
+   * Longest wait for the first response byte that matters: the first body byte of a streamed 2xx response (vLLM
+   * sends a stream's headers at once, while the request is still queued), the headers of anything else (a whole
+   * response arrives at the end, headers and body together). 0 = none.
+   */
   ttfbTimeoutMs: number;
-  /** Longest silence between body chunks. 0 = none. */
+  /** Longest silence between body chunks once the body has started. 0 = none. */
   idleTimeoutMs: number;
   connectTimeoutMs: number;
   signal: AbortSignal | undefined;
@@ -45,10 +49,15 @@ export interface AttemptResult {
   headers: IncomingHttpHeaders;
   /** Whole body for non-2xx responses and for 2xx when no sink was given. */
   body: Buffer | undefined;
+  /** HTTP trailers (a stream's `Server-Timing` comes here). */
+  trailers: IncomingHttpHeaders;
   timing: AttemptTiming;
 }
 
-/** An attempt failure, with whether any response byte had arrived (which decides if it may be re-sent). */
+/**
+ * An attempt failure, with whether the response had started for the caller (which decides if it may be re-sent):
+ * the first body byte of a stream, the headers of anything else.
+ */
 export interface AttemptFailure {
   error: InferenceError;
   afterResponseBytes: boolean;
@@ -60,10 +69,18 @@ const MAX_STALE_RETRIES = 3;
 
 const STALE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
+/** Node's timers overflow above this (they fire after 1 ms): longer waits are re-armed in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 class ExchangeHandler implements Dispatcher.DispatchHandler {
   status = 0;
   headers: IncomingHttpHeaders = {};
+  trailers: IncomingHttpHeaders = {};
   headersAtMs = 0;
+  /** When the first body byte went to the sink (0: none yet). */
+  firstDataAtMs = 0;
+  private lastDataAtMs = 0;
+  private watchdog: NodeJS.Timeout | undefined;
   private chunks: Buffer[] | undefined;
   private size = 0;
   private controller: Dispatcher.DispatchController | undefined;
@@ -98,10 +115,18 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
       this.size += chunk.length;
       return;
     }
-    this.sink!.onData(chunk, performance.now());
+    const now = performance.now();
+    if (this.firstDataAtMs === 0) {
+      this.firstDataAtMs = now;
+      if (this.idleLimitMs > 0) this.arm(this.idleLimitMs);
+      else if (this.watchdog) clearTimeout(this.watchdog);
+    }
+    this.lastDataAtMs = now;
+    this.sink!.onData(chunk, now);
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.trailers = trailers ?? {};
     this.detach();
     this.resolve({ body: this.chunks ? Buffer.concat(this.chunks) : undefined });
   }
@@ -111,7 +136,44 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     this.reject(error);
   }
 
+  /**
+   * A streamed request's deadlines: `ttfbMs` from the send to the first body byte (headers alone do not count:
+   * vLLM sends them while the request is still queued), then `idleMs` between body chunks. One timer per attempt,
+   * armed at the send and re-armed at the first body byte; later chunks only move `lastDataAtMs`, and the timer,
+   * when it fires early, re-arms itself for what is left.
+   */
+  watch(engine: string, sentAtMs: number, ttfbMs: number, idleMs: number): void {
+    this.watchEngine = engine;
+    this.sentAtMs = sentAtMs;
+    this.ttfbLimitMs = ttfbMs;
+    this.idleLimitMs = idleMs;
+    if (ttfbMs > 0) this.arm(ttfbMs);
+  }
+
+  private watchEngine = '';
+  private sentAtMs = 0;
+  private ttfbLimitMs = 0;
+  private idleLimitMs = 0;
+
+  private arm(delayMs: number): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(this.check, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)));
+  }
+
+  private readonly check = () => {
+    this.watchdog = undefined;
+    const started = this.firstDataAtMs > 0;
+    const limitMs = started ? this.idleLimitMs : this.ttfbLimitMs;
+    if (limitMs <= 0) return;
+    const deadline = (started ? this.lastDataAtMs : this.sentAtMs) + limitMs;
+    const now = performance.now();
+    if (now < deadline) return this.arm(deadline - now);
+    this.controller?.abort(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine }));
+  };
+
   private detach(): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
     this.signal?.removeEventListener('abort', this.onAbort);
   }
 }
@@ -154,6 +216,7 @@ export async function sendAttempt(
     try {
       const { body } = await new Promise<{ body: Buffer | undefined }>((resolve, reject) => {
         handler = new ExchangeHandler(sink, request.signal, resolve, reject);
+        const ttfbMs = Math.min(request.ttfbTimeoutMs, MAX_TIMER_MS);
         connection.client.dispatch(
           {
             origin: pool.origin,
@@ -161,25 +224,32 @@ export async function sendAttempt(
             path: request.path,
             headers: request.headers,
             body: request.body ?? null,
-            headersTimeout: request.ttfbTimeoutMs,
-            bodyTimeout: request.idleTimeoutMs,
+            headersTimeout: ttfbMs,
+            // A stream's body deadlines are the handler's watchdog: undici's bodyTimeout would start at the headers,
+            // which vLLM sends before the request even leaves its queue.
+            bodyTimeout: sink ? 0 : Math.min(request.idleTimeoutMs, MAX_TIMER_MS),
           },
           handler,
         );
+        if (sink) handler.watch(pool.origin, sentAtMs, request.ttfbTimeoutMs, request.idleTimeoutMs);
       });
       timing.headersAtMs = handler!.headersAtMs;
       timing.ttfbMs = handler!.headersAtMs - sentAtMs;
       timing.endedAtMs = performance.now();
       if (!reused) timing.connectMs = connectDuration(connection, sentAtMs);
       pool.release(connection, true);
-      return { status: handler!.status, headers: handler!.headers, body, timing };
+      return { status: handler!.status, headers: handler!.headers, body, trailers: handler!.trailers, timing };
     } catch (error) {
-      const afterResponseBytes = (handler?.headersAtMs ?? 0) > 0;
+      const headersArrived = (handler?.headersAtMs ?? 0) > 0;
+      // What reached the caller decides: a stream that broke before its first body byte delivered nothing (the
+      // engine aborts a request whose client went away) and may be re-sent like a failure before the response.
+      const streamed = sink !== undefined && handler !== undefined && handler.status >= 200 && handler.status < 300;
+      const afterResponseBytes = streamed ? handler!.firstDataAtMs > 0 : headersArrived;
       pool.release(connection, false);
       const code = (error as { code?: string }).code;
       if (
         reused &&
-        !afterResponseBytes &&
+        !headersArrived &&
         code &&
         STALE_CODES.has(code) &&
         timing.staleRetries < MAX_STALE_RETRIES &&
@@ -189,7 +259,7 @@ export async function sendAttempt(
         continue;
       }
       if (!reused) timing.connectMs = connectDuration(connection, sentAtMs);
-      if (handler && afterResponseBytes) {
+      if (handler && headersArrived) {
         timing.headersAtMs = handler.headersAtMs;
         timing.ttfbMs = handler.headersAtMs - sentAtMs;
       }

@@ -1,0 +1,123 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { DEBIAN_PYTHON, skipReason } from '@rig/test-support';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemoteInferenceClient, TimeoutError } from '../src/index.js';
+
+// The stream rules checked against REAL uvicorn (Debian's python3-uvicorn), not only against fake-vllm: uvicorn
+// writes a stream's 200 and headers as soon as the app sends `http.response.start`, which a Starlette
+// StreamingResponse (what vLLM returns for streams) does before its first token. fixtures/uvicorn_stream_app.py
+// is a raw ASGI app that streams that way.
+const skipped = skipReason('remote-inference-client uvicorn-stream.test.ts', ['uvicorn']);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe.skipIf(skipped !== undefined)('streams against real uvicorn', () => {
+  let uvicorn: ChildProcess;
+  let url: string;
+  beforeAll(async () => {
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    uvicorn = spawn(
+      DEBIAN_PYTHON,
+      [
+        '-m',
+        'uvicorn',
+        '--app-dir',
+        fileURLToPath(new URL('./fixtures', import.meta.url)),
+        'uvicorn_stream_app:app',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--log-level',
+        'critical',
+      ],
+      { stdio: 'ignore' },
+    );
+    for (let polls = 0; ; polls++) {
+      const up = await fetch(`${url}/attempts?id=none`).then(
+        (response) => response.ok,
+        () => false,
+      );
+      if (up) break;
+      if (polls > 200) throw new Error('uvicorn did not start');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+  afterAll(() => {
+    uvicorn?.kill('SIGKILL');
+  });
+
+  const attempts = async (id: string) =>
+    ((await (await fetch(`${url}/attempts?id=${id}`)).json()) as { attempts: number }).attempts;
+  const tokens = async (stream: AsyncIterable<{ choices: { token_ids: number[] }[] }>) => {
+    const received: number[] = [];
+    for await (const chunk of stream) received.push(...chunk.choices[0]!.token_ids);
+    return received;
+  };
+
+  it('headers at once, first token later: the stream waits for it and completes', async () => {
+    const client = new RemoteInferenceClient({ engines: [url], transport: { shared: false } });
+    try {
+      const stream = await client.generate(
+        { token_ids: [1], sampling_params: { max_tokens: 3 }, stream: true },
+        { headers: { 'x-scenario': 'slow-first', 'x-delay-ms': '300', 'x-request-id': 'slow' } },
+      );
+      expect(await tokens(stream)).toEqual([11, 12, 13]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a stream whose connection dies after the 200 headers and before any data event is re-sent', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [url],
+      retry: { baseBackoffMs: 1, maxBackoffMs: 5 },
+      transport: { shared: false },
+    });
+    try {
+      const stream = await client.generate(
+        { token_ids: [1], sampling_params: { max_tokens: 3 }, stream: true },
+        { headers: { 'x-scenario': 'die-once', 'x-request-id': 'die-once', 'x-delay-ms': '0' } },
+      );
+      expect(await tokens(stream)).toEqual([11, 12, 13]);
+      // uvicorn's app saw two requests with this id: the one that died, and the re-sent one.
+      expect(await attempts('die-once')).toBe(2);
+      expect(client.stats().retries).toBe(1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('ttfbMs runs to the first data event: headers alone do not satisfy it', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [url],
+      timeouts: { ttfbMs: 300 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      const error = await client
+        .generate(
+          { token_ids: [1], sampling_params: { max_tokens: 3 }, stream: true },
+          { headers: { 'x-scenario': 'never', 'x-request-id': 'never' } },
+        )
+        .then(tokens)
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(TimeoutError);
+      expect((error as TimeoutError).phase).toBe('ttfb');
+    } finally {
+      await client.close();
+    }
+  });
+});
