@@ -94,7 +94,7 @@ describe('POST /v1/completions', () => {
       [{ prompt: 'x', max_tokens: -1 }, 400, /max_tokens/],
       [{ prompt: 42 }, 400, /prompt/],
       [{ prompt: 'x', model: 'other' }, 404, /does not exist/],
-      [{ prompt: 'x', max_tokens: 40_000 }, 400, /maximum context length/],
+      [{ prompt: [1], max_tokens: 40_000 }, 400, /maximum context length/],
       [{ prompt: 'x', stream_options: { include_usage: true } }, 400, /stream=True/],
       [{ prompt: [1, 99_999] }, 400, /out of vocabulary/],
     ];
