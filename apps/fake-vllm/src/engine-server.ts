@@ -16,8 +16,10 @@ import { createGeneration, type Generation, StreamAssembler } from './generation
 import { renderEngineMetrics } from './metrics.js';
 import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
 import {
+  checkJsonContentType,
   type GenerationJob,
   HttpError,
+  invalidJsonError,
   type ParseContext,
   parseChatRequest,
   parseCompletionRequest,
@@ -110,6 +112,7 @@ export class EngineServer {
       maxModelLen: options.maxModelLen,
       vocabSize: options.vocabSize,
       seed: options.seed,
+      eosProbability: options.eosProbability,
     };
     // uvicorn-like keep-alive: Node's own idle timer would also send a `Keep-Alive: timeout=` hint, which
     // uvicorn never does; we disable it (0) and run our own idle close below.
@@ -303,7 +306,7 @@ export class EngineServer {
     try {
       return JSON.parse(Buffer.concat(chunks).toString('utf8'));
     } catch (error) {
-      throw new HttpError(400, `Request body is not valid JSON: ${(error as Error).message}`);
+      throw invalidJsonError((error as Error).message);
     }
   }
 
@@ -317,7 +320,7 @@ export class EngineServer {
       case 'POST /v1/chat/completions':
         return this.generation(request, response, parseChatRequest, 'chatcmpl');
       case 'POST /inference/v1/generate':
-        return this.generation(request, response, parseGenerateRequest, 'gen');
+        return this.generation(request, response, parseGenerateRequest, 'generate-tokens');
       case 'GET /health':
         request.resume();
         if (performance.now() - this.startedAtMs < this.options.readyAfterMs) {
@@ -447,10 +450,19 @@ export class EngineServer {
     idPrefix: string,
   ): Promise<void> {
     const arrivedAtMs = performance.now();
+    checkJsonContentType(request.headers['content-type']);
     const body = await this.readJson(request);
     const fault = this.pickFault(request);
     const job = parse(body, this.parseContext);
     if (fault && this.injectBeforeResponse(fault, request, response)) return;
+    if (job.engineError) {
+      // vLLM's engine rejects the request only once it is submitted: a stream has already answered 200.
+      if (!job.stream) throw job.engineError;
+      const { message, type, status, param } = job.engineError;
+      response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' });
+      response.end(`${ResponseFormatter.errorEvent(message, type, status, param)}data: [DONE]\n\n`);
+      return;
+    }
     if (fault?.name === 'hang-before-headers') {
       this.injector.count(fault.name);
       const holdMs = numberParam(fault, 'ms', Number.POSITIVE_INFINITY);
@@ -470,6 +482,7 @@ export class EngineServer {
       this.options.vocabSize,
       sinkProxy,
       arrivedAtMs,
+      request.headers['x-request-id'] as string | undefined,
     );
     const sink = job.stream
       ? new StreamSink(this, response, generation, fault)

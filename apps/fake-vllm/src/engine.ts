@@ -1,41 +1,46 @@
 import { performance } from 'node:perf_hooks';
 import { Histogram, ITL_BUCKETS_S, TTFT_BUCKETS_S } from './histogram.js';
 import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
-import { CONTEXT_WINDOW, createRandom, isEndOfSequence, nextTokenId, tokenLogprob } from './tokens.js';
+import { createRandom, SequenceState, type StopOptions, tokenLogprob } from './tokens.js';
 
 /** Why a sequence ended, as vLLM reports it. */
 export type FinishReason = 'length' | 'stop' | 'abort';
 
 /** One generated sequence (one choice) of a request. */
 export class Sequence {
-  readonly tokenIds: number[] = [];
   readonly logprobs: number[] = [];
   finishReason: FinishReason | undefined;
-  /** Last {@link CONTEXT_WINDOW} tokens of prompt + output: all the next token depends on. */
-  private readonly window: number[];
+  /** The stop string or stop token id that ended the sequence (vLLM's `stop_reason`); null otherwise. */
+  stopReason: string | number | null = null;
+  /** The token model's state: token ids, detokenized text, stop criteria. */
+  readonly state: SequenceState;
 
   constructor(
     readonly index: number,
     readonly seed: number,
     readonly promptTokenIds: readonly number[],
     readonly maxTokens: number,
+    vocabSize: number,
+    stopOptions: StopOptions = {},
   ) {
-    this.window = promptTokenIds.slice(-CONTEXT_WINDOW);
+    this.state = new SequenceState(seed, promptTokenIds, maxTokens, vocabSize, stopOptions);
   }
 
-  /** Generates the next token (or ends the sequence). */
-  step(vocabSize: number, eosProbability: number, wantLogprobs: boolean): void {
+  /** Every emitted token, EOS and stop tokens included. */
+  get tokenIds(): readonly number[] {
+    return this.state.tokenIds;
+  }
+
+  /** Generates the next token (EOS and stop tokens are tokens too), then ends the sequence if it should. */
+  step(eosProbability: number, wantLogprobs: boolean): void {
     if (this.finishReason) return;
-    if (isEndOfSequence(this.seed, this.window, eosProbability)) {
-      this.finishReason = 'stop';
-      return;
+    if (wantLogprobs) this.logprobs.push(tokenLogprob(this.seed, this.state.context));
+    this.state.step(eosProbability);
+    const result = this.state.result;
+    if (result) {
+      this.finishReason = result.finishReason;
+      this.stopReason = result.stopReason;
     }
-    if (wantLogprobs) this.logprobs.push(tokenLogprob(this.seed, this.window));
-    const token = nextTokenId(this.seed, this.window, vocabSize);
-    this.tokenIds.push(token);
-    this.window.push(token);
-    if (this.window.length > CONTEXT_WINDOW) this.window.shift();
-    if (this.tokenIds.length >= this.maxTokens) this.finishReason = 'length';
   }
 }
 
@@ -359,7 +364,7 @@ export class Engine {
     const now = performance.now();
     this.counters.steps++;
     const frozen = this.pausedMode === 'keep';
-    const { vocabSize, eosProbability } = this.options;
+    const { eosProbability } = this.options;
     let decoding = 0;
     if (!frozen) {
       for (const request of this.running) {
@@ -377,7 +382,7 @@ export class Engine {
         let done = true;
         for (const sequence of request.sequences) {
           const before = sequence.tokenIds.length;
-          sequence.step(vocabSize, eosProbability, request.wantLogprobs);
+          sequence.step(eosProbability, request.wantLogprobs);
           this.counters.generationTokens += sequence.tokenIds.length - before;
           if (!sequence.finishReason) done = false;
         }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EngineRequest, type RequestSink, Sequence } from './engine.js';
-import { type GenerationJob, ResponseFormatter } from './protocol.js';
+import { type GenerationJob, ResponseFormatter, type StreamProgress } from './protocol.js';
 
 /** A request ready for the engine, with what its sink needs to format the response. */
 export interface Generation {
@@ -9,7 +9,11 @@ export interface Generation {
   promptIndexOf: Map<Sequence, number>;
 }
 
-/** Builds the sequences of a validated job (prompt p, choice i uses seed + i) and its engine request. */
+/**
+ * Builds the sequences of a validated job (prompt p, choice i uses seed + i) and its engine request. The response
+ * id is `<prefix>-<X-Request-Id header, else the body's request_id, else a random uuid hex>`, as vLLM's
+ * `_base_request_id` makes it.
+ */
 export function createGeneration(
   job: GenerationJob,
   idPrefix: string,
@@ -17,14 +21,16 @@ export function createGeneration(
   vocabSize: number,
   sink: RequestSink,
   arrivedAtMs: number,
+  requestIdHeader?: string,
 ): Generation {
-  const id = `${idPrefix}-${randomUUID().replaceAll('-', '')}`;
+  const id = `${idPrefix}-${requestIdHeader || job.requestId || randomUUID().replaceAll('-', '')}`;
   const formatter = new ResponseFormatter(job, id, model, vocabSize);
   const sequences: Sequence[] = [];
   const promptIndexOf = new Map<Sequence, number>();
   job.prompts.forEach((prompt, promptIndex) => {
     for (let choice = 0; choice < job.n; choice++) {
-      const sequence = new Sequence(choice, job.seed + choice, prompt, job.maxTokens);
+      const maxTokens = job.maxTokensPerPrompt[promptIndex] ?? job.maxTokens;
+      const sequence = new Sequence(choice, job.seed + choice, prompt, maxTokens, vocabSize, job.stopOptions);
       sequences.push(sequence);
       promptIndexOf.set(sequence, promptIndex);
     }
@@ -41,10 +47,11 @@ export function createGeneration(
   return { engineRequest, formatter, promptIndexOf };
 }
 
-/** Turns engine progress into SSE frames: each sequence's unsent tokens, and its finish reason once. */
+/** Turns engine progress into SSE frames: each sequence's unsent tokens and text, and its finish reason once. */
 export class StreamAssembler {
-  private readonly sent = new Map<Sequence, number>();
+  private readonly progress = new Map<Sequence, StreamProgress>();
   private readonly finishSent = new Set<Sequence>();
+  private opened = false;
 
   constructor(private readonly generation: Generation) {}
 
@@ -52,13 +59,26 @@ export class StreamAssembler {
   drain(): string {
     const { engineRequest, formatter, promptIndexOf } = this.generation;
     let frames = '';
+    if (!this.opened) {
+      this.opened = true;
+      frames += formatter.openingEvents();
+    }
+    const hold = formatter.stopBufferLength;
     for (const sequence of engineRequest.sequences) {
-      const from = this.sent.get(sequence) ?? -1;
+      let progress = this.progress.get(sequence);
+      if (!progress) {
+        progress = { tokens: 0, textChars: 0, textOffset: 0, echoed: false };
+        this.progress.set(sequence, progress);
+      }
       const to = sequence.tokenIds.length;
       const finished = sequence.finishReason !== undefined;
-      if (from === to && (!finished || this.finishSent.has(sequence))) continue;
-      frames += formatter.streamEvent(sequence, promptIndexOf.get(sequence)!, Math.max(0, from), to, from < 0);
-      this.sent.set(sequence, to);
+      if (progress.tokens === to && (!finished || this.finishSent.has(sequence))) continue;
+      // While a stop string may still complete, its first characters are held back (vLLM's stop_buffer_length).
+      const text = sequence.state.text;
+      const textTo = finished ? text.length : Math.max(progress.textChars, text.length - hold);
+      frames += formatter.streamEvent(sequence, promptIndexOf.get(sequence)!, progress.tokens, to, progress, textTo);
+      progress.tokens = to;
+      progress.textChars = textTo;
       if (finished) this.finishSent.add(sequence);
     }
     return frames;

@@ -50,7 +50,7 @@ export function contextHash(seed: number, context: ArrayLike<number>, salt = 0):
 
 /**
  * The token the fake model emits after `context` (prompt plus tokens generated so far) for `seed`.
- * Never returns a byte token or the EOS token: those appear only through {@link isEndOfSequence}.
+ * Never returns a byte token or the EOS token (EOS is emitted only when {@link isEndOfSequence} says so).
  */
 export function nextTokenId(seed: number, context: ArrayLike<number>, vocabSize = DEFAULT_VOCAB_SIZE): number {
   const wordCount = vocabSize - BYTE_TOKEN_COUNT - 1;
@@ -68,8 +68,103 @@ export function tokenLogprob(seed: number, context: ArrayLike<number>): number {
   return -((contextHash(seed, context, 2) & 0xffff) / 0x10000) * 4;
 }
 
+/** Most logprobs a request may ask for: vLLM's `--max-logprobs` default (`vllm/config/model.py`). */
+export const MAX_LOGPROBS = 20;
+
+/**
+ * How a sequence stops besides `max_tokens`, as vLLM's `SamplingParams` (`stop`, `stop_token_ids`, `ignore_eos`,
+ * `min_tokens`, `include_stop_str_in_output`).
+ */
+export interface StopOptions {
+  /** @default [] */
+  stop?: readonly string[];
+  /** @default [] */
+  stopTokenIds?: readonly number[];
+  /** Never emit EOS (the word the model would have chosen comes instead). @default false */
+  ignoreEos?: boolean;
+  /** Neither EOS nor a stop token id ends the sequence before this many tokens. @default 0 */
+  minTokens?: number;
+  /** Keep the stop string, or the stop token's text, in the output text. @default false */
+  includeStopStrInOutput?: boolean;
+}
+
+/** Why a sequence stopped, in vLLM's words: `stop_reason` is the stop string or stop token id, null for EOS. */
+export interface StopResult {
+  finishReason: 'length' | 'stop';
+  stopReason: string | number | null;
+}
+
+/**
+ * One sequence of the fake model, token by token: what the engine runs and what {@link expectedCompletion}
+ * replays. The EOS token is emitted and counted like any token (vLLM keeps it in `token_ids`, logprobs and
+ * `completion_tokens`) but adds no text; a stop token id adds its text only with `includeStopStrInOutput`; a stop
+ * string cuts the text where it starts (`vllm/v1/core/sched/utils.py` check_stop, `vllm/v1/engine/detokenizer.py`).
+ */
+export class SequenceState {
+  readonly tokenIds: number[] = [];
+  /** Output text as vLLM's detokenizer holds it: stop string cut off, skipped stop token not rendered. */
+  text = '';
+  result: StopResult | undefined;
+  private readonly window: number[];
+
+  constructor(
+    readonly seed: number,
+    promptTokenIds: readonly number[],
+    readonly maxTokens: number,
+    readonly vocabSize: number,
+    readonly stopOptions: StopOptions = {},
+  ) {
+    this.window = promptTokenIds.slice(-CONTEXT_WINDOW);
+  }
+
+  /** The last {@link CONTEXT_WINDOW} tokens of prompt + output: all the next token depends on. */
+  get context(): readonly number[] {
+    return this.window;
+  }
+
+  /** Emits the next token and returns it (the caller reads the logprob from {@link context} first if it wants it). */
+  step(eosProbability: number): number {
+    const options = this.stopOptions;
+    const minTokens = options.minTokens ?? 0;
+    const count = this.tokenIds.length;
+    // vLLM masks EOS while fewer than min_tokens were generated (min_tokens logits processor).
+    const eos = !options.ignoreEos && count >= minTokens && isEndOfSequence(this.seed, this.window, eosProbability);
+    const token = eos ? eosTokenId(this.vocabSize) : nextTokenId(this.seed, this.window, this.vocabSize);
+    this.tokenIds.push(token);
+    this.window.push(token);
+    if (this.window.length > CONTEXT_WINDOW) this.window.shift();
+    if (eos) {
+      this.result = { finishReason: 'stop', stopReason: null };
+      return token;
+    }
+    const stopToken = this.tokenIds.length >= minTokens && (options.stopTokenIds?.includes(token) ?? false);
+    if (!stopToken || options.includeStopStrInOutput) {
+      const piece = generatedTokenText(token, this.vocabSize);
+      this.text += piece;
+      if (!stopToken && options.stop && options.stop.length > 0) this.checkStopStrings(piece.length);
+      if (this.result) return token;
+    }
+    if (stopToken) this.result = { finishReason: 'stop', stopReason: token };
+    else if (this.tokenIds.length >= this.maxTokens) this.result = { finishReason: 'length', stopReason: null };
+    return token;
+  }
+
+  /** vLLM's StopChecker.check_stop_strings: the first stop string (in request order) found in the new text wins. */
+  private checkStopStrings(newCharCount: number): void {
+    const text = this.text;
+    for (const stop of this.stopOptions.stop!) {
+      const index = text.indexOf(stop, Math.max(0, text.length + 1 - newCharCount - stop.length));
+      if (index === -1) continue;
+      const cut = this.stopOptions.includeStopStrInOutput ? index + stop.length : index;
+      this.text = text.slice(0, Math.min(cut, text.length));
+      this.result = { finishReason: 'stop', stopReason: stop };
+      return;
+    }
+  }
+}
+
 /** Options of {@link expectedCompletion}; the same knobs the server uses. */
-export interface ExpectedCompletionOptions {
+export interface ExpectedCompletionOptions extends StopOptions {
   /** Sampling seed of the sequence (the request's `seed`, or the server's seed, plus the choice index). */
   seed: number;
   /** Tokens to generate at most. */
@@ -82,8 +177,13 @@ export interface ExpectedCompletionOptions {
 
 /** Result of {@link expectedCompletion}. */
 export interface ExpectedCompletion {
+  /** Every emitted token, the EOS or stop token included (as vLLM's `token_ids`). */
   tokenIds: number[];
+  /** The output text as vLLM returns it (no EOS text, stop string cut). */
+  text: string;
   finishReason: 'length' | 'stop';
+  /** The stop string or stop token id that ended the sequence; null for EOS and length. */
+  stopReason: string | number | null;
 }
 
 /**
@@ -96,17 +196,86 @@ export function expectedCompletion(
 ): ExpectedCompletion {
   const vocabSize = options.vocabSize ?? DEFAULT_VOCAB_SIZE;
   const eosProbability = options.eosProbability ?? 0;
-  const context = promptTokenIds.slice(-CONTEXT_WINDOW);
-  const tokenIds: number[] = [];
-  while (tokenIds.length < options.maxTokens) {
-    if (isEndOfSequence(options.seed, context, eosProbability)) return { tokenIds, finishReason: 'stop' };
-    const token = nextTokenId(options.seed, context, vocabSize);
-    tokenIds.push(token);
-    context.push(token);
-    if (context.length > CONTEXT_WINDOW) context.shift();
-  }
-  return { tokenIds, finishReason: 'length' };
+  const state = new SequenceState(options.seed, promptTokenIds, options.maxTokens, vocabSize, options);
+  while (!state.result && state.tokenIds.length < options.maxTokens) state.step(eosProbability);
+  const result = state.result ?? { finishReason: 'length', stopReason: null };
+  return { tokenIds: state.tokenIds, text: state.text, ...result };
 }
+
+/** One candidate next token with vLLM's `Logprob` fields (rank 1 is the most likely). */
+export interface RankedToken {
+  tokenId: number;
+  logprob: number;
+  rank: number;
+}
+
+const LOG_FLOOR = -9999;
+
+/**
+ * The fake model's most likely next tokens after `context` when it emits `chosen` with probability
+ * `exp(tokenLogprob)`: {@link MAX_LOGPROBS} alternatives share the rest of the mass, each half the one before,
+ * so every list is a valid distribution and `chosen` sits at the rank its probability earns. Best first.
+ */
+export function rankedCandidates(
+  seed: number,
+  context: ArrayLike<number>,
+  chosen: number,
+  vocabSize = DEFAULT_VOCAB_SIZE,
+): RankedToken[] {
+  const chosenLogprob = tokenLogprob(seed, context);
+  const restLog = Math.log(1 - Math.exp(chosenLogprob));
+  const wordCount = vocabSize - BYTE_TOKEN_COUNT - 1;
+  const seen = new Set([chosen]);
+  const ranked: RankedToken[] = [];
+  for (let salt = 3; ranked.length < MAX_LOGPROBS; salt++) {
+    const tokenId = BYTE_TOKEN_COUNT + (contextHash(seed, context, salt) % wordCount);
+    if (seen.has(tokenId)) continue;
+    seen.add(tokenId);
+    ranked.push({ tokenId, logprob: Math.max(LOG_FLOOR, restLog - (ranked.length + 1) * Math.LN2), rank: 0 });
+  }
+  const position = ranked.findIndex((candidate) => chosenLogprob >= candidate.logprob);
+  ranked.splice(position === -1 ? ranked.length : position, 0, { tokenId: chosen, logprob: chosenLogprob, rank: 0 });
+  for (let index = 0; index < ranked.length; index++) ranked[index]!.rank = index + 1;
+  return ranked;
+}
+
+/**
+ * vLLM's per-position logprob dict for a token that was sampled (or, for prompt logprobs, that was given):
+ * that token first with its own rank, then the top `k` in rank order without repeating it
+ * (`vllm/v1/engine/logprobs.py`). Prompt tokens the model would not have ranked get the tail's share and rank
+ * {@link MAX_LOGPROBS} + 2.
+ */
+export function logprobEntries(
+  ranked: readonly RankedToken[],
+  tokenId: number,
+  k: number,
+  vocabSize: number,
+): RankedToken[] {
+  let own = ranked.find((candidate) => candidate.tokenId === tokenId);
+  if (!own) {
+    const last = ranked[ranked.length - 1]!;
+    const tail = Math.max(LOG_FLOOR, last.logprob - Math.LN2 - Math.log(Math.max(1, vocabSize - ranked.length - 1)));
+    own = { tokenId, logprob: tail, rank: ranked.length + 1 };
+  }
+  const entries = [own];
+  for (let index = 0; index < k && index < ranked.length; index++) {
+    if (ranked[index]!.tokenId !== tokenId) entries.push(ranked[index]!);
+  }
+  return entries;
+}
+
+/**
+ * A token's text as vLLM's logprobs decode it (`tokenizer.decode([id])`): the EOS token as `</s>`, a lone byte
+ * token as its character when ASCII and U+FFFD otherwise.
+ */
+export function logprobTokenText(tokenId: number, vocabSize = DEFAULT_VOCAB_SIZE): string {
+  if (tokenId === vocabSize - 1) return EOS_TOKEN_TEXT;
+  if (tokenId < BYTE_TOKEN_COUNT) return tokenId < 0x80 ? String.fromCharCode(tokenId) : '\ufffd';
+  return tokenTexts(vocabSize)[tokenId] ?? '';
+}
+
+/** How the EOS token is spelled where special tokens are shown (logprobs), Llama-style. */
+export const EOS_TOKEN_TEXT = '</s>';
 
 function wordForIndex(index: number): string {
   if (index < TWO_SYLLABLE_WORDS) {

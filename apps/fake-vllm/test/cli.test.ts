@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
 import { afterEach, expect, it } from 'vitest';
 import { ControlClient } from '../src/index.js';
 import { post, sseChunks } from './helpers.js';
@@ -38,10 +39,18 @@ it('prints exactly one ready line, and drains in-flight requests on SIGTERM befo
 
 it('aborts in-flight requests on SIGTERM with --on-sigterm abort', async () => {
   const { child, ready } = await startCli(['--on-sigterm', 'abort', '--itl-ms', '5']);
-  const inFlight = post(`${ready.engines[0]!.url}/v1/completions`, { prompt: [1], max_tokens: 5000, stream: true });
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  child.kill('SIGTERM');
-  const chunks = sseChunks<{ choices: { finish_reason: string | null }[] }>((await inFlight).text);
+  const response = await request(`${ready.engines[0]!.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: [1], max_tokens: 5000, stream: true }),
+  });
+  // SIGTERM once a token has arrived: vLLM sends no chunk for a choice aborted before its first token.
+  let text = '';
+  for await (const chunk of response.body) {
+    text += String(chunk);
+    if (text.includes('data: ') && child.exitCode === null && !child.killed) child.kill('SIGTERM');
+  }
+  const chunks = sseChunks<{ choices: { finish_reason: string | null }[] }>(text);
   expect(chunks.at(-1)!.choices[0]!.finish_reason).toBe('abort');
   expect((await once(child, 'exit'))[0]).toBe(0);
 });

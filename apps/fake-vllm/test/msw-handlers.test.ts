@@ -62,7 +62,8 @@ it('queues beyond max_num_seqs, like the server', async () => {
 it('injects HTTP faults and network errors', async () => {
   const limited = await fetch('http://fake-vllm.test/v1/completions', {
     method: 'POST',
-    headers: { 'x-fake-fault': 'status-429; retry_after=3' },
+    // vLLM answers any generation request without a JSON content type with 400 before anything else.
+    headers: { 'content-type': 'application/json', 'x-fake-fault': 'status-429; retry_after=3' },
     body: JSON.stringify({ prompt: 'x' }),
   });
   expect(limited.status).toBe(429);
@@ -70,7 +71,7 @@ it('injects HTTP faults and network errors', async () => {
   await expect(
     fetch('http://fake-vllm.test/v1/completions', {
       method: 'POST',
-      headers: { 'x-fake-fault': 'reset-before-response' },
+      headers: { 'content-type': 'application/json', 'x-fake-fault': 'reset-before-response' },
       body: '{"prompt":"x"}',
     }),
   ).rejects.toThrow();

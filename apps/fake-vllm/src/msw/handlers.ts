@@ -6,12 +6,15 @@ import { FAULT_HEADER, FaultInjector, type FaultSpec, numberParam, parseFaultHea
 import { createGeneration, StreamAssembler } from '../generation.js';
 import { type EngineOptions, resolveEngineOptions } from '../options.js';
 import {
+  checkJsonContentType,
   type GenerationJob,
   HttpError,
+  invalidJsonError,
   type ParseContext,
   parseChatRequest,
   parseCompletionRequest,
   parseGenerateRequest,
+  ResponseFormatter,
 } from '../protocol.js';
 import { detokenize, tokenize } from '../tokens.js';
 
@@ -55,6 +58,7 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
     maxModelLen: resolved.maxModelLen,
     vocabSize: resolved.vocabSize,
     seed: resolved.seed,
+    eosProbability: resolved.eosProbability,
   };
 
   const generation =
@@ -64,9 +68,10 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
       try {
         const header = request.headers.get(FAULT_HEADER);
         const fault: FaultSpec | undefined = header ? parseFaultHeader(header) : injector.rollRequest();
+        checkJsonContentType(request.headers.get('content-type') ?? undefined);
         const job = parse(
-          await request.json().catch(() => {
-            throw new HttpError(400, 'Request body is not valid JSON');
+          await request.json().catch((error: Error) => {
+            throw invalidJsonError(error.message);
           }),
           context,
         );
@@ -74,7 +79,15 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
           const early = earlyFault(fault, injector);
           if (early) return early;
         }
-        return await run(job, idPrefix, arrivedAtMs, fault, request.signal);
+        if (job.engineError) {
+          // vLLM's engine rejects the request only once it is submitted: a stream has already answered 200.
+          if (!job.stream) throw job.engineError;
+          const { message, type, status, param } = job.engineError;
+          const frames = `${ResponseFormatter.errorEvent(message, type, status, param)}data: [DONE]\n\n`;
+          return new HttpResponse(frames, { headers: { 'content-type': 'text/event-stream; charset=utf-8' } });
+        }
+        const requestId = request.headers.get('x-request-id') ?? undefined;
+        return await run(job, idPrefix, arrivedAtMs, fault, request.signal, requestId);
       } catch (error) {
         return errorResponse(error);
       }
@@ -86,6 +99,7 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
     arrivedAtMs: number,
     fault: FaultSpec | undefined,
     signal: AbortSignal,
+    requestId: string | undefined,
   ): Promise<Response> =>
     new Promise<Response>((resolve) => {
       let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
@@ -149,6 +163,7 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
           },
         },
         arrivedAtMs,
+        requestId,
       );
       assembler = job.stream ? new StreamAssembler(created) : undefined;
       if (fault?.name === 'slow-stream') {
@@ -165,7 +180,7 @@ export function createFakeVllmHandlers(options: FakeVllmHandlersOptions = {}): F
   const handlers: RequestHandler[] = [
     http.post(`${baseUrl}/v1/completions`, generation(parseCompletionRequest, 'cmpl')),
     http.post(`${baseUrl}/v1/chat/completions`, generation(parseChatRequest, 'chatcmpl')),
-    http.post(`${baseUrl}/inference/v1/generate`, generation(parseGenerateRequest, 'gen')),
+    http.post(`${baseUrl}/inference/v1/generate`, generation(parseGenerateRequest, 'generate-tokens')),
     http.get(`${baseUrl}/health`, () => new HttpResponse(null, { status: 200 })),
     http.get(`${baseUrl}/v1/models`, () =>
       json({
