@@ -167,7 +167,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     if (limitMs <= 0) return;
     const deadline = (started ? this.lastDataAtMs : this.sentAtMs) + limitMs;
     const now = performance.now();
-    if (now < deadline) return this.arm(deadline - now);
+    if (now < deadline) {
+      this.arm(deadline - now);
+      return;
+    }
     this.controller?.abort(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine }));
   };
 
