@@ -32,6 +32,64 @@ export type ControlResponse =
   | { id?: number | string; type: 'ok' }
   | { id?: number | string; type: 'error'; message: string };
 
+const CONTROL_TYPES = ['stats', 'set-fault-profile', 'set-latency', 'reset-high-water-marks'] as const;
+
+/** A frame that is not a valid control request; carries the frame's `id` when it had a usable one. */
+class ControlFrameError extends Error {
+  constructor(
+    message: string,
+    readonly id: number | string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Validates one text frame into a {@link ControlRequest}; throws a {@link ControlFrameError} naming what is wrong. */
+export function parseControlRequest(text: string): ControlRequest {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    throw new ControlFrameError('Control frames must be JSON', undefined);
+  }
+  if (!isPlainObject(frame)) {
+    throw new ControlFrameError(
+      `Expected a control frame to be a JSON object with \`type\`, got ${JSON.stringify(frame)}`,
+      undefined,
+    );
+  }
+  const rawId = frame.id;
+  const id = typeof rawId === 'string' || (typeof rawId === 'number' && Number.isFinite(rawId)) ? rawId : undefined;
+  const fail = (message: string): never => {
+    throw new ControlFrameError(message, id);
+  };
+  if (rawId !== undefined && id === undefined)
+    fail(`Expected \`id\` to be a number or a string, got ${JSON.stringify(rawId)}`);
+  const type = frame.type;
+  if (!(CONTROL_TYPES as readonly unknown[]).includes(type)) {
+    fail(
+      `Unknown control request type \`${typeof type === 'string' ? type : JSON.stringify(type)}\`; expected ${CONTROL_TYPES.join(', ')}`,
+    );
+  }
+  const engine = frame.engine;
+  if (engine !== undefined && !(Number.isInteger(engine) && (engine as number) >= 0)) {
+    fail(`Expected \`engine\` to be an engine index (a whole number >= 0), got ${JSON.stringify(engine)}`);
+  }
+  if (type === 'set-fault-profile' && typeof frame.profile !== 'string' && !isPlainObject(frame.profile)) {
+    fail(
+      `Expected \`profile\` to be a built-in profile name or an object of fault rules, got ${JSON.stringify(frame.profile) ?? 'nothing'}`,
+    );
+  }
+  if (type === 'set-latency' && !isPlainObject(frame.latency)) {
+    fail(`Expected \`latency\` to be an object of latency options, got ${JSON.stringify(frame.latency) ?? 'nothing'}`);
+  }
+  return frame as ControlRequest;
+}
+
 /** Serves {@link FakeVllmControl} over WebSocket, pushing stats once per interval to every client. */
 export class ControlChannelServer {
   private readonly server: WebSocketServer;
@@ -58,7 +116,21 @@ export class ControlChannelServer {
 
   async start(): Promise<string> {
     const http = (this.server as unknown as { _server: Server })._server;
-    if (!http.listening) await new Promise((resolve) => this.server.once('listening', resolve));
+    if (!http.listening) {
+      // A port in use or an address not on this host arrives as 'error': reject instead of an uncaught throw.
+      await new Promise<void>((resolve, reject) => {
+        const onError = (error: Error) => {
+          this.server.off('listening', onListening);
+          reject(error);
+        };
+        const onListening = () => {
+          this.server.off('error', onError);
+          resolve();
+        };
+        this.server.once('error', onError);
+        this.server.once('listening', onListening);
+      });
+    }
     const { port } = this.server.address() as AddressInfo;
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.url = `ws://${host}:${port}`;
@@ -70,47 +142,53 @@ export class ControlChannelServer {
 
   private async push(): Promise<void> {
     if (this.server.clients.size === 0) return;
-    const frame = JSON.stringify({ type: 'stats', stats: await this.control.stats(), at: Date.now() });
+    let stats: FakeVllmStats;
+    try {
+      stats = await this.control.stats();
+    } catch {
+      return; // a stats request answers the reason; a push is simply skipped
+    }
+    const frame = JSON.stringify({ type: 'stats', stats, at: Date.now() });
     for (const client of this.server.clients) if (client.readyState === client.OPEN) client.send(frame);
   }
 
   private onConnection(socket: WebSocket): void {
-    socket.on('message', async (data) => {
-      let request: ControlRequest;
-      try {
-        request = JSON.parse(String(data)) as ControlRequest;
-      } catch {
-        socket.send(
-          JSON.stringify({ type: 'error', message: 'Control frames must be JSON' } satisfies ControlResponse),
-        );
-        return;
-      }
-      const id = request.id;
-      const reply = (response: ControlResponse) =>
-        socket.send(JSON.stringify(id === undefined ? response : { ...response, id }));
-      try {
-        switch (request.type) {
-          case 'stats':
-            return reply({ type: 'stats', stats: await this.control.stats(), at: Date.now() });
-          case 'set-fault-profile':
-            await this.control.setFaultProfile(request.profile, request.engine);
-            return reply({ type: 'ok' });
-          case 'set-latency':
-            await this.control.setLatency(request.latency, request.engine);
-            return reply({ type: 'ok' });
-          case 'reset-high-water-marks':
-            await this.control.resetHighWaterMarks();
-            return reply({ type: 'ok' });
-          default:
-            return reply({
-              type: 'error',
-              message: `Unknown control request type \`${(request as { type?: unknown }).type}\`; expected stats, set-fault-profile, set-latency or reset-high-water-marks`,
-            });
+    // Every frame is answered, and nothing a client sends may reject unhandled: that would end the process.
+    socket.on('message', (data) => {
+      this.answer(socket, String(data)).catch((error: unknown) => {
+        if (socket.readyState === socket.OPEN) {
+          socket.send(JSON.stringify({ type: 'error', message: String(error) } satisfies ControlResponse));
         }
-      } catch (error) {
-        reply({ type: 'error', message: (error as Error).message });
-      }
+      });
     });
+  }
+
+  private async answer(socket: WebSocket, text: string): Promise<void> {
+    let id: number | string | undefined;
+    const reply = (response: ControlResponse) => {
+      if (socket.readyState === socket.OPEN)
+        socket.send(JSON.stringify(id === undefined ? response : { ...response, id }));
+    };
+    try {
+      const request = parseControlRequest(text);
+      id = request.id;
+      switch (request.type) {
+        case 'stats':
+          return reply({ type: 'stats', stats: await this.control.stats(), at: Date.now() });
+        case 'set-fault-profile':
+          await this.control.setFaultProfile(request.profile, request.engine);
+          return reply({ type: 'ok' });
+        case 'set-latency':
+          await this.control.setLatency(request.latency, request.engine);
+          return reply({ type: 'ok' });
+        case 'reset-high-water-marks':
+          await this.control.resetHighWaterMarks();
+          return reply({ type: 'ok' });
+      }
+    } catch (error) {
+      if (error instanceof ControlFrameError) id = error.id;
+      reply({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+    }
   }
 
   async close(): Promise<void> {

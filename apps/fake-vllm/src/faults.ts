@@ -25,23 +25,50 @@ export type FaultName = (typeof FAULT_NAMES)[number];
 /** Header that triggers a fault on one request: `x-fake-fault: reset-mid-stream; after_tokens=3`. */
 export const FAULT_HEADER = 'x-fake-fault';
 
+/** How a fault parameter's value is checked: at parse time, so a bad value never reaches the engine's timer. */
+type ParameterKind = 'tokens' | 'ms' | 'factor' | 'stall-action' | 'retry-after';
+
+/** Node's longest timer: a longer delay fires after 1 ms instead (TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** Parameters a fault accepts; unknown ones are rejected so a typo does not silently test nothing. */
-const FAULT_PARAMETERS: Record<FaultName, readonly string[]> = {
-  'reset-before-response': [],
-  'reset-mid-stream': ['after_tokens'],
-  'slow-stream': ['factor'],
-  stall: ['after_tokens', 'ms', 'action'],
-  'truncate-stream': ['after_tokens'],
-  'status-429': ['retry_after'],
-  'status-503': ['retry_after'],
-  'status-500-text': [],
-  'status-422': [],
-  'malformed-chunk': ['after_tokens'],
-  'error-mid-stream': ['after_tokens'],
-  'refuse-connections': ['window_ms'],
-  'idle-close-race': ['delay_ms'],
-  'hang-before-headers': ['ms'],
+const FAULT_PARAMETERS: Record<FaultName, Readonly<Record<string, ParameterKind>>> = {
+  'reset-before-response': {},
+  'reset-mid-stream': { after_tokens: 'tokens' },
+  'slow-stream': { factor: 'factor' },
+  stall: { after_tokens: 'tokens', ms: 'ms', action: 'stall-action' },
+  'truncate-stream': { after_tokens: 'tokens' },
+  'status-429': { retry_after: 'retry-after' },
+  'status-503': { retry_after: 'retry-after' },
+  'status-500-text': {},
+  'status-422': {},
+  'malformed-chunk': { after_tokens: 'tokens' },
+  'error-mid-stream': { after_tokens: 'tokens' },
+  'refuse-connections': { window_ms: 'ms' },
+  'idle-close-race': { delay_ms: 'ms' },
+  'hang-before-headers': { ms: 'ms' },
 };
+
+/** The actions a `stall` fault can end with. */
+export const STALL_ACTIONS = ['continue', 'close', 'reset'] as const;
+
+/** What a value of each kind must be, for messages; `undefined` when `value` is acceptable. */
+function parameterProblem(kind: ParameterKind, value: string): string | undefined {
+  const number = value.trim() === '' ? Number.NaN : Number(value);
+  switch (kind) {
+    case 'tokens':
+      return Number.isInteger(number) && number >= 0 ? undefined : 'a whole number >= 0';
+    case 'ms':
+      return number >= 0 && number <= MAX_TIMER_MS ? undefined : `a number of milliseconds in 0..${MAX_TIMER_MS}`;
+    case 'factor':
+      return Number.isFinite(number) && number >= 1 ? undefined : 'a number >= 1';
+    case 'stall-action':
+      return (STALL_ACTIONS as readonly string[]).includes(value) ? undefined : STALL_ACTIONS.join(', ');
+    case 'retry-after':
+      // Any printable header value (odd ones test clients' Retry-After parsing); CR/LF would break the header.
+      return /^[\x20-\x7e]*$/.test(value) ? undefined : 'a Retry-After header value (printable ASCII) or `none`';
+  }
+}
 
 /** One fault chosen for one request, with its parameters. */
 export interface FaultSpec {
@@ -81,11 +108,18 @@ function isFaultName(name: string): name is FaultName {
 }
 
 function checkParameters(name: FaultName, params: Record<string, string>, where: string): void {
-  for (const key of Object.keys(params)) {
-    if (!FAULT_PARAMETERS[name].includes(key)) {
-      const allowed = FAULT_PARAMETERS[name].join(', ') || 'none';
+  const allowed = FAULT_PARAMETERS[name];
+  for (const [key, value] of Object.entries(params)) {
+    const kind = Object.hasOwn(allowed, key) ? allowed[key] : undefined;
+    if (kind === undefined) {
       throw new FakeVllmConfigError(
-        `Unknown parameter \`${key}\` for fault \`${name}\` in ${where}; allowed: ${allowed}`,
+        `Unknown parameter \`${key}\` for fault \`${name}\` in ${where}; allowed: ${Object.keys(allowed).join(', ') || 'none'}`,
+      );
+    }
+    const expected = parameterProblem(kind, value);
+    if (expected !== undefined) {
+      throw new FakeVllmConfigError(
+        `Expected parameter \`${key}\` of fault \`${name}\` in ${where} to be ${expected}, got \`${value}\``,
       );
     }
   }
@@ -117,11 +151,45 @@ interface NormalizedRule {
   params: Record<string, string>;
 }
 
+const RULE_FIELDS = ['rate', 'first', 'params'];
+
+/** A rule is a rate or `{rate?, first?, params?}`; anything else (`"x"`, `[]`, `null`) would silently do nothing. */
+function checkRule(name: FaultName, raw: unknown): FaultRule {
+  if (typeof raw === 'number') return { rate: raw };
+  if (!isPlainObject(raw)) {
+    throw new FakeVllmConfigError(
+      `Expected the rule of fault \`${name}\` to be a rate (0..1) or {rate, first, params}, got ${JSON.stringify(raw) ?? String(raw)}`,
+    );
+  }
+  for (const key of Object.keys(raw)) {
+    if (!RULE_FIELDS.includes(key)) {
+      throw new FakeVllmConfigError(
+        `Unknown field \`${key}\` in the rule of fault \`${name}\`; allowed: ${RULE_FIELDS.join(', ')}`,
+      );
+    }
+  }
+  const params: unknown = (raw as { params?: unknown }).params;
+  if (params !== undefined && !(isPlainObject(params) && Object.values(params).every(isParameterValue))) {
+    throw new FakeVllmConfigError(
+      `Expected \`params\` of fault \`${name}\` to be an object of strings and numbers, got ${JSON.stringify(params)}`,
+    );
+  }
+  return raw as FaultRule;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isParameterValue(value: unknown): boolean {
+  return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
+}
+
 /** Validates a profile (or resolves a built-in profile name) into the rules the injector rolls. */
 export function resolveFaultProfile(profile: FaultProfile | string | undefined): NormalizedRule[] {
   if (profile === undefined) return [];
   if (typeof profile === 'string') {
-    const builtin = BUILTIN_FAULT_PROFILES[profile];
+    const builtin = Object.hasOwn(BUILTIN_FAULT_PROFILES, profile) ? BUILTIN_FAULT_PROFILES[profile] : undefined;
     if (!builtin) {
       throw new FakeVllmConfigError(
         `Expected a fault profile name (${Object.keys(BUILTIN_FAULT_PROFILES).join(', ')}) or an object, got \`${profile}\``,
@@ -129,22 +197,28 @@ export function resolveFaultProfile(profile: FaultProfile | string | undefined):
     }
     return resolveFaultProfile(builtin);
   }
-  if (typeof profile !== 'object' || profile === null || Array.isArray(profile)) {
-    throw new FakeVllmConfigError(`Expected the fault profile to be an object of fault rules, got ${typeof profile}`);
+  if (!isPlainObject(profile)) {
+    throw new FakeVllmConfigError(
+      `Expected the fault profile to be a built-in name or an object of fault rules, got ${JSON.stringify(profile) ?? String(profile)}`,
+    );
   }
   const rules: NormalizedRule[] = [];
   for (const [name, raw] of Object.entries(profile)) {
     if (!isFaultName(name)) {
       throw new FakeVllmConfigError(`Unknown fault \`${name}\` in the fault profile; known: ${FAULT_NAMES.join(', ')}`);
     }
-    const rule: FaultRule = typeof raw === 'number' ? { rate: raw } : (raw ?? {});
+    const rule = checkRule(name, raw);
     const rate = rule.rate ?? 0;
     const first = rule.first ?? 0;
-    if (!(rate >= 0 && rate <= 1)) {
-      throw new FakeVllmConfigError(`Expected the rate of fault \`${name}\` to be within 0..1, got ${String(rate)}`);
+    if (typeof rate !== 'number' || !(rate >= 0 && rate <= 1)) {
+      throw new FakeVllmConfigError(
+        `Expected the rate of fault \`${name}\` to be within 0..1, got ${JSON.stringify(rate) ?? String(rate)}`,
+      );
     }
     if (!Number.isInteger(first) || first < 0) {
-      throw new FakeVllmConfigError(`Expected \`first\` of fault \`${name}\` to be a whole number >= 0, got ${first}`);
+      throw new FakeVllmConfigError(
+        `Expected \`first\` of fault \`${name}\` to be a whole number >= 0, got ${JSON.stringify(first) ?? String(first)}`,
+      );
     }
     const params = Object.fromEntries(Object.entries(rule.params ?? {}).map(([key, value]) => [key, String(value)]));
     checkParameters(name, params, `the fault profile's \`${name}\``);
