@@ -27,6 +27,7 @@ import {
   ResponseFormatter,
   renderChatPrompt,
 } from './protocol.js';
+import { checkPromptText } from './request-bounds.js';
 import { detokenize, tokenize } from './tokens.js';
 
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -61,6 +62,10 @@ export interface EngineStats {
   faults: Record<FaultName, number>;
   paused: boolean;
   sleeping: boolean;
+  /** The process serving this engine. */
+  pid: number;
+  /** The engine's process died: it serves nothing, and its counters are the last ones read before. */
+  down: boolean;
 }
 
 /** Timing headers every generation response carries: the server's own view, for clients to subtract. */
@@ -113,6 +118,7 @@ export class EngineServer {
       vocabSize: options.vocabSize,
       seed: options.seed,
       eosProbability: options.eosProbability,
+      maxRequestTokens: options.maxRequestTokens,
     };
     // uvicorn-like keep-alive: Node's own idle timer would also send a `Keep-Alive: timeout=` hint, which
     // uvicorn never does; we disable it (0) and run our own idle close below.
@@ -170,6 +176,8 @@ export class EngineServer {
       faults: { ...this.injector.injected },
       paused: this.engine.isPaused,
       sleeping: this.engine.isSleeping,
+      pid: process.pid,
+      down: false,
     };
   }
 
@@ -285,7 +293,9 @@ export class EngineServer {
       return;
     }
     if (error instanceof HttpError) {
-      sendJson(response, error.status, error.body());
+      // The rest of a timed-out or oversized body is not read: answer, then close the connection.
+      const close = error.status === 408 || error.status === 413;
+      sendJson(response, error.status, error.body(), close ? { connection: 'close' } : {});
     } else if (error instanceof FakeVllmConfigError) {
       sendJson(response, 400, new HttpError(400, error.message).body());
     } else {
@@ -295,19 +305,57 @@ export class EngineServer {
   }
 
   private async readJson(request: IncomingMessage): Promise<unknown> {
+    const chunks = await this.readBody(request);
     let size = 0;
-    const chunks: Buffer[] = [];
-    for await (const chunk of request as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw new HttpError(413, `Request body exceeds ${MAX_BODY_BYTES} bytes`);
-      chunks.push(chunk);
-    }
+    for (const chunk of chunks) size += chunk.length;
     if (size === 0) return {};
     try {
       return JSON.parse(Buffer.concat(chunks).toString('utf8'));
     } catch (error) {
       throw invalidJsonError((error as Error).message);
     }
+  }
+
+  /**
+   * The body's chunks, within {@link MAX_BODY_BYTES} and `requestBodyTimeoutMs`: a client trickling a body (one
+   * byte every few seconds) would otherwise hold the connection and its request open forever.
+   */
+  private readBody(request: IncomingMessage): Promise<Buffer[]> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (error?: Error) => {
+        clearTimeout(timer);
+        request.off('data', onData).off('end', onEnd).off('error', settle).off('close', onClose);
+        if (error) {
+          request.pause();
+          reject(error);
+        } else resolve(chunks);
+      };
+      const onData = (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_BODY_BYTES) settle(new HttpError(413, `Request body exceeds ${MAX_BODY_BYTES} bytes`));
+        else chunks.push(chunk);
+      };
+      const onEnd = () => settle();
+      const onClose = () => settle(new Error('The client closed the connection before sending the whole body'));
+      request.on('data', onData).on('end', onEnd).on('error', settle).on('close', onClose);
+      const timeoutMs = this.options.requestBodyTimeoutMs;
+      if (timeoutMs > 0 && !request.complete) {
+        timer = setTimeout(
+          () =>
+            settle(
+              new HttpError(
+                408,
+                `The request body did not arrive within ${timeoutMs} ms (requestBodyTimeoutMs)`,
+                'RequestTimeoutError',
+              ),
+            ),
+          timeoutMs,
+        );
+      }
+    });
   }
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -354,6 +402,12 @@ export class EngineServer {
         const body = (await this.readJson(request)) as { tokens?: unknown };
         if (!Array.isArray(body.tokens) || !body.tokens.every((token) => Number.isInteger(token) && token >= 0)) {
           throw new HttpError(400, '`tokens` must be an array of token ids', 'BadRequestError', 'tokens');
+        }
+        let maxId = -1;
+        for (const token of body.tokens as number[]) if (token > maxId) maxId = token;
+        if (maxId >= this.options.vocabSize) {
+          // vLLM's wording for an id the tokenizer does not have (vllm/v1/engine/input_processor.py).
+          throw new HttpError(400, `Token id ${maxId} is out of vocabulary`, 'BadRequestError', 'tokens');
         }
         return sendJson(response, 200, { prompt: detokenize(body.tokens as number[], this.options.vocabSize) });
       }
@@ -428,7 +482,7 @@ export class EngineServer {
     else if (Array.isArray(body.messages)) {
       text = renderChatPrompt(body.messages as { role: string; content: unknown }[]);
     } else throw new HttpError(400, 'Either `prompt` (string) or `messages` is required', 'BadRequestError', 'prompt');
-    const tokens = tokenize(text, this.options.vocabSize);
+    const tokens = tokenize(checkPromptText(text, this.options.maxModelLen, 0), this.options.vocabSize);
     sendJson(response, 200, {
       count: tokens.length,
       max_model_len: this.options.maxModelLen,
@@ -690,10 +744,7 @@ class StreamSink extends Sink {
       // reset once they are handed to the kernel (a reset discards whatever is still queued on our side).
       const frames = this.assembler.drain();
       const socket = this.response.socket;
-      if (frames === '' || !socket) {
-        this.reset();
-        return;
-      }
+      if (frames === '' || !socket) return this.reset();
       this.owner.engine.cancel(this.engineRequest);
       this.writeFrames(frames);
       socket.write('', () => socket.resetAndDestroy());

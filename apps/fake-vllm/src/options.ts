@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { FakeVllmConfigError } from './errors.js';
 import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { DEFAULT_MAX_REQUEST_TOKENS } from './request-bounds.js';
 import { DEFAULT_VOCAB_SIZE } from './tokens.js';
 
 /** The latency model of one engine. Settable at start and live over the control channel. */
@@ -46,6 +47,16 @@ export interface EngineOptions extends LatencyOptions {
   readyAfterMs?: number;
   /** Fault rates, or a built-in profile name (`none`, `chaos`, `idle-close-race`). @default none */
   faultProfile?: FaultProfile | string;
+  /**
+   * A request whose body has not fully arrived this long after its headers gets 408 and its connection is closed,
+   * so a client trickling a body cannot hold a connection forever. 0 disables it. @default 30000 (ms)
+   */
+  requestBodyTimeoutMs?: number;
+  /**
+   * Most tokens one request may ask to generate: prompts x `n` x `max_tokens`. Larger requests get 400 before
+   * anything is allocated; a 50-byte body must not be able to claim gigabytes. @default 16777216 (tokens)
+   */
+  maxRequestTokens?: number;
 }
 
 /** Options of {@link startFakeVllm}. */
@@ -112,27 +123,54 @@ function readSomaxconn(): number {
 
 function check(condition: boolean, field: string, expected: string, got: unknown): void {
   if (!condition) {
-    throw new FakeVllmConfigError(`Expected \`${field}\` to be ${expected}, got \`${JSON.stringify(got)}\``);
+    throw new FakeVllmConfigError(
+      `Expected \`${field}\` to be ${expected}, got \`${JSON.stringify(got) ?? String(got)}\``,
+      { field },
+    );
   }
 }
 
-const nonNegative = (value: number) => Number.isFinite(value) && value >= 0;
-const positiveInteger = (value: number) => Number.isInteger(value) && value > 0;
+/** Node's longest timer: a longer delay fires after 1 ms instead (TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2_147_483_647;
+
+const nonNegative = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value >= 0;
+const positiveInteger = (value: unknown) => Number.isInteger(value) && (value as number) > 0;
+const timerMs = (value: unknown) => nonNegative(value) && (value as number) <= MAX_TIMER_MS;
+
+const LATENCY_FIELDS = ['ttftMs', 'prefillMsPerToken', 'itlMs', 'jitter', 'loadSlowdown'];
 
 /** Validates latency options that may arrive live (only the given fields). */
 export function validateLatencyOptions(latency: LatencyOptions): void {
-  for (const field of ['ttftMs', 'prefillMsPerToken', 'itlMs', 'jitter'] as const) {
+  check(typeof latency === 'object' && latency !== null && !Array.isArray(latency), 'latency', 'an object', latency);
+  // Live updates are copied field by field into the engine's options: anything else would change them unchecked.
+  for (const field of Object.keys(latency)) {
+    if (!LATENCY_FIELDS.includes(field)) {
+      throw new FakeVllmConfigError(`Unknown latency option \`${field}\`; known: ${LATENCY_FIELDS.join(', ')}`, {
+        field,
+      });
+    }
+  }
+  checkLatencyValues(latency);
+}
+
+function checkLatencyValues(latency: LatencyOptions): void {
+  for (const field of ['prefillMsPerToken', 'jitter'] as const) {
     const value = latency[field];
     if (value !== undefined) check(nonNegative(value), field, 'a finite number >= 0', value);
   }
-  if (latency.itlMs !== undefined) check(latency.itlMs >= 0.1, 'itlMs', 'at least 0.1 ms', latency.itlMs);
-  if (latency.loadSlowdown !== undefined) {
+  if (latency.ttftMs !== undefined) {
+    check(timerMs(latency.ttftMs), 'ttftMs', `a number of milliseconds in 0..${MAX_TIMER_MS}`, latency.ttftMs);
+  }
+  if (latency.itlMs !== undefined) {
     check(
-      Number.isFinite(latency.loadSlowdown) && latency.loadSlowdown >= 1,
-      'loadSlowdown',
-      '>= 1',
-      latency.loadSlowdown,
+      timerMs(latency.itlMs) && latency.itlMs >= 0.1,
+      'itlMs',
+      `a number of milliseconds in 0.1..${MAX_TIMER_MS}`,
+      latency.itlMs,
     );
+  }
+  if (latency.loadSlowdown !== undefined) {
+    check(nonNegative(latency.loadSlowdown) && latency.loadSlowdown >= 1, 'loadSlowdown', '>= 1', latency.loadSlowdown);
   }
 }
 
@@ -156,11 +194,18 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     backlog: options.backlog ?? readSomaxconn(),
     readyAfterMs: options.readyAfterMs ?? 0,
     faultProfile: options.faultProfile ?? 'none',
+    requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
+    maxRequestTokens: options.maxRequestTokens ?? DEFAULT_MAX_REQUEST_TOKENS,
   };
-  validateLatencyOptions(resolved);
+  checkLatencyValues(resolved);
   check(typeof resolved.model === 'string' && resolved.model.length > 0, 'model', 'a non-empty string', resolved.model);
   check(positiveInteger(resolved.maxNumSeqs), 'maxNumSeqs', 'a whole number > 0', resolved.maxNumSeqs);
-  check(resolved.maxWaiting >= 0, 'maxWaiting', 'a number >= 0', resolved.maxWaiting);
+  check(
+    typeof resolved.maxWaiting === 'number' && resolved.maxWaiting >= 0,
+    'maxWaiting',
+    'a number >= 0',
+    resolved.maxWaiting,
+  );
   check(positiveInteger(resolved.maxModelLen), 'maxModelLen', 'a whole number > 0', resolved.maxModelLen);
   check(
     Number.isInteger(resolved.vocabSize) && resolved.vocabSize >= 1024,
@@ -170,21 +215,55 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
   );
   check(Number.isInteger(resolved.seed), 'seed', 'an integer', resolved.seed);
   check(
-    resolved.eosProbability >= 0 && resolved.eosProbability < 1,
+    typeof resolved.eosProbability === 'number' && resolved.eosProbability >= 0 && resolved.eosProbability < 1,
     'eosProbability',
     'within [0, 1)',
     resolved.eosProbability,
   );
-  check(nonNegative(resolved.keepAliveTimeoutMs), 'keepAliveTimeoutMs', 'a number >= 0', resolved.keepAliveTimeoutMs);
+  check(
+    timerMs(resolved.keepAliveTimeoutMs),
+    'keepAliveTimeoutMs',
+    `a number of milliseconds in 0..${MAX_TIMER_MS}`,
+    resolved.keepAliveTimeoutMs,
+  );
+  check(typeof resolved.keepAliveHint === 'boolean', 'keepAliveHint', 'true or false', resolved.keepAliveHint);
   check(positiveInteger(resolved.backlog), 'backlog', 'a whole number > 0', resolved.backlog);
   check(nonNegative(resolved.readyAfterMs), 'readyAfterMs', 'a number >= 0', resolved.readyAfterMs);
-  resolveFaultProfile(resolved.faultProfile);
+  check(
+    timerMs(resolved.requestBodyTimeoutMs),
+    'requestBodyTimeoutMs',
+    `a number of milliseconds in 0..${MAX_TIMER_MS} (0 = no limit)`,
+    resolved.requestBodyTimeoutMs,
+  );
+  check(
+    positiveInteger(resolved.maxRequestTokens),
+    'maxRequestTokens',
+    'a whole number > 0',
+    resolved.maxRequestTokens,
+  );
+  try {
+    resolveFaultProfile(resolved.faultProfile);
+  } catch (error) {
+    if (!(error instanceof FakeVllmConfigError)) throw error;
+    throw new FakeVllmConfigError(`Invalid \`faultProfile\`: ${error.message}`, {
+      cause: error,
+      field: 'faultProfile',
+    });
+  }
   return resolved;
 }
 
 /** Applies defaults to {@link FakeVllmOptions} and validates them. */
 export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedFakeVllmOptions {
   const engine = resolveEngineOptions(options);
+  check(
+    options.control === undefined ||
+      options.control === false ||
+      (typeof options.control === 'object' && options.control !== null && !Array.isArray(options.control)),
+    'control',
+    'false or an object of control channel options',
+    options.control,
+  );
   const control = options.control === false ? undefined : (options.control ?? {});
   const resolved: ResolvedFakeVllmOptions = {
     ...engine,
@@ -202,12 +281,14 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
       statsIntervalMs: control?.statsIntervalMs ?? 1000,
     },
   };
+  check(typeof resolved.host === 'string' && resolved.host !== '', 'host', 'an IP address or host name', resolved.host);
   check(
     Number.isInteger(resolved.port) && resolved.port >= 0 && resolved.port < 65536,
     'port',
-    '0..65535',
+    'a whole number in 0..65535',
     resolved.port,
   );
+  check(typeof resolved.sharePort === 'boolean', 'sharePort', 'true or false', resolved.sharePort);
   check(positiveInteger(resolved.engines), 'engines', 'a whole number > 0', resolved.engines);
   check(
     Number.isInteger(resolved.processes) && resolved.processes >= 0,
@@ -222,7 +303,26 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     resolved.nice,
   );
   check(
-    positiveInteger(resolved.control.statsIntervalMs),
+    typeof resolved.control.host === 'string' && resolved.control.host !== '',
+    'control.host',
+    'an IP address or host name',
+    resolved.control.host,
+  );
+  check(
+    Number.isInteger(resolved.control.port) && resolved.control.port >= 0 && resolved.control.port < 65536,
+    'control.port',
+    'a whole number in 0..65535',
+    resolved.control.port,
+  );
+  check(
+    resolved.control.token === undefined ||
+      (typeof resolved.control.token === 'string' && resolved.control.token !== ''),
+    'control.token',
+    'a non-empty string',
+    resolved.control.token,
+  );
+  check(
+    positiveInteger(resolved.control.statsIntervalMs) && resolved.control.statsIntervalMs <= MAX_TIMER_MS,
     'control.statsIntervalMs',
     'a whole number > 0',
     resolved.control.statsIntervalMs,

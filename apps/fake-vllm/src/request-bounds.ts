@@ -5,7 +5,7 @@ export const DEFAULT_MAX_REQUEST_TOKENS = 16_777_216;
 
 /**
  * The most sequences one prompt may ask for: vLLM's `VLLM_MAX_N_SEQUENCES` default (vllm/sampling_params.py,
- * `_verify_num_sequences`). fake-vllm also holds a whole request (prompts x `n`) to it, and a batch to as many prompts.
+ * `_verify_num_sequences`). fake-vllm holds a whole request (prompts x `n`) to it, and a batch to as many prompts.
  */
 export const MAX_SEQUENCES_PER_REQUEST = 16_384;
 
@@ -52,8 +52,8 @@ export function checkPromptText(text: string, maxModelLen: number, requestedMaxT
 }
 
 /**
- * Bounds the work of one request before anything is allocated for it: `n` as vLLM caps it, prompts x `n`
- * sequences, and prompts x `n` x `max_tokens` generated tokens (`maxRequestTokens`).
+ * Bounds the work of one request before anything is allocated for it: prompts x `n` sequences (at most what
+ * vLLM allows `n` to be for one prompt), and prompts x `n` x `max_tokens` generated tokens (`maxRequestTokens`).
  */
 export function checkRequestSize(
   promptCount: number,
@@ -61,9 +61,7 @@ export function checkRequestSize(
   maxTokens: number,
   maxRequestTokens = DEFAULT_MAX_REQUEST_TOKENS,
 ): void {
-  if (n > MAX_SEQUENCES_PER_REQUEST) {
-    throw new HttpError(400, `n must be at most ${MAX_SEQUENCES_PER_REQUEST}, got ${n}.`, 'BadRequestError', 'n');
-  }
+  // `n` itself is validated with vLLM's wording by the request parser; this bound also holds a batch.
   const sequences = promptCount * n;
   if (sequences > MAX_SEQUENCES_PER_REQUEST) {
     throw new HttpError(
