@@ -4,13 +4,15 @@ import { createServer, type Server } from 'node:net';
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EngineGroup, ProcessStats } from './engine-group.js';
-import type { FaultProfile } from './faults.js';
+import type { EngineStats } from './engine-server.js';
+import { FakeVllmConfigError } from './errors.js';
+import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
 import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
 
 /** Messages a child sends its parent. */
 export type ChildMessage =
   | { type: 'ready'; urls: string[] }
-  | { type: 'start-error'; message: string }
+  | { type: 'start-error'; message: string; code?: string | undefined }
   | { type: 'result'; id: number; value?: unknown; error?: string };
 
 /** Messages a parent sends a child. */
@@ -30,6 +32,12 @@ class ChildHandle {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
   urls: string[] = [];
+  /** Global indices of this child's engines, in the child's own order. */
+  readonly engines: number[] = [];
+  /** How the child ended, once it has. */
+  exit: string | undefined;
+  /** The last stats this child reported: what its engines show once it is gone. */
+  lastStats: ProcessStats[] = [];
 
   constructor(readonly child: ChildProcess) {
     child.on('message', (message: ChildMessage) => {
@@ -40,21 +48,70 @@ class ChildHandle {
       if (message.error !== undefined) waiter.reject(new Error(message.error));
       else waiter.resolve(message.value);
     });
+    // A send to a child that just died fails on the channel; unhandled, that 'error' would end this process.
+    child.on('error', () => {});
     child.on('exit', (code, signal) => {
+      this.exit = signal === null ? `code ${code}` : `signal ${signal}`;
       for (const waiter of this.pending.values()) {
-        waiter.reject(new Error(`fake-vllm child ${child.pid} exited (code ${code}, signal ${signal})`));
+        waiter.reject(new Error(`fake-vllm child ${child.pid} exited (${this.exit})`));
       }
       this.pending.clear();
     });
   }
 
+  get alive(): boolean {
+    return this.exit === undefined && this.child.connected;
+  }
+
   call(method: keyof EngineGroup, args: unknown[]): Promise<unknown> {
+    if (!this.alive) {
+      return Promise.reject(new Error(`fake-vllm child ${this.child.pid} exited (${this.exit ?? 'disconnected'})`));
+    }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.child.send({ type: 'call', id, method, args } satisfies ParentMessage);
+      this.child.send({ type: 'call', id, method, args } satisfies ParentMessage, (error) => {
+        if (!error) return;
+        this.pending.delete(id);
+        reject(error);
+      });
     });
   }
+
+  /** This child's engines as stats: live when it answers, else marked down with their last counters. */
+  async stats(): Promise<ProcessStats[]> {
+    if (this.alive) {
+      try {
+        this.lastStats = (await this.call('stats', [])) as ProcessStats[];
+        return this.lastStats;
+      } catch {
+        // It died while answering: report it down below.
+      }
+    }
+    const last = this.lastStats.flatMap((process) => process.engines);
+    const engines = this.urls.map((url, local) => downEngine(url, this.child.pid ?? 0, last[local]));
+    return [{ engines, maxConcurrent: 0, eventLoopLagP99Ms: 0 }];
+  }
+}
+
+/** A dead engine's entry: nothing running or open, counters as last read. */
+function downEngine(url: string, pid: number, last: EngineStats | undefined): EngineStats {
+  const faults = Object.fromEntries(FAULT_NAMES.map((name) => [name, 0])) as Record<FaultName, number>;
+  const counters = last ?? {
+    maxRunning: 0,
+    maxConcurrent: 0,
+    connectionsTotal: 0,
+    requests: 0,
+    completed: 0,
+    aborted: 0,
+    cancelled: 0,
+    promptTokens: 0,
+    generationTokens: 0,
+    faults,
+    paused: false,
+    sleeping: false,
+  };
+  return { ...counters, url, pid, down: true, connectionsOpen: 0, running: 0, waiting: 0 };
 }
 
 /**
@@ -65,8 +122,12 @@ export class ChildEngineGroup implements EngineGroup {
   readonly urls: string[] = [];
   /** Engine index -> [child, index inside that child]. */
   private readonly placement: Array<[ChildHandle, number]> = [];
+  private closing = false;
 
-  private constructor(private readonly children: ChildHandle[]) {}
+  private constructor(
+    private readonly children: ChildHandle[],
+    private readonly log: (line: string) => void,
+  ) {}
 
   /** Forks `processes` children and starts engine i in child i % processes. */
   static async start(
@@ -74,7 +135,16 @@ export class ChildEngineGroup implements EngineGroup {
     host: string,
     ports: number[],
     processes: number,
-    { sharePort = false, nice = 0 }: { sharePort?: boolean; nice?: number } = {},
+    {
+      sharePort = false,
+      nice = 0,
+      log = (line: string) => process.stderr.write(`fake-vllm: ${line}\n`),
+    }: {
+      sharePort?: boolean;
+      nice?: number;
+      /** Where the one line about a child that died goes. @default stderr */
+      log?: (line: string) => void;
+    } = {},
   ): Promise<ChildEngineGroup> {
     let shared: Server | undefined;
     if (sharePort) {
@@ -96,15 +166,16 @@ export class ChildEngineGroup implements EngineGroup {
       });
       handles.push(new ChildHandle(child));
     }
-    const group = new ChildEngineGroup(handles);
+    const group = new ChildEngineGroup(handles, log);
     try {
       for (const handle of handles) {
         if (nice === 0 || handle.child.pid === undefined) continue;
         try {
           setPriority(handle.child.pid, nice);
         } catch (error) {
-          throw new Error(
+          throw new FakeVllmConfigError(
             `Cannot set \`nice\` to ${nice} (${(error as Error).message}): priorities below 0 need root or CAP_SYS_NICE`,
+            { cause: error, field: 'nice' },
           );
         }
       }
@@ -124,7 +195,12 @@ export class ChildEngineGroup implements EngineGroup {
             once(handle.child, 'message'),
             once(handle.child, 'exit').then(() => [{ type: 'start-error', message: 'child exited during start' }]),
           ])) as [ChildMessage];
-          if (message.type === 'start-error') throw new Error(`fake-vllm child failed to start: ${message.message}`);
+          if (message.type === 'start-error') {
+            // Keep the code (EADDRINUSE, ...) so the CLI can tell a bad address from a bug.
+            throw Object.assign(new Error(`fake-vllm child failed to start: ${message.message}`), {
+              code: message.code,
+            });
+          }
           if (message.type !== 'ready') throw new Error(`fake-vllm child sent ${message.type} before ready`);
           handle.urls = message.urls;
         }),
@@ -142,22 +218,39 @@ export class ChildEngineGroup implements EngineGroup {
       const local = cursor[index % count]!++;
       group.placement.push([handle, local]);
       group.urls.push(handle.urls[local]!);
+      handle.engines.push(index);
     });
+    for (const handle of handles) handle.child.once('exit', () => group.onChildExit(handle));
     return group;
   }
 
+  /** One line per dead child; its engines stay listed, marked `down`, and the other children keep serving. */
+  private onChildExit(handle: ChildHandle): void {
+    if (this.closing) return;
+    const engines = handle.engines.map((index) => `${index} (${this.urls[index]})`).join(', ');
+    const serving = this.children.filter((child) => child.alive).reduce((sum, child) => sum + child.engines.length, 0);
+    this.log(
+      `child process ${handle.child.pid} exited (${handle.exit}): engine${handle.engines.length === 1 ? '' : 's'} ${engines} down; ${serving} of ${this.urls.length} engines still serving`,
+    );
+  }
+
   async stats(): Promise<ProcessStats[]> {
-    const all = await Promise.all(this.children.map((child) => child.call('stats', []) as Promise<ProcessStats[]>));
+    const all = await Promise.all(this.children.map((child) => child.stats()));
     return all.flat();
   }
 
   private async forEngines(method: keyof EngineGroup, engine: number | undefined, args: unknown[]): Promise<void> {
     if (engine === undefined) {
-      await Promise.all(this.children.map((child) => child.call(method, [...args, undefined])));
+      const alive = this.children.filter((child) => child.alive);
+      if (alive.length === 0) throw new Error('Every engine is down: all fake-vllm child processes have exited');
+      await Promise.all(alive.map((child) => child.call(method, [...args, undefined])));
       return;
     }
     const place = this.placement[engine];
     if (!place) throw new RangeError(`Expected \`engine\` within 0..${this.placement.length - 1}, got ${engine}`);
+    if (!place[0].alive) {
+      throw new Error(`Engine ${engine} is down: its process ${place[0].child.pid} exited (${place[0].exit})`);
+    }
     await place[0].call(method, [...args, place[1]]);
   }
 
@@ -170,10 +263,13 @@ export class ChildEngineGroup implements EngineGroup {
   }
 
   async resetHighWaterMarks(): Promise<void> {
-    await Promise.all(this.children.map((child) => child.call('resetHighWaterMarks', [])));
+    await Promise.all(
+      this.children.filter((child) => child.alive).map((child) => child.call('resetHighWaterMarks', [])),
+    );
   }
 
   async close(mode: 'drain' | 'abort', drainTimeoutMs: number): Promise<void> {
+    this.closing = true;
     await Promise.all(
       this.children.map(async (handle) => {
         if (handle.child.exitCode !== null || handle.child.signalCode !== null) return;
@@ -183,7 +279,7 @@ export class ChildEngineGroup implements EngineGroup {
         } catch {
           // The child may exit before it can answer; its exit is what we wait for.
         }
-        handle.child.disconnect();
+        if (handle.child.connected) handle.child.disconnect();
         await exited;
       }),
     );

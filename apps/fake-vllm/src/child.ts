@@ -12,7 +12,7 @@ process.on('message', async (message: ParentMessage, handle?: Server) => {
       group = await LocalEngineGroup.start(message.options, message.host, message.ports, handle);
       send({ type: 'ready', urls: group.urls });
     } catch (error) {
-      send({ type: 'start-error', message: (error as Error).message });
+      send({ type: 'start-error', message: (error as Error).message, code: (error as { code?: string }).code });
       process.exit(1);
     }
     return;

@@ -23,6 +23,8 @@ export interface FakeVllmStats {
      */
     maxConcurrent: number;
     maxConcurrentExact: boolean;
+    /** Engines whose process died (each listed in `engines` with `down: true`). */
+    enginesDown: number;
     /**
      * Worst event-loop lag p99 (ms) of the processes serving the engines since the last `resetHighWaterMarks()`.
      * When fake-vllm shares cores with a load generator, a high value says the stand-in server, not the client,
@@ -65,6 +67,7 @@ export function aggregateStats(processes: readonly ProcessStats[]): FakeVllmStat
     faults,
     maxConcurrent: processes.reduce((sum, process) => sum + process.maxConcurrent, 0),
     maxConcurrentExact: processes.length <= 1,
+    enginesDown: 0,
     eventLoopLagP99Ms: Math.max(0, ...processes.map((process) => process.eventLoopLagP99Ms)),
   };
   for (const engine of engines) {
@@ -77,6 +80,7 @@ export function aggregateStats(processes: readonly ProcessStats[]): FakeVllmStat
     total.cancelled += engine.cancelled;
     total.generationTokens += engine.generationTokens;
     for (const name of FAULT_NAMES) faults[name] += engine.faults[name];
+    if (engine.down) total.enginesDown++;
   }
   return { engines, total };
 }
