@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { FakeVllmConfigError } from './errors.js';
-import type { FaultProfile } from './faults.js';
-import type { FakeVllmOptions } from './options.js';
+import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { type FakeVllmOptions, resolveFakeVllmOptions } from './options.js';
 import { startFakeVllm } from './start.js';
 
 type Kind = 'string' | 'number' | 'boolean';
@@ -48,6 +48,12 @@ const FLAGS: Record<
   backlog: ['number', 'backlog', 'listen() backlog (default net.core.somaxconn)'],
   'ready-after-ms': ['number', 'readyAfterMs', '/health answers 503 for this long after start (default 0)'],
   'fault-profile': ['string', 'faultProfile', 'Built-in name (none, chaos, idle-close-race), JSON, or @file.json'],
+  'request-body-timeout-ms': [
+    'number',
+    'requestBodyTimeoutMs',
+    'A body not fully received this long after its headers gets 408 (default 30000; 0 = no limit)',
+  ],
+  'max-request-tokens': ['number', 'maxRequestTokens', 'Most prompts x n x max_tokens per request (default 16777216)'],
   config: ['string', 'config', 'JSON file of options (flags override it)'],
   'control-host': ['string', 'control-host', 'Control channel address (default 127.0.0.1)'],
   'control-port': ['number', 'control-port', 'Control channel port (default 0)'],
@@ -66,10 +72,79 @@ function usage(): string {
   return `Usage: fake-vllm [flags]\n\nStarts fake vLLM engines and prints one JSON line when ready:\n  {"event":"ready","engines":[{"url":...}],"control":"ws://..."}\n\nFlags (each also read from FAKE_VLLM_<FLAG>, e.g. FAKE_VLLM_ITL_MS=10):\n${lines.join('\n')}\n`;
 }
 
-function parseFaultProfile(value: string): FaultProfile | string {
-  if (value.startsWith('@')) return JSON.parse(readFileSync(value.slice(1), 'utf8')) as FaultProfile;
-  if (value.trim().startsWith('{')) return JSON.parse(value) as FaultProfile;
-  return value;
+/** Node's longest timer: a longer delay fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Option keys a config file may set: every flag's option, plus what only a file can say. */
+const CONFIG_KEYS = new Set<string>([
+  ...Object.values(FLAGS)
+    .map(([, key]) => key)
+    .filter((key) => !['config', 'help', 'no-control'].includes(key) && !key.startsWith('control-')),
+  'control',
+]);
+
+function parseFaultProfile(value: string, label: string): FaultProfile | string {
+  let profile: FaultProfile | string = value;
+  try {
+    if (value.startsWith('@')) profile = JSON.parse(readFileSync(value.slice(1), 'utf8')) as FaultProfile;
+    else if (value.trim().startsWith('{')) profile = JSON.parse(value) as FaultProfile;
+  } catch (error) {
+    throw new FakeVllmConfigError(
+      `Expected ${label} to be a built-in profile name, a JSON object or @file.json, got \`${value}\` (${(error as Error).message})`,
+    );
+  }
+  try {
+    resolveFaultProfile(profile);
+  } catch (error) {
+    throw new FakeVllmConfigError(`Invalid ${label}: ${(error as Error).message}`);
+  }
+  return profile;
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new FakeVllmConfigError(`Cannot read the \`--config\` file ${path}: ${(error as Error).message}`);
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch (error) {
+    throw new FakeVllmConfigError(`Expected the \`--config\` file ${path} to be JSON: ${(error as Error).message}`);
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new FakeVllmConfigError(
+      `Expected the \`--config\` file ${path} to hold a JSON object of options, got ${JSON.stringify(config)}`,
+    );
+  }
+  for (const key of Object.keys(config)) {
+    if (!CONFIG_KEYS.has(key)) {
+      throw new FakeVllmConfigError(
+        `Unknown option \`${key}\` in the \`--config\` file ${path}; known: ${[...CONFIG_KEYS].join(', ')}`,
+      );
+    }
+  }
+  return config as Record<string, unknown>;
+}
+
+/**
+ * `--itl-ms -5` reads as two flags to parseArgs ("argument is ambiguous"): join a negative number to its flag, so
+ * the value is parsed and then rejected with the range it must be in.
+ */
+function joinNegativeNumbers(argv: readonly string[]): string[] {
+  const joined: string[] = [];
+  for (let index = 0; index < argv.length; index++) {
+    const arg = argv[index]!;
+    const next = argv[index + 1];
+    const flag = arg.startsWith('--') && !arg.includes('=') ? FLAGS[arg.slice(2)] : undefined;
+    if (flag && flag[0] !== 'boolean' && next !== undefined && /^-\.?\d/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      index++;
+    } else joined.push(arg);
+  }
+  return joined;
 }
 
 /** Turns argv + environment into options; exported for tests. */
@@ -81,47 +156,65 @@ export function parseCli(
   help: boolean;
   onSigterm: 'drain' | 'abort';
   drainTimeoutMs: number;
+  /** Option key -> where its value came from (`--itl-ms`, `FAKE_VLLM_ITL_MS`, `itlMs` in file.json). */
+  sources: Record<string, string>;
 } {
   const { values } = parseArgs({
-    args: argv,
+    args: joinNegativeNumbers(argv),
     options: Object.fromEntries(
       Object.entries(FLAGS).map(([flag, [kind]]) => [flag, { type: kind === 'boolean' ? 'boolean' : 'string' }]),
     ),
     strict: true,
   });
   const raw: Record<string, string | boolean | undefined> = {};
+  /** How each given flag is named in messages: `--itl-ms`, or the environment variable it came from. */
+  const labels: Record<string, string> = {};
   for (const flag of Object.keys(FLAGS)) {
-    const envValue = env[`FAKE_VLLM_${flag.toUpperCase().replaceAll('-', '_')}`];
-    raw[flag] =
-      values[flag] ??
-      (envValue === undefined
-        ? undefined
-        : FLAGS[flag]![0] === 'boolean'
-          ? envValue === '1' || envValue === 'true'
-          : envValue);
+    const variable = `FAKE_VLLM_${flag.toUpperCase().replaceAll('-', '_')}`;
+    const envValue = env[variable];
+    if (values[flag] !== undefined) {
+      raw[flag] = values[flag];
+      labels[flag] = `\`--${flag}\``;
+    } else if (envValue !== undefined) {
+      raw[flag] = FLAGS[flag]![0] === 'boolean' ? envValue === '1' || envValue === 'true' : envValue;
+      labels[flag] = `\`${variable}\``;
+    }
   }
-  const options: Record<string, unknown> = raw.config ? JSON.parse(readFileSync(String(raw.config), 'utf8')) : {};
+  const configPath = raw.config === undefined ? undefined : String(raw.config);
+  const options: Record<string, unknown> = configPath === undefined ? {} : readConfigFile(configPath);
+  /** Option key (`itlMs`, `control.port`) -> how to name it where it came from. */
+  const sources: Record<string, string> = {};
+  for (const key of Object.keys(options)) sources[key] = `\`${key}\` in ${configPath}`;
+  if (typeof options.control === 'object' && options.control !== null) {
+    for (const key of Object.keys(options.control)) sources[`control.${key}`] = `\`control.${key}\` in ${configPath}`;
+  }
   const numbers: Record<string, number> = {};
   for (const [flag, [kind, key]] of Object.entries(FLAGS)) {
     const value = raw[flag];
     if (value === undefined) continue;
+    const label = labels[flag]!;
+    sources[flag.startsWith('control-') ? `control.${flag.slice(8)}` : key] = label;
     if (kind === 'number') {
-      const number = Number(value);
-      if (value === '' || !Number.isFinite(number)) {
-        throw new FakeVllmConfigError(`Expected \`--${flag}\` to be a number, got \`${String(value)}\``);
+      const number = typeof value === 'string' && value.trim() !== '' ? Number(value) : Number.NaN;
+      if (!Number.isFinite(number)) {
+        throw new FakeVllmConfigError(`Expected ${label} to be a number, got \`${String(value)}\``);
       }
       numbers[flag] = number;
       options[key] = number;
     } else options[key] = value;
   }
-  if (typeof raw['fault-profile'] === 'string') options.faultProfile = parseFaultProfile(raw['fault-profile']);
+  if (typeof raw['fault-profile'] === 'string') {
+    options.faultProfile = parseFaultProfile(raw['fault-profile'], labels['fault-profile']!);
+  }
   if (raw['no-control'] === true) options.control = false;
   else if (
     raw['control-host'] !== undefined ||
     raw['control-port'] !== undefined ||
     raw['control-token'] !== undefined
   ) {
+    const fromFile = typeof options.control === 'object' && options.control !== null ? options.control : {};
     options.control = {
+      ...fromFile,
       ...(raw['control-host'] !== undefined ? { host: String(raw['control-host']) } : {}),
       ...(numbers['control-port'] !== undefined ? { port: numbers['control-port'] } : {}),
       ...(raw['control-token'] !== undefined ? { token: String(raw['control-token']) } : {}),
@@ -129,7 +222,13 @@ export function parseCli(
   }
   const onSigterm = (raw['on-sigterm'] ?? 'drain') as string;
   if (onSigterm !== 'drain' && onSigterm !== 'abort') {
-    throw new FakeVllmConfigError(`Expected \`--on-sigterm\` to be drain or abort, got \`${onSigterm}\``);
+    throw new FakeVllmConfigError(`Expected ${labels['on-sigterm']} to be drain or abort, got \`${onSigterm}\``);
+  }
+  const drainTimeoutMs = numbers['drain-timeout-ms'] ?? 30_000;
+  if (!(drainTimeoutMs >= 0 && drainTimeoutMs <= MAX_TIMER_MS)) {
+    throw new FakeVllmConfigError(
+      `Expected ${labels['drain-timeout-ms']} to be a number of milliseconds in 0..${MAX_TIMER_MS}, got \`${drainTimeoutMs}\``,
+    );
   }
   for (const key of [
     'config',
@@ -143,12 +242,55 @@ export function parseCli(
   ]) {
     delete options[key];
   }
+  try {
+    resolveFakeVllmOptions(options as FakeVllmOptions);
+  } catch (error) {
+    throw nameTheSource(error, sources);
+  }
   return {
     options: options as FakeVllmOptions,
     help: raw.help === true,
     onSigterm,
-    drainTimeoutMs: numbers['drain-timeout-ms'] ?? 30_000,
+    drainTimeoutMs,
+    sources,
   };
+}
+
+/** Rewrites an option error to name the flag, variable or config entry the value came from. */
+function nameTheSource(error: unknown, sources: Record<string, string>): unknown {
+  if (!(error instanceof FakeVllmConfigError) || error.field === undefined) return error;
+  const source = sources[error.field];
+  if (source === undefined) return error;
+  return new FakeVllmConfigError(error.message.replace(`\`${error.field}\``, source), {
+    cause: error,
+    field: error.field,
+  });
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'address not available on this host',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+};
+
+/** The one line to print for a start failure the user can fix (a bad address, a port in use); else undefined. */
+function startProblem(error: unknown, options: FakeVllmOptions, sources: Record<string, string>): string | undefined {
+  if (error instanceof FakeVllmConfigError) return (nameTheSource(error, sources) as Error).message;
+  const { code, address, port } = (error ?? {}) as { code?: unknown; address?: unknown; port?: unknown };
+  if (typeof code !== 'string' || LISTEN_ERRORS[code] === undefined) return undefined;
+  const control = typeof options.control === 'object' ? options.control : {};
+  const isControl = port !== undefined && port !== 0 && port === control.port;
+  const flags = isControl ? '`--control-host`, `--control-port`' : '`--host`, `--port`';
+  const host = typeof address === 'string' ? address : isControl ? control.host : options.host;
+  const where = `${host ?? '127.0.0.1'}:${port ?? (isControl ? control.port : options.port) ?? 0}`;
+  return `Cannot listen on ${where} (${flags}): ${LISTEN_ERRORS[code]} (${code})`;
+}
+
+function exitWith(line: string): never {
+  process.stderr.write(`fake-vllm: ${line.replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exit(2);
 }
 
 async function main(): Promise<void> {
@@ -156,14 +298,20 @@ async function main(): Promise<void> {
   try {
     parsed = parseCli(process.argv.slice(2), process.env);
   } catch (error) {
-    process.stderr.write(`fake-vllm: ${(error as Error).message}\n\n${usage()}`);
-    process.exit(2);
+    exitWith(`${(error as Error).message} (fake-vllm --help lists every flag)`);
   }
   if (parsed.help) {
     process.stdout.write(usage());
     return;
   }
-  const server = await startFakeVllm(parsed.options);
+  let server: Awaited<ReturnType<typeof startFakeVllm>>;
+  try {
+    server = await startFakeVllm(parsed.options);
+  } catch (error) {
+    const problem = startProblem(error, parsed.options, parsed.sources);
+    if (problem === undefined) throw error;
+    exitWith(problem);
+  }
   process.stdout.write(
     `${JSON.stringify({ event: 'ready', engines: server.engines.map(({ url }) => ({ url })), control: server.control.url ?? null })}\n`,
   );
