@@ -744,7 +744,10 @@ class StreamSink extends Sink {
       // reset once they are handed to the kernel (a reset discards whatever is still queued on our side).
       const frames = this.assembler.drain();
       const socket = this.response.socket;
-      if (frames === '' || !socket) return this.reset();
+      if (frames === '' || !socket) {
+        this.reset();
+        return;
+      }
       this.owner.engine.cancel(this.engineRequest);
       this.writeFrames(frames);
       socket.write('', () => socket.resetAndDestroy());
