@@ -56,7 +56,7 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
   });
   afterAll(() => fake.close());
 
-  it('4 processes sharing a budget of R never run ahead of R together, per fake-vllm's own count', async () => {
+  it('4 processes sharing a budget of R never run ahead of R together, by the server count', async () => {
     const redis = await startRedis();
     try {
       const rate = 400;
