@@ -32,6 +32,18 @@ export const systemComponents = [
     present: () => runs(DEBIAN_PYTHON, ['-c', 'import uvicorn']),
   },
   {
+    name: 'aiohttp',
+    aptPackage: 'python3-aiohttp',
+    usedBy: 'fake-vllm test/python.test.ts (python/test_skyrl_routes.py: the HTTP client SkyRL uses)',
+    present: () => runs(DEBIAN_PYTHON, ['-c', 'import aiohttp']),
+  },
+  {
+    name: 'pytest',
+    aptPackage: 'python3-pytest',
+    usedBy: 'fake-vllm test/python.test.ts (runs apps/fake-vllm/python with pytest)',
+    present: () => runs(DEBIAN_PYTHON, ['-c', 'import pytest']),
+  },
+  {
     name: 'chromium',
     aptPackage: 'chromium',
     usedBy: 'load-sweep test/report-browser.test.ts',
