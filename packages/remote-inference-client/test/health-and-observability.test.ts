@@ -57,3 +57,40 @@ it('rejects an explicit connection ceiling above the port budget, naming the bud
     /`transport.maxConnections` to be at most the port budget \d+ \(\d+ ephemeral ports/,
   );
 });
+
+// Regression (half-open never re-armed): with one engine resetting every connection, the breaker must keep it in
+// cooldown with a doubling backoff after each failed probe. Before the fix the engine stayed half-open after its
+// first cooldown and every request went to it (2,741 connections in 8 s in the report). Counted on the server.
+it('an engine that resets every connection gets only doubling-backoff probes; every request succeeds elsewhere', async () => {
+  const pair = await startFakeVllm({ engines: 2, ttftMs: 1, itlMs: 1, jitter: 0 });
+  try {
+    await pair.control.setFaultProfile({ 'reset-before-response': 1 }, 0);
+    const client = new RemoteInferenceClient({
+      engines: pair.engines.map((engine) => engine.url),
+      health: { failureThreshold: 3, cooldownMs: 50, maxCooldownMs: 60_000 },
+      retry: { baseBackoffMs: 1, maxBackoffMs: 5 },
+      transport: { shared: false },
+    });
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        let failed = 0;
+        for (let index = 0; index < 100; index++) {
+          await client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 2 } }).catch(() => failed++);
+        }
+        return failed;
+      }),
+    );
+    await client.close();
+    const [broken, healthy] = (await pair.control.stats()).engines;
+    const resets = broken!.faults['reset-before-response'];
+    console.log(
+      `half-open: ${resets} requests reached the resetting engine, ${healthy!.completed} completed on the healthy one`,
+    );
+    expect(outcomes.reduce((sum, failed) => sum + failed, 0)).toBe(0);
+    expect(healthy!.completed).toBe(2000);
+    // The threshold's worth of concurrent failures, then one probe per doubled cooldown: a handful, not hundreds.
+    expect(resets).toBeLessThanOrEqual(3 + 20 + 12);
+  } finally {
+    await pair.close();
+  }
+});

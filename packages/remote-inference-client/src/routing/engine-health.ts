@@ -22,13 +22,17 @@ export class EngineHealth {
   private cooldownMs: number;
   private probing = false;
 
-  constructor(private readonly options: Required<HealthOptions>) {
+  /** @param now the clock (`performance.now()`; a test passes its own). */
+  constructor(
+    private readonly options: Required<HealthOptions>,
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.cooldownMs = options.cooldownMs;
   }
 
   get state(): EngineHealthState {
     if (this.cooldownUntilMs === 0) return 'healthy';
-    return performance.now() < this.cooldownUntilMs ? 'cooldown' : 'half-open';
+    return this.now() < this.cooldownUntilMs ? 'cooldown' : 'half-open';
   }
 
   /** Whether a request may go to this engine now (half-open: only one probe at a time). */
@@ -56,22 +60,27 @@ export class EngineHealth {
     this.probing = false;
   }
 
-  /** A connection-level failure (not an HTTP status): counts toward cooldown. */
+  /**
+   * A connection-level failure (not an HTTP status): counts toward cooldown. A failure once the cooldown is over
+   * is a failed half-open probe and re-arms it, doubled — whether or not the probe was already released: the
+   * request path releases its ticket (which clears `probing`) before it records the failure, and reading
+   * `probing` alone left the engine half-open for good (2,741 connections to a dead engine in 8 s).
+   */
   onConnectionFailure(): void {
     this.consecutiveFailures++;
-    const wasProbe = this.probing;
+    const failedProbe = this.probing || this.state === 'half-open';
     this.probing = false;
-    if (wasProbe) {
+    if (failedProbe) {
       this.cooldownMs = Math.min(this.options.maxCooldownMs, this.cooldownMs * 2);
-      this.cooldownUntilMs = performance.now() + this.cooldownMs;
+      this.cooldownUntilMs = this.now() + this.cooldownMs;
     } else if (this.consecutiveFailures >= this.options.failureThreshold && this.cooldownUntilMs === 0) {
-      this.cooldownUntilMs = performance.now() + this.cooldownMs;
+      this.cooldownUntilMs = this.now() + this.cooldownMs;
     }
   }
 
   /** Milliseconds until this engine may be probed again (0 when available). */
   msUntilAvailable(): number {
-    return Math.max(0, this.cooldownUntilMs - performance.now());
+    return Math.max(0, this.cooldownUntilMs - this.now());
   }
 }
 
