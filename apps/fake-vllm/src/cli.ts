@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FakeVllmConfigError } from './errors.js';
 import { type FaultProfile, resolveFaultProfile } from './faults.js';
@@ -54,6 +55,11 @@ const FLAGS: Record<
     'A body not fully received this long after its headers gets 408 (default 30000; 0 = no limit)',
   ],
   'max-request-tokens': ['number', 'maxRequestTokens', 'Most prompts x n x max_tokens per request (default 16777216)'],
+  routes: [
+    'string',
+    'routes',
+    'Extra routes: ES module paths (comma-separated) exporting `routes`; a --config file may also list static routes',
+  ],
   config: ['string', 'config', 'JSON file of options (flags override it)'],
   'control-host': ['string', 'control-host', 'Control channel address (default 127.0.0.1)'],
   'control-port': ['number', 'control-port', 'Control channel port (default 0)'],
@@ -202,6 +208,19 @@ export function parseCli(
       numbers[flag] = number;
       options[key] = number;
     } else options[key] = value;
+  }
+  if (typeof raw.routes === 'string') {
+    options.routes = raw.routes
+      .split(',')
+      .map((path) => path.trim())
+      .filter((path) => path !== '');
+  } else if (configPath !== undefined && Array.isArray(options.routes)) {
+    // Module paths in a config file are relative to the file, not to where fake-vllm was started.
+    options.routes = options.routes.map((route: unknown) =>
+      typeof route === 'string' && !isAbsolute(route) && !route.startsWith('file:')
+        ? resolve(dirname(configPath), route)
+        : route,
+    );
   }
   if (typeof raw['fault-profile'] === 'string') {
     options.faultProfile = parseFaultProfile(raw['fault-profile'], labels['fault-profile']!);

@@ -3,6 +3,7 @@ import { InFlightGauge } from './engine.js';
 import { EngineServer, type EngineStats } from './engine-server.js';
 import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
 import { type LatencyOptions, type ResolvedEngineOptions, validateLatencyOptions } from './options.js';
+import { loadRoutes } from './routes/load-routes.js';
 
 /** Ground truth of a whole fake-vllm deployment: per engine, and totals. */
 export interface FakeVllmStats {
@@ -103,8 +104,10 @@ export class LocalEngineGroup implements EngineGroup {
     shared?: import('node:net').Server,
   ): Promise<LocalEngineGroup> {
     const group = new LocalEngineGroup([]);
+    // Module paths are imported here, in the process that serves the engines (a child imports its own copy).
+    const routes = await loadRoutes(options.routes);
     const servers = ports.map(
-      (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge),
+      (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge, routes),
     );
     group.servers.push(...servers);
     group.loopDelay.enable();

@@ -1,6 +1,7 @@
 export { ControlClient, type ControlRequest, type ControlResponse, type FakeVllmControl } from './control-channel.js';
 export type { EngineCounters, FinishReason, PauseMode } from './engine.js';
 export type { FakeVllmStats } from './engine-group.js';
+export { EngineHost, type TransportInfo } from './engine-host.js';
 export { type EngineStats, TIMING_HEADERS } from './engine-server.js';
 export { FakeVllmConfigError } from './errors.js';
 export {
@@ -19,7 +20,26 @@ export {
   type LatencyOptions,
   resolveFakeVllmOptions,
 } from './options.js';
-export { renderChatPrompt } from './protocol.js';
+export {
+  type GenerationJob,
+  HttpError,
+  type ParseContext,
+  parseChatRequest,
+  parseCompletionRequest,
+  parseGenerateRequest,
+  renderChatPrompt,
+} from './protocol.js';
+export { type GenerationParser, serveGeneration } from './routes/generation-route.js';
+export { type FakeRouteSource, loadRoutes } from './routes/load-routes.js';
+export type {
+  FakeRoute,
+  HttpMethod,
+  ResponseHeaders,
+  ResponseWriter,
+  RouteContext,
+  RouteRequest,
+  StaticRouteResponse,
+} from './routes/route.js';
 export { type FakeVllm, startFakeVllm } from './start.js';
 export {
   CONTEXT_WINDOW,

@@ -1,13 +1,13 @@
-import type { EngineServer } from './engine-server.js';
+import type { EngineHost } from './engine-host.js';
 import { FAULT_NAMES } from './faults.js';
 
 /**
  * Prometheus text for engines, with vLLM's metric names (`vllm:num_requests_running`, TTFT and inter-token
  * histograms, token counters) plus `fake_vllm:*` counters of injected faults and connections.
  */
-export function renderEngineMetrics(servers: readonly EngineServer[]): string {
+export function renderEngineMetrics(servers: readonly EngineHost[]): string {
   let text = '';
-  const gauge = (name: string, help: string, type: 'gauge' | 'counter', value: (server: EngineServer) => number) => {
+  const gauge = (name: string, help: string, type: 'gauge' | 'counter', value: (server: EngineHost) => number) => {
     text += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
     for (const server of servers) text += `${name}{model_name="${server.options.model}"} ${value(server)}\n`;
   };

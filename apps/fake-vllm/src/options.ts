@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { FakeVllmConfigError } from './errors.js';
 import { type FaultProfile, resolveFaultProfile } from './faults.js';
 import { DEFAULT_MAX_REQUEST_TOKENS } from './request-bounds.js';
+import { checkRouteSources, type FakeRouteSource } from './routes/load-routes.js';
 import { DEFAULT_VOCAB_SIZE } from './tokens.js';
 
 /** The latency model of one engine. Settable at start and live over the control channel. */
@@ -57,6 +58,13 @@ export interface EngineOptions extends LatencyOptions {
    * anything is allocated; a 50-byte body must not be able to claim gigabytes. @default 16777216 (tokens)
    */
   maxRequestTokens?: number;
+  /**
+   * Extra routes, matched before the built-in ones (so they add a route or replace one) and before the 404. Each
+   * is a {@link FakeRoute} (a handler reusing the engine, faults and sessions through its context, or a static
+   * `response`), or the path of an ES module exporting `routes`. Only paths and static routes can reach
+   * `processes` > 0 children. @default none
+   */
+  routes?: readonly FakeRouteSource[];
 }
 
 /** Options of {@link startFakeVllm}. */
@@ -100,6 +108,7 @@ export interface ControlChannelOptions {
 export type ResolvedEngineOptions = Required<Omit<EngineOptions, 'faultProfile'>> & {
   faultProfile: FaultProfile | string;
 };
+export type { FakeRouteSource };
 
 /** Startup options with every default applied. */
 export interface ResolvedFakeVllmOptions extends ResolvedEngineOptions {
@@ -196,6 +205,7 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     faultProfile: options.faultProfile ?? 'none',
     requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     maxRequestTokens: options.maxRequestTokens ?? DEFAULT_MAX_REQUEST_TOKENS,
+    routes: checkRouteSources(options.routes),
   };
   checkLatencyValues(resolved);
   check(typeof resolved.model === 'string' && resolved.model.length > 0, 'model', 'a non-empty string', resolved.model);

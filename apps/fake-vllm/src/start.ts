@@ -1,7 +1,9 @@
 import { ChildEngineGroup } from './child-engine-group.js';
 import { ControlChannelServer, type FakeVllmControl } from './control-channel.js';
 import { aggregateStats, type EngineGroup, type FakeVllmStats, LocalEngineGroup } from './engine-group.js';
+import { FakeVllmConfigError } from './errors.js';
 import { type FakeVllmOptions, type ResolvedFakeVllmOptions, resolveFakeVllmOptions } from './options.js';
+import { routesAreSerializable } from './routes/load-routes.js';
 
 /** A running fake-vllm deployment. */
 export interface FakeVllm {
@@ -26,6 +28,12 @@ export interface FakeVllm {
  */
 export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<FakeVllm> {
   const resolved = resolveFakeVllmOptions(options);
+  if (resolved.processes > 0 && !routesAreSerializable(resolved.routes)) {
+    throw new FakeVllmConfigError(
+      'Expected `routes` to be module paths or static routes when `processes` > 0: a handler function cannot be sent to a child process (export it from a module and give its path)',
+      { field: 'routes' },
+    );
+  }
   const ports = Array.from({ length: resolved.engines }, (_, index) =>
     resolved.port === 0 ? 0 : resolved.port + index,
   );

@@ -1,0 +1,152 @@
+import { performance } from 'node:perf_hooks';
+import { Engine, InFlightGauge } from './engine.js';
+import { FakeVllmConfigError } from './errors.js';
+import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
+import type { ResolvedEngineOptions } from './options.js';
+import { HttpError, type ParseContext } from './protocol.js';
+import { builtinRoutes } from './routes/builtin-routes.js';
+import type { FakeRoute, ResponseWriter, RouteRequest } from './routes/route.js';
+import { RouteTable } from './routes/route-table.js';
+
+/** What one engine reports as its own ground truth (the "engine stats" of this project). */
+export interface EngineStats {
+  url: string;
+  connectionsOpen: number;
+  connectionsTotal: number;
+  running: number;
+  waiting: number;
+  /** Highest running requests seen at once. */
+  maxRunning: number;
+  /** Highest running + waiting requests seen at once: what a concurrency cap is checked against. */
+  maxConcurrent: number;
+  requests: number;
+  completed: number;
+  aborted: number;
+  cancelled: number;
+  promptTokens: number;
+  generationTokens: number;
+  faults: Record<FaultName, number>;
+  paused: boolean;
+  sleeping: boolean;
+  /** The process serving this engine. */
+  pid: number;
+  /** The engine's process died: it serves nothing, and its counters are the last ones read before. */
+  down: boolean;
+}
+
+/** What a transport knows about its connections, for stats and metrics. */
+export interface TransportInfo {
+  readonly url: string;
+  readonly connectionsOpen: number;
+  readonly connectionsTotal: number;
+}
+
+/**
+ * One fake engine, whatever serves it: the scheduler, the fault injector, the control-plane state (weights,
+ * sessions) and the route table. The node:http server ({@link EngineServer}) and the msw handlers each wrap one
+ * and hand every request to {@link EngineHost.dispatch} with their own {@link ResponseWriter}.
+ */
+export class EngineHost {
+  readonly engine: Engine;
+  readonly injector: FaultInjector;
+  readonly parseContext: ParseContext;
+  /**
+   * State that extra routes keep per session (SkyRL's router sends `X-Session-ID`; its `/finish_session` ends
+   * one). fake-vllm's own routes do not use it.
+   */
+  readonly sessions = new Map<string, unknown>();
+  /** Weight updates applied so far (`/update_weights`). */
+  weightVersion = 0;
+  /** Requests received, any route. */
+  requests = 0;
+  /** When the engine started serving (performance.now() ms); set by the transport when it listens. */
+  startedAtMs = performance.now();
+  /** Set by the transport. */
+  transport: TransportInfo = { url: '', connectionsOpen: 0, connectionsTotal: 0 };
+  private readonly table: RouteTable;
+
+  constructor(
+    readonly options: ResolvedEngineOptions,
+    gauge = new InFlightGauge(),
+    extraRoutes: readonly FakeRoute[] = [],
+  ) {
+    this.engine = new Engine(options, gauge);
+    this.injector = new FaultInjector(options.faultProfile, options.seed);
+    this.parseContext = {
+      model: options.model,
+      maxModelLen: options.maxModelLen,
+      vocabSize: options.vocabSize,
+      seed: options.seed,
+      eosProbability: options.eosProbability,
+      maxRequestTokens: options.maxRequestTokens,
+    };
+    // Extra routes come last so they replace a built-in route with the same method and path.
+    this.table = new RouteTable([...builtinRoutes, ...extraRoutes], { devMode: true });
+  }
+
+  /** The fault for a request: its `x-fake-fault` header, else a roll of the profile. */
+  pickFault(request: RouteRequest): FaultSpec | undefined {
+    const header = request.header(FAULT_HEADER);
+    if (header !== undefined && header !== '') return parseFaultHeader(header);
+    return this.injector.rollRequest();
+  }
+
+  /** Routes one request and answers it; errors become vLLM's error bodies. Never rejects. */
+  async dispatch(request: RouteRequest, response: ResponseWriter): Promise<void> {
+    this.requests++;
+    try {
+      const match = this.table.match(request.method, request.path);
+      if (match.kind !== 'route') {
+        await request.body();
+        throw new HttpError(404, `Not Found: ${request.method} ${request.path}`, 'NotFoundError');
+      }
+      await match.route.handler!({ request, response, host: this });
+    } catch (error) {
+      this.fail(response, error);
+    }
+  }
+
+  private fail(response: ResponseWriter, error: unknown): void {
+    if (response.headersSent) {
+      response.destroy();
+      return;
+    }
+    if (response.closed) return;
+    const json = { 'content-type': 'application/json' };
+    if (error instanceof HttpError) {
+      // The rest of a timed-out or oversized body is not read: answer, then close the connection.
+      const close = error.status === 408 || error.status === 413;
+      response.send(error.status, close ? { ...json, connection: 'close' } : json, error.body());
+    } else if (error instanceof FakeVllmConfigError) {
+      response.send(400, json, new HttpError(400, error.message).body());
+    } else {
+      const message = error instanceof Error ? error.message : String(error);
+      response.send(500, json, new HttpError(500, message, 'InternalServerError').body());
+    }
+  }
+
+  /** This engine's ground truth. */
+  stats(): EngineStats {
+    const counters = this.engine.counters;
+    return {
+      url: this.transport.url,
+      connectionsOpen: this.transport.connectionsOpen,
+      connectionsTotal: this.transport.connectionsTotal,
+      running: counters.running,
+      waiting: counters.waiting,
+      maxRunning: counters.maxRunning,
+      maxConcurrent: counters.maxInFlight,
+      requests: this.requests,
+      completed: counters.completed,
+      aborted: counters.aborted,
+      cancelled: counters.cancelled,
+      promptTokens: counters.promptTokens,
+      generationTokens: counters.generationTokens,
+      faults: { ...this.injector.injected },
+      paused: this.engine.isPaused,
+      sleeping: this.engine.isSleeping,
+      pid: process.pid,
+      down: false,
+    };
+  }
+}

@@ -1,0 +1,215 @@
+import { setupServer } from 'msw/node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  expectedCompletion,
+  type FakeRoute,
+  type FakeVllm,
+  type FaultName,
+  generatedTokenText,
+  parseGenerateRequest,
+  serveGeneration,
+  startFakeVllm,
+} from '../src/index.js';
+import { createFakeVllmHandlers } from '../src/msw/handlers.js';
+import { sseData } from './helpers.js';
+
+// One route table and one fault module serve both transports: every case below runs against the node:http server
+// and against the msw handlers, through the same global `fetch`.
+
+/** Extra routes, as a preset adds them: one reusing the engine through serveGeneration and sessions, one static. */
+const extraRoutes: FakeRoute[] = [
+  {
+    method: 'POST',
+    path: '/custom/v1/generate',
+    handler: (context) => {
+      const session = context.request.header('x-session-id');
+      if (session) context.host.sessions.set(session, (Number(context.host.sessions.get(session)) || 0) + 1);
+      return serveGeneration(context, parseGenerateRequest, 'custom');
+    },
+  },
+  {
+    method: 'GET',
+    path: '/custom/sessions',
+    handler: ({ response, host }) =>
+      response.send(200, { 'content-type': 'application/json' }, JSON.stringify(Object.fromEntries(host.sessions))),
+  },
+  { method: 'POST', path: '/finish_session', response: { body: { status: 'ok' } } },
+];
+
+const options = { ttftMs: 1, itlMs: 1, jitter: 0, seed: 7, routes: extraRoutes } as const;
+
+interface Transport {
+  name: string;
+  url: string;
+  injected(name: FaultName): Promise<number>;
+}
+
+let server: FakeVllm;
+const msw = createFakeVllmHandlers({ ...options, baseUrl: 'http://fake-vllm.msw' });
+const mock = setupServer(...msw.handlers);
+const transports: Transport[] = [
+  {
+    name: 'node:http',
+    get url() {
+      return server.url;
+    },
+    injected: async (name) => (await server.control.stats()).total.faults[name],
+  },
+  { name: 'msw', url: msw.baseUrl, injected: async (name) => msw.injector.injected[name] },
+];
+
+beforeAll(async () => {
+  server = await startFakeVllm({ ...options, control: false });
+  mock.listen({ onUnhandledRequest: 'bypass' });
+});
+afterAll(async () => {
+  mock.close();
+  await server.close();
+});
+
+const textOf = (ids: readonly number[]) => ids.map((id) => generatedTokenText(id)).join('');
+
+function complete(transport: Transport, body: unknown, fault?: string): Promise<Response> {
+  return fetch(`${transport.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(fault ? { 'x-fake-fault': fault } : {}) },
+    body: JSON.stringify(body),
+  });
+}
+
+/** Reads a body to the end; returns the text received and the error that cut it, if any. */
+async function readAll(response: Response): Promise<{ text: string; error: unknown }> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { text, error: undefined };
+      text += decoder.decode(value, { stream: true });
+    }
+  } catch (error) {
+    return { text, error };
+  }
+}
+
+describe.each(transports)('$name', (transport) => {
+  it('answers a completion with the deterministic tokens, whole and streamed', async () => {
+    const expected = textOf(expectedCompletion([1, 2], { seed: 7, maxTokens: 4 }).tokenIds);
+    const whole = JSON.parse(await (await complete(transport, { prompt: [1, 2], max_tokens: 4 })).text());
+    expect(whole.choices[0].text).toBe(expected);
+    const streamed = await complete(transport, { prompt: [1, 2], max_tokens: 4, stream: true });
+    expect(streamed.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    const events = sseData(await streamed.text());
+    expect(events.at(-1)).toBe('[DONE]');
+    expect(
+      events
+        .slice(0, -1)
+        .map((event) => JSON.parse(event).choices[0].text)
+        .join(''),
+    ).toBe(expected);
+  });
+
+  it('status faults: 429 with Retry-After, 500 as plain text, 422 as FastAPI', async () => {
+    const limited = await complete(transport, { prompt: [1] }, 'status-429; retry_after=3');
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('retry-after')).toBe('3');
+    expect(JSON.parse(await limited.text()).error.type).toBe('TooManyRequestsError');
+    const text = await complete(transport, { prompt: [1] }, 'status-500-text');
+    expect([text.status, await text.text()]).toEqual([500, 'Internal Server Error']);
+    const validation = await complete(transport, { prompt: [1] }, 'status-422');
+    expect(validation.status).toBe(422);
+    expect(JSON.parse(await validation.text()).detail[0].type).toBe('missing');
+  });
+
+  it('reset-before-response: the request fails with no response, counted', async () => {
+    const before = await transport.injected('reset-before-response');
+    await expect(complete(transport, { prompt: [1] }, 'reset-before-response')).rejects.toThrow();
+    expect(await transport.injected('reset-before-response')).toBe(before + 1);
+  });
+
+  it('reset-mid-stream; after_tokens=2: two events reach the client, then the connection is cut', async () => {
+    const response = await complete(
+      transport,
+      { prompt: [1], max_tokens: 20, stream: true },
+      'reset-mid-stream; after_tokens=2',
+    );
+    expect(response.status).toBe(200);
+    const { text, error } = await readAll(response);
+    expect(error).toBeDefined();
+    expect(sseData(text)).toHaveLength(2);
+  });
+
+  it('truncate-stream: the stream ends cleanly without [DONE]', async () => {
+    const response = await complete(
+      transport,
+      { prompt: [1], max_tokens: 8, stream: true },
+      'truncate-stream; after_tokens=2',
+    );
+    const { text, error } = await readAll(response);
+    expect(error).toBeUndefined();
+    expect(sseData(text)).toHaveLength(2);
+    expect(text).not.toContain('[DONE]');
+  });
+
+  it('malformed-chunk and error-mid-stream: one bad event; a vLLM error event then [DONE]', async () => {
+    const malformed = sseData(
+      await (await complete(transport, { prompt: [1], max_tokens: 4, stream: true }, 'malformed-chunk')).text(),
+    );
+    expect(malformed.filter((event) => event !== '[DONE]' && !isJson(event))).toHaveLength(1);
+    expect(malformed.at(-1)).toBe('[DONE]');
+    const errored = sseData(
+      await (await complete(transport, { prompt: [1], max_tokens: 8, stream: true }, 'error-mid-stream')).text(),
+    );
+    expect(JSON.parse(errored.at(-2)!).error.code).toBe(500);
+    expect(errored.at(-1)).toBe('[DONE]');
+    const whole = await complete(transport, { prompt: [1], max_tokens: 4 }, 'error-mid-stream');
+    expect(whole.status).toBe(500);
+  });
+
+  it('stall, hang-before-headers and slow-stream delay but complete; stall with action=close cuts', async () => {
+    for (const fault of ['stall; ms=20', 'hang-before-headers; ms=20', 'slow-stream; factor=2']) {
+      const before = await transport.injected(fault.split(';')[0] as FaultName);
+      const events = sseData(
+        await (await complete(transport, { prompt: [1], max_tokens: 3, stream: true }, fault)).text(),
+      );
+      expect(events).toHaveLength(4);
+      expect(await transport.injected(fault.split(';')[0] as FaultName)).toBe(before + 1);
+    }
+    const closed = await complete(
+      transport,
+      { prompt: [1], max_tokens: 20, stream: true },
+      'stall; ms=10; action=close',
+    );
+    expect((await readAll(closed)).error).toBeDefined();
+  });
+
+  it('a bad fault header is a 400 naming the header', async () => {
+    const response = await complete(transport, { prompt: [1] }, 'no-such-fault');
+    expect(response.status).toBe(400);
+    expect(JSON.parse(await response.text()).error.message).toContain('x-fake-fault');
+  });
+
+  it('extra routes reuse the engine and sessions; static routes answer their body', async () => {
+    const response = await fetch(`${transport.url}/custom/v1/generate`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-session-id': 's1' },
+      body: JSON.stringify({ token_ids: [5], sampling_params: { max_tokens: 3 } }),
+    });
+    const body = JSON.parse(await response.text());
+    expect(body.request_id).toMatch(/^custom-/);
+    expect(body.choices[0].token_ids).toEqual(expectedCompletion([5], { seed: 7, maxTokens: 3 }).tokenIds);
+    expect(JSON.parse(await (await fetch(`${transport.url}/custom/sessions`)).text())).toEqual({ s1: 1 });
+    const finished = await fetch(`${transport.url}/finish_session`, { method: 'POST', body: '{}' });
+    expect([finished.status, JSON.parse(await finished.text())]).toEqual([200, { status: 'ok' }]);
+  });
+});
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
