@@ -3,6 +3,7 @@ import { Engine, InFlightGauge } from './engine.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
 import type { ResolvedEngineOptions } from './options.js';
+import { presetRoutes } from './presets/presets.js';
 import { HttpError, type ParseContext } from './protocol.js';
 import { builtinRoutes } from './routes/builtin-routes.js';
 import type { FakeRoute, ResponseWriter, RouteRequest } from './routes/route.js';
@@ -80,8 +81,9 @@ export class EngineHost {
       eosProbability: options.eosProbability,
       maxRequestTokens: options.maxRequestTokens,
     };
-    // Extra routes come last so they replace a built-in route with the same method and path.
-    this.table = new RouteTable([...builtinRoutes, ...extraRoutes], { devMode: true });
+    // A preset's routes, then extra routes, come last so they replace a built-in route with the same method and path.
+    const routes = [...builtinRoutes, ...presetRoutes(options.preset), ...extraRoutes];
+    this.table = new RouteTable(routes, { devMode: true });
   }
 
   /** The fault for a request: its `x-fake-fault` header, else a roll of the profile. */

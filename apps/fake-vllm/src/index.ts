@@ -20,6 +20,8 @@ export {
   type LatencyOptions,
   resolveFakeVllmOptions,
 } from './options.js';
+export { isPresetName, PRESETS, type PresetName, presetRoutes } from './presets/presets.js';
+export { packRoutedExperts, type SkyrlPresetOptions, type SkyrlSession, skyrlRoutes } from './presets/skyrl.js';
 export {
   type GenerationJob,
   HttpError,

@@ -34,5 +34,6 @@ export declare function reportSkip(reason: string): string;
 /**
  * Rebuilds (`tsc -p tsconfig.build.json`) each package directory whose `src/` is newer than its `dist/`, so that a
  * test that starts `dist/` in a child process never exercises stale code, even when run with `vitest` alone.
+ * `RIG_NO_REBUILD=1` skips it (a mutation test that breaks compilation on purpose, with dist known to be fresh).
  */
 export declare function ensureBuilt(packageDirs: readonly string[]): void;

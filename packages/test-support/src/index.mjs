@@ -35,6 +35,7 @@ function newestMtimeMs(path) {
 }
 
 export function ensureBuilt(packageDirs) {
+  if (process.env.RIG_NO_REBUILD === '1') return;
   for (const dir of packageDirs) {
     const sources = Math.max(
       newestMtimeMs(join(dir, 'src')),

@@ -19,15 +19,24 @@ import { type EngineEntry, resolveLimits, Scheduler, type Ticket } from '../limi
 import { resolvePolicy } from '../routing/policies.js';
 import { ChunkStream } from '../streaming/chunk-stream.js';
 import { type SseEvent, SseParser } from '../streaming/sse-parser.js';
-import { type AttemptRequest, type AttemptResult, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
+import {
+  type AttemptFlow,
+  type AttemptRequest,
+  type AttemptResult,
+  isAttemptFailure,
+  sendAttempt,
+} from '../transport/attempt.js';
 import type { PoolStats } from '../transport/connection-pool.js';
 import { sharedTransport, Transport } from '../transport/transport.js';
 import { ControlPlane } from './control-plane.js';
 import {
+  checkRequestOptions,
+  MAX_TIMER_MS,
   normalizeEngine,
   type RemoteInferenceClientOptions,
   type ResolvedClientOptions,
   resolveClientOptions,
+  serializeBody,
 } from './options.js';
 import { publishRequestStats, type RequestStats, wantsDetails } from './request-stats.js';
 import { backoffMs, isRetryable, parseRetryAfter, RetryBudget } from './retry-policy.js';
@@ -133,9 +142,7 @@ class RequestRun {
   ) {
     const budget = options.timeoutMs ?? totalMs;
     this.deadlineMs = budget === undefined ? Number.POSITIVE_INFINITY : this.startedAtMs + budget;
-    if (budget !== undefined) {
-      this.timer = setTimeout(() => this.controller.abort(new TimeoutError('total', budget)), budget);
-    }
+    if (budget !== undefined && Number.isFinite(budget)) this.armDeadline(budget);
     this.onUserAbort = () =>
       this.controller.abort(new AbortError('The request was aborted by the caller', { cause: options.signal?.reason }));
     if (options.signal?.aborted) this.onUserAbort();
@@ -145,6 +152,16 @@ class RequestRun {
 
   get signal(): AbortSignal {
     return this.controller.signal;
+  }
+
+  /** Node's timers overflow above 2^31-1 ms (firing after 1 ms): a longer deadline is re-armed in steps. */
+  private armDeadline(budget: number): void {
+    const leftMs = this.deadlineMs - performance.now();
+    if (leftMs <= 0) {
+      this.controller.abort(new TimeoutError('total', budget));
+      return;
+    }
+    this.timer = setTimeout(() => this.armDeadline(budget), Math.min(leftMs, MAX_TIMER_MS));
   }
 
   /** The reason the run was aborted, as a typed error. */
@@ -543,6 +560,7 @@ export class RemoteInferenceClient {
 
   private startRun(path: string, options: RequestOptions): RequestRun {
     if (this.closed) throw new ClientClosedError();
+    checkRequestOptions(options);
     const run = new RequestRun(path, options, this.options.timeouts.totalMs, wantsDetails(this.hook));
     this.runs.add(run);
     this.counters.requests++;
@@ -573,6 +591,7 @@ export class RemoteInferenceClient {
       headers,
       body,
       ttfbTimeoutMs: timeouts.ttfbMs,
+      maxResponseBytes: this.options.transport.maxResponseBytes,
       idleTimeoutMs: timeouts.idleMs,
       connectTimeoutMs: timeouts.connectMs,
       signal: run.signal,
@@ -693,8 +712,8 @@ export class RemoteInferenceClient {
 
   /** A non-streamed call: JSON in, JSON out, retried while safe. */
   private async call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
+    const payload = body === undefined ? undefined : serializeBody(body);
     const run = this.startRun(path, options);
-    const payload = body === undefined ? undefined : JSON.stringify(body);
     try {
       for (;;) {
         run.attempts++;
@@ -757,9 +776,18 @@ export class RemoteInferenceClient {
     resume: ResumeState | undefined,
   ): Promise<ChunkStream<T>> {
     if (!GENERATION_PATHS.has(path)) throw new InvalidOptionsError(`Streaming is not supported on ${path}`);
+    const payload = serializeBody(body);
     const run = this.startRun(path, options);
-    const stream = new ChunkStream<T>((reason) =>
-      run.controller.abort(isInferenceError(reason) ? reason : new AbortError(reason.message, { cause: reason })),
+    // The current attempt's socket flow: a stream the caller does not read stops reading the socket.
+    const flow: { current: AttemptFlow | undefined; paused: boolean } = { current: undefined, paused: false };
+    const stream = new ChunkStream<T>(
+      (reason) =>
+        run.controller.abort(isInferenceError(reason) ? reason : new AbortError(reason.message, { cause: reason })),
+      (paused) => {
+        flow.paused = paused;
+        if (paused) flow.current?.pause();
+        else flow.current?.resume();
+      },
     );
     let opened!: () => void;
     let failedToOpen!: (error: InferenceError) => void;
@@ -773,7 +801,7 @@ export class RemoteInferenceClient {
       isOpen = true;
       opened();
     };
-    void this.streamLoop(run, body, stream, resume, markOpen).then((error) => {
+    void this.streamLoop(run, body, payload, stream, flow, resume, markOpen).then((error) => {
       if (!isOpen) {
         isOpen = true;
         if (error) failedToOpen(error);
@@ -788,12 +816,15 @@ export class RemoteInferenceClient {
   private async streamLoop<T>(
     run: RequestRun,
     body: Record<string, unknown>,
+    payload: string,
     stream: ChunkStream<T>,
+    flow: { current: AttemptFlow | undefined; paused: boolean },
     resume: ResumeState | undefined,
     markOpen: () => void,
   ): Promise<InferenceError | undefined> {
     let delivered = 0;
     let requestBody = body;
+    let requestPayload = payload;
     for (;;) {
       run.attempts++;
       let ticket: Ticket | undefined;
@@ -806,58 +837,75 @@ export class RemoteInferenceClient {
         streamError ??= error;
         attemptAbort.abort(error);
       };
-      const parser = new SseParser((event: SseEvent) => {
-        if (streamError || sawDone) return;
-        if (event.data === '[DONE]') {
-          sawDone = true;
-          return;
-        }
-        let chunk: Record<string, unknown>;
-        try {
-          chunk = JSON.parse(event.data) as Record<string, unknown>;
-        } catch (error) {
-          failAttempt(
-            new StreamParseError(`Stream event is not valid JSON: ${event.data.slice(0, 200)}`, {
-              engine: run.engine,
-              cause: error,
-            }),
-          );
-          return;
-        }
-        if (chunk.error !== undefined) {
-          const detail = chunk.error as { message?: string };
-          failAttempt(
-            new ServerStreamError(detail.message ?? JSON.stringify(chunk.error), {
-              engine: run.engine,
-              body: event.data,
-            }),
-          );
-          return;
-        }
-        const choices = chunk.choices as Array<Record<string, unknown>> | undefined;
-        if (choices && choices.length > 0) run.recordEvent(event.receivedAtMs);
-        if (resume && choices?.[0]) {
-          const choice = choices[0];
-          resume.received.push(...((choice.token_ids as number[] | undefined) ?? []));
-          const logprobs = choice.logprobs as { content?: unknown[] } | null | undefined;
-          if (logprobs?.content) {
-            resume.hasLogprobs = true;
-            resume.logprobs.push(...logprobs.content);
+      const parser = new SseParser(
+        (event: SseEvent) => {
+          if (streamError || sawDone) return;
+          if (event.data === '[DONE]') {
+            sawDone = true;
+            return;
           }
-        }
-        delivered++;
-        markOpen();
-        stream.push(chunk as T);
-      });
+          const badEvent = (what: string, cause?: unknown) =>
+            failAttempt(
+              new StreamParseError(`Stream event ${what}: ${event.data.slice(0, 200)}`, { engine: run.engine, cause }),
+            );
+          let chunk: Record<string, unknown>;
+          try {
+            chunk = JSON.parse(event.data) as Record<string, unknown>;
+          } catch (error) {
+            badEvent('is not valid JSON', error);
+            return;
+          }
+          if (typeof chunk !== 'object' || chunk === null || Array.isArray(chunk)) {
+            badEvent('is not a JSON object');
+            return;
+          }
+          if ('error' in chunk) {
+            const detail = chunk.error as { message?: unknown } | null;
+            const message = typeof detail?.message === 'string' ? detail.message : JSON.stringify(chunk.error);
+            failAttempt(new ServerStreamError(message, { engine: run.engine, body: event.data }));
+            return;
+          }
+          const choices = chunk.choices as Array<Record<string, unknown>> | undefined;
+          if (choices !== undefined && !Array.isArray(choices)) {
+            badEvent('has `choices` that is not an array');
+            return;
+          }
+          if (choices && choices.length > 0) run.recordEvent(event.receivedAtMs);
+          if (resume && choices?.[0]) {
+            // Resume re-sends what it received as prompt tokens: anything but token ids would be sent back as such.
+            const choice = choices[0];
+            const ids = choice.token_ids ?? [];
+            if (!Array.isArray(ids) || !ids.every((id) => Number.isInteger(id) && id >= 0)) {
+              badEvent('has `token_ids` that are not an array of token ids');
+              return;
+            }
+            for (const id of ids) resume.received.push(id as number);
+            const logprobs = choice.logprobs as { content?: unknown } | null | undefined;
+            if (Array.isArray(logprobs?.content)) {
+              resume.hasLogprobs = true;
+              for (const entry of logprobs.content) resume.logprobs.push(entry);
+            }
+          }
+          delivered++;
+          markOpen();
+          stream.push(chunk as T);
+        },
+        (error) => failAttempt(new StreamParseError(error.message, { engine: run.engine, cause: error })),
+        { maxEventBytes: this.options.transport.maxEventBytes },
+      );
       let error: InferenceError | undefined;
       try {
         ticket = await this.admit(run);
         const request = {
-          ...this.attemptRequest(run, 'POST', JSON.stringify(requestBody)),
+          ...this.attemptRequest(run, 'POST', requestPayload),
           signal: attemptAbort.signal,
         };
         const result = await sendAttempt(this.transport.pool(ticket.engine.endpoint), request, {
           onData: (chunk, receivedAtMs) => parser.push(chunk, receivedAtMs),
+          onFlow: (attemptFlow) => {
+            flow.current = attemptFlow;
+            if (flow.paused) attemptFlow.pause();
+          },
         });
         this.noteAttempt(run, result);
         if (result.status < 200 || result.status >= 300) error = this.statusError(run, result);
@@ -903,6 +951,7 @@ export class RemoteInferenceClient {
           token_ids: [...resume.prompt, ...resume.received],
           sampling_params: { ...sampling, max_tokens: remaining },
         };
+        requestPayload = JSON.stringify(requestBody);
         continue;
       }
       if (delivered > 0 && error.code === 'ERR_CONNECTION') {

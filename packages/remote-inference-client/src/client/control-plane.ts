@@ -44,6 +44,7 @@ export class ControlPlane {
               body: payload,
               ttfbTimeoutMs: timeoutMs,
               idleTimeoutMs: timeoutMs,
+              maxResponseBytes: this.options.transport.maxResponseBytes,
               connectTimeoutMs: this.options.timeouts.connectMs,
               signal,
             },

@@ -59,6 +59,16 @@ export interface TransportOptions {
   keepAliveMaxTimeoutMs?: number;
   /** Use this thread's shared transport (true) or a private one. @default true */
   shared?: boolean;
+  /**
+   * Largest whole (non-streamed) 2xx response body; a larger one fails with `ERR_STREAM_PARSE` instead of growing
+   * a buffer. @default 268435456 (256 MiB)
+   */
+  maxResponseBytes?: number;
+  /**
+   * Largest single stream event (SSE: until its blank line); a larger one fails with `ERR_STREAM_PARSE`. vLLM's
+   * events are small, except a first chunk carrying `prompt_logprobs` of a long prompt. @default 67108864 (64 MiB)
+   */
+  maxEventBytes?: number;
 }
 
 /** Options of {@link RemoteInferenceClient}. */
@@ -163,6 +173,15 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
     options.engines,
   );
   const engines = [...new Set(options.engines.map((engine, index) => normalizeEngine(engine, `engines[${index}]`)))];
+  checkHeaders(options.headers, 'headers');
+  if (options.apiKey !== undefined) {
+    expect(
+      typeof options.apiKey === 'string' && HEADER_VALUE.test(options.apiKey),
+      'apiKey',
+      'a string without CR, LF or control characters',
+      '<redacted>',
+    );
+  }
   const timeouts = options.timeouts ?? {};
   const retry = options.retry ?? {};
   const transport = options.transport ?? {};
@@ -195,6 +214,8 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
       keepAliveTimeoutThresholdMs: transport.keepAliveTimeoutThresholdMs ?? 2000,
       keepAliveMaxTimeoutMs: transport.keepAliveMaxTimeoutMs ?? 60_000,
       shared: transport.shared ?? true,
+      maxResponseBytes: transport.maxResponseBytes ?? 256 * 1024 * 1024,
+      maxEventBytes: transport.maxEventBytes ?? 64 * 1024 * 1024,
     },
     sourceIps: resolveSourceIps(options.sourceIps),
     connectionsPerEngine: 0,
@@ -216,6 +237,14 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
       resolved.ceilingIsPortBudget = budget <= 50_000;
     }
   }
+  for (const field of ['maxResponseBytes', 'maxEventBytes'] as const) {
+    expect(
+      positiveInteger(resolved.transport[field]),
+      `transport.${field}`,
+      'a whole number of bytes >= 1',
+      resolved.transport[field],
+    );
+  }
   // Without source IPs each engine has its own port range; with them the budget is shared, split evenly.
   resolved.connectionsPerEngine = Math.max(1, Math.floor(resolved.transport.maxConnections / engines.length));
   for (const field of ['connectMs', 'ttfbMs', 'idleMs'] as const) {
@@ -228,9 +257,9 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
   }
   if (resolved.timeouts.totalMs !== undefined) {
     expect(
-      nonNegative(resolved.timeouts.totalMs) && resolved.timeouts.totalMs > 0,
+      typeof resolved.timeouts.totalMs === 'number' && resolved.timeouts.totalMs > 0,
       'timeouts.totalMs',
-      'a number of ms > 0',
+      'a number of ms > 0 (Infinity: no deadline)',
       resolved.timeouts.totalMs,
     );
   }
@@ -268,4 +297,76 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
     resolved.transport.keepAliveTimeoutMs,
   );
   return resolved;
+}
+
+/** Node's timers overflow above this many ms (they then fire after 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+// RFC 9110 field-name token and field-value (no CR, LF or NUL): a CR/LF in a caller's value would otherwise reach
+// undici, fail as a "connection" error and be counted against a healthy engine.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** Checks header names and values a caller supplied; `field` names where they came from. */
+export function checkHeaders(headers: unknown, field: string): void {
+  if (headers === undefined) return;
+  expect(typeof headers === 'object' && headers !== null && !Array.isArray(headers), field, 'an object', headers);
+  for (const [name, value] of Object.entries(headers as Record<string, unknown>)) {
+    expect(HEADER_NAME.test(name), `${field} name`, 'an HTTP header name (a token)', name);
+    expect(
+      typeof value === 'string' && HEADER_VALUE.test(value),
+      `${field}[${JSON.stringify(name)}]`,
+      'a string without CR, LF or control characters',
+      value,
+    );
+  }
+}
+
+/** The per-call options every request method takes, checked before the request is counted or sent. */
+export interface CheckedRequestOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  sessionId?: string;
+  priority?: number;
+  headers?: Record<string, string>;
+}
+
+/** Rejects a caller's mistake in per-call options with a typed error, before anything is counted or sent. */
+export function checkRequestOptions(options: CheckedRequestOptions): void {
+  expect(typeof options === 'object' && options !== null, 'options', 'an object', options);
+  const { signal, timeoutMs, sessionId, priority, headers } = options;
+  if (signal !== undefined) {
+    expect(signal instanceof AbortSignal, 'options.signal', 'an AbortSignal', Object.prototype.toString.call(signal));
+  }
+  if (timeoutMs !== undefined) {
+    expect(
+      typeof timeoutMs === 'number' && timeoutMs > 0 && !Number.isNaN(timeoutMs),
+      'options.timeoutMs',
+      'a number of ms > 0 (Infinity: no deadline)',
+      timeoutMs,
+    );
+  }
+  if (sessionId !== undefined) {
+    expect(
+      typeof sessionId === 'string' && HEADER_VALUE.test(sessionId),
+      'options.sessionId',
+      'a string without CR, LF or control characters (it is sent as the X-Session-ID header)',
+      sessionId,
+    );
+  }
+  if (priority !== undefined) {
+    expect(typeof priority === 'number' && Number.isFinite(priority), 'options.priority', 'a finite number', priority);
+  }
+  checkHeaders(headers, 'options.headers');
+}
+
+/** The JSON text of a request body, or a typed error naming what cannot be serialized (a cycle, a BigInt). */
+export function serializeBody(body: unknown): string {
+  try {
+    return JSON.stringify(body);
+  } catch (error) {
+    throw new InvalidOptionsError(`Expected the request body to be JSON-serializable: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { StreamParseError } from '../errors.js';
 import { type SseEvent, SseParser } from './sse-parser.js';
 
 function parse(chunks: (string | Buffer)[]): SseEvent[] {
@@ -42,5 +43,45 @@ describe('SseParser', () => {
     expect(parser.hasPendingEvent).toBe(true);
     parser.push(Buffer.from(':1}\n\n'), 1);
     expect(parser.hasPendingEvent).toBe(false);
+  });
+});
+
+describe('SseParser bounds (hostile servers)', () => {
+  it('an event over maxEventBytes without a blank line is one typed error, and the rest is ignored', () => {
+    const errors: Error[] = [];
+    const events: SseEvent[] = [];
+    const parser = new SseParser(
+      (event) => events.push(event),
+      (error) => errors.push(error),
+      { maxEventBytes: 1024 },
+    );
+    const noNewline = Buffer.alloc(300, 0x61);
+    for (let index = 0; index < 10; index++) parser.push(noNewline, index);
+    parser.push(Buffer.from('\n\ndata: late\n\n'), 11);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(StreamParseError);
+    expect(errors[0]!.message).toMatch(/exceeds 1024 bytes/);
+    expect(events).toEqual([]);
+  });
+
+  it('many data lines that never end their event count toward the same bound', () => {
+    const errors: Error[] = [];
+    const parser = new SseParser(
+      () => {},
+      (error) => errors.push(error),
+      { maxEventBytes: 1024 },
+    );
+    for (let index = 0; index < 100; index++) parser.push(Buffer.from(`data: ${'x'.repeat(20)}\n`), index);
+    expect(errors).toHaveLength(1);
+  });
+
+  it('a long line split over many chunks is joined once and parsed whole', () => {
+    const payload = 'y'.repeat(200_000);
+    const bytes = Buffer.from(`data: ${payload}\n\n`);
+    const chunks: Buffer[] = [];
+    for (let offset = 0; offset < bytes.length; offset += 1000) chunks.push(bytes.subarray(offset, offset + 1000));
+    const events = parse(chunks);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.data).toBe(payload);
   });
 });

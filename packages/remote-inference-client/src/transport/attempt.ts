@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
-import { AbortError, type InferenceError, mapTransportError, TimeoutError } from '../errors.js';
+import { AbortError, type InferenceError, mapTransportError, StreamParseError, TimeoutError } from '../errors.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 
 /** One HTTP exchange to send. */
@@ -18,6 +18,8 @@ export interface AttemptRequest {
   ttfbTimeoutMs: number;
   /** Longest silence between body chunks once the body has started. 0 = none. */
   idleTimeoutMs: number;
+  /** Largest whole (non-streamed) 2xx body kept; larger is a typed error, not a buffer that grows. */
+  maxResponseBytes: number;
   connectTimeoutMs: number;
   signal: AbortSignal | undefined;
 }
@@ -25,6 +27,14 @@ export interface AttemptRequest {
 /** Receives a 2xx body as it arrives; timestamps are taken before any parsing. */
 export interface AttemptSink {
   onData(chunk: Buffer, receivedAtMs: number): void;
+  /** Called when the response starts, with a way to stop and restart reading the socket (backpressure). */
+  onFlow?(flow: AttemptFlow): void;
+}
+
+/** Stops and restarts reading a response's body from the socket. */
+export interface AttemptFlow {
+  pause(): void;
+  resume(): void;
 }
 
 /** What one attempt measured. */
@@ -84,35 +94,67 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   private chunks: Buffer[] | undefined;
   private size = 0;
   private controller: Dispatcher.DispatchController | undefined;
-  private readonly onAbort = () =>
-    this.controller?.abort(new AbortError('The request was aborted', { cause: this.signal?.reason }));
+  /** Set by the sender: ends a request that undici has not started yet (its connection is still connecting). */
+  abortBeforeStart: ((reason: Error) => void) | undefined;
+  private readonly onAbort = () => {
+    const error = new AbortError('The request was aborted', { engine: this.engine, cause: this.signal?.reason });
+    if (this.controller) this.controller.abort(error);
+    else this.abortBeforeStart?.(error);
+  };
 
   constructor(
+    private readonly engine: string,
+    private readonly maxResponseBytes: number,
     private readonly sink: AttemptSink | undefined,
     private readonly signal: AbortSignal | undefined,
     private readonly resolve: (result: { body: Buffer | undefined }) => void,
     private readonly reject: (error: unknown) => void,
   ) {}
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.signal) {
-      if (this.signal.aborted) this.onAbort();
-      else this.signal.addEventListener('abort', this.onAbort, { once: true });
-    }
+  /**
+   * Listens for the caller's abort from the moment of dispatch: undici calls `onRequestStart` only once the socket
+   * is connected, and an abort during a pending connect (a full accept queue) used to wait for the connect timeout.
+   */
+  listen(): void {
+    if (!this.signal) return;
+    if (this.signal.aborted) this.onAbort();
+    else this.signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.signal?.aborted) this.onAbort();
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     this.headersAtMs = performance.now();
     this.status = statusCode;
     this.headers = headers;
     if (statusCode < 200 || statusCode >= 300 || !this.sink) this.chunks = [];
+    else
+      this.sink.onFlow?.({
+        pause: () => controller.pause(),
+        resume: () => {
+          // Time the consumer held the stream is not the server's silence.
+          this.lastDataAtMs = performance.now();
+          controller.resume();
+        },
+      });
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.chunks) {
       if (this.size < MAX_ERROR_BODY_BYTES || (this.status >= 200 && this.status < 300)) this.chunks.push(chunk);
       this.size += chunk.length;
+      if (this.size > this.maxResponseBytes && this.status >= 200 && this.status < 300) {
+        this.chunks = [];
+        this.controller?.abort(
+          new StreamParseError(
+            `The response body exceeds transport.maxResponseBytes (${this.maxResponseBytes} bytes)`,
+            { engine: this.engine, status: this.status },
+          ),
+        );
+      }
       return;
     }
     const now = performance.now();
@@ -171,7 +213,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
       this.arm(deadline - now);
       return;
     }
-    this.controller?.abort(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine }));
+    const error = new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine });
+    if (this.controller) this.controller.abort(error);
+    else this.abortBeforeStart?.(error);
   };
 
   private detach(): void {
@@ -218,7 +262,7 @@ export async function sendAttempt(
     let handler: ExchangeHandler | undefined;
     try {
       const { body } = await new Promise<{ body: Buffer | undefined }>((resolve, reject) => {
-        handler = new ExchangeHandler(sink, request.signal, resolve, reject);
+        handler = new ExchangeHandler(pool.origin, request.maxResponseBytes, sink, request.signal, resolve, reject);
         const ttfbMs = Math.min(request.ttfbTimeoutMs, MAX_TIMER_MS);
         connection.client.dispatch(
           {
@@ -235,6 +279,9 @@ export async function sendAttempt(
           handler,
         );
         if (sink) handler.watch(pool.origin, sentAtMs, request.ttfbTimeoutMs, request.idleTimeoutMs);
+        // Before undici starts the request (connect pending), an abort can only end it with its connection.
+        handler.abortBeforeStart = (reason) => void connection.client.destroy(reason).catch(() => undefined);
+        handler.listen();
       });
       timing.headersAtMs = handler!.headersAtMs;
       timing.ttfbMs = handler!.headersAtMs - sentAtMs;
