@@ -22,6 +22,7 @@ const FLAGS: Record<
       | 'control-host'
       | 'control-token'
       | 'no-control'
+      | 'no-dev-mode'
       | 'help'
     ),
     string,
@@ -55,11 +56,20 @@ const FLAGS: Record<
     'A body not fully received this long after its headers gets 408 (default 30000; 0 = no limit)',
   ],
   'max-request-tokens': ['number', 'maxRequestTokens', 'Most prompts x n x max_tokens per request (default 16777216)'],
-  preset: ['string', 'preset', "A trainer's own routes on top of vLLM's: skyrl (SkyRL's server and router)"],
   routes: [
     'string',
     'routes',
     'Extra routes: ES module paths (comma-separated) exporting `routes`; a --config file may also list static routes',
+  ],
+  'dev-mode': [
+    'boolean',
+    'devMode',
+    "Serve vLLM's VLLM_SERVER_DEV_MODE routes (pause, sleep, weights, rpc, caches); on by default",
+  ],
+  'no-dev-mode': [
+    'boolean',
+    'no-dev-mode',
+    'Answer the dev-mode routes with 404, as vLLM without VLLM_SERVER_DEV_MODE=1',
   ],
   config: ['string', 'config', 'JSON file of options (flags override it)'],
   'control-host': ['string', 'control-host', 'Control channel address (default 127.0.0.1)'],
@@ -86,7 +96,7 @@ const MAX_TIMER_MS = 2_147_483_647;
 const CONFIG_KEYS = new Set<string>([
   ...Object.values(FLAGS)
     .map(([, key]) => key)
-    .filter((key) => !['config', 'help', 'no-control'].includes(key) && !key.startsWith('control-')),
+    .filter((key) => !['config', 'help', 'no-control', 'no-dev-mode'].includes(key) && !key.startsWith('control-')),
   'control',
 ]);
 
@@ -226,6 +236,7 @@ export function parseCli(
   if (typeof raw['fault-profile'] === 'string') {
     options.faultProfile = parseFaultProfile(raw['fault-profile'], labels['fault-profile']!);
   }
+  if (raw['no-dev-mode'] === true) options.devMode = false;
   if (raw['no-control'] === true) options.control = false;
   else if (
     raw['control-host'] !== undefined ||
@@ -258,6 +269,7 @@ export function parseCli(
     'control-host',
     'control-token',
     'no-control',
+    'no-dev-mode',
     'help',
   ]) {
     delete options[key];
@@ -332,6 +344,9 @@ async function main(): Promise<void> {
     if (problem === undefined) throw error;
     exitWith(problem);
   }
+  process.stdout.write(
+    `${JSON.stringify({ event: 'ready', engines: server.engines.map(({ url }) => ({ url })), control: server.control.url ?? null })}\n`,
+  );
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -344,11 +359,6 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
-  // The ready line last: a supervisor that signals as soon as it reads it must find the handlers installed (before,
-  // a SIGTERM sent right after the line killed the process with the default action instead of draining).
-  process.stdout.write(
-    `${JSON.stringify({ event: 'ready', engines: server.engines.map(({ url }) => ({ url })), control: server.control.url ?? null })}\n`,
-  );
 }
 
 main().catch((error: unknown) => {

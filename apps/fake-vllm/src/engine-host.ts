@@ -1,11 +1,11 @@
 import { performance } from 'node:perf_hooks';
-import { Engine, InFlightGauge } from './engine.js';
+import { Engine, InFlightGauge, type PauseMode } from './engine.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
 import type { ResolvedEngineOptions } from './options.js';
-import { presetRoutes } from './presets/presets.js';
 import { HttpError, type ParseContext } from './protocol.js';
 import { builtinRoutes } from './routes/builtin-routes.js';
+import { SLEEP_TAGS } from './routes/control-routes.js';
 import type { FakeRoute, ResponseWriter, RouteRequest } from './routes/route.js';
 import { RouteTable } from './routes/route-table.js';
 
@@ -58,6 +58,15 @@ export class EngineHost {
   readonly sessions = new Map<string, unknown>();
   /** Weight updates applied so far (`/update_weights`). */
   weightVersion = 0;
+  /** Between `/start_weight_update` and `/finish_weight_update`. */
+  weightUpdateActive = false;
+  /** LoRA adapters loaded at run time, by name (`/v1/load_lora_adapter`). */
+  readonly loras = new Map<string, { path: string }>();
+  /**
+   * The sleep vLLM's engine core is in (`/sleep`): its level and the parts still asleep (from level 1, the weights
+   * and the KV cache). Scheduling stays paused until every part is awake again.
+   */
+  private sleepState: { level: number; asleep: Set<string> } | undefined;
   /** Requests received, any route. */
   requests = 0;
   /** When the engine started serving (performance.now() ms); set by the transport when it listens. */
@@ -80,10 +89,46 @@ export class EngineHost {
       seed: options.seed,
       eosProbability: options.eosProbability,
       maxRequestTokens: options.maxRequestTokens,
+      loraNames: this.loras,
     };
-    // A preset's routes, then extra routes, come last so they replace a built-in route with the same method and path.
-    const routes = [...builtinRoutes, ...presetRoutes(options.preset), ...extraRoutes];
-    this.table = new RouteTable(routes, { devMode: true });
+    // Extra routes come last so they replace a built-in route with the same method and path.
+    this.table = new RouteTable([...builtinRoutes, ...extraRoutes], { devMode: options.devMode });
+  }
+
+  /** Whether `/sleep` put the engine to sleep and it is not fully awake (`/is_sleeping`). */
+  get isSleeping(): boolean {
+    return this.sleepState !== undefined;
+  }
+
+  /** The sleep level in force (0 when awake). */
+  get sleepLevel(): number {
+    return this.sleepState?.level ?? 0;
+  }
+
+  /**
+   * `/sleep?level=&mode=`, as vLLM's engine core does it (`vllm/v1/engine/core.py` sleep): pause scheduling with
+   * `mode` (abort ends in-flight requests, wait lets them finish first, keep freezes them), then from level 1 put
+   * the weights and KV cache to sleep. Level 0 only pauses scheduling.
+   */
+  async sleep(level: number, mode: PauseMode): Promise<void> {
+    await this.engine.pause(mode);
+    this.sleepState = { level, asleep: new Set(level >= 1 ? SLEEP_TAGS : []) };
+  }
+
+  /**
+   * `/wake_up?tags=`: wakes the given parts (all when none given; `scheduling` names none of them), and resumes
+   * scheduling once nothing is asleep (`vllm/v1/engine/core.py` wake_up). Like vLLM, a fully awake engine also
+   * resumes a `/pause`.
+   */
+  wakeUp(tags: readonly string[] | undefined): void {
+    const parts = tags?.filter((tag) => tag !== 'scheduling');
+    if (parts === undefined || parts.length > 0) {
+      if (parts === undefined) this.sleepState?.asleep.clear();
+      else for (const part of parts) this.sleepState?.asleep.delete(part);
+    }
+    if (this.sleepState && this.sleepState.asleep.size > 0) return;
+    this.sleepState = undefined;
+    this.engine.resume();
   }
 
   /** The fault for a request: its `x-fake-fault` header, else a roll of the profile. */
@@ -98,11 +143,22 @@ export class EngineHost {
     this.requests++;
     try {
       const match = this.table.match(request.method, request.path);
-      if (match.kind !== 'route') {
-        await request.body();
-        throw new HttpError(404, `Not Found: ${request.method} ${request.path}`, 'NotFoundError');
+      if (match.kind === 'route') {
+        await match.route.handler!({ request, response, host: this });
+        return;
       }
-      await match.route.handler!({ request, response, host: this });
+      // Starlette's router, behind FastAPI's default HTTPException handler: vLLM registers its own handler for
+      // FastAPI's HTTPException subclass only, so routing errors keep FastAPI's `{"detail": ...}` body.
+      await request.body();
+      if (match.kind === 'method-not-allowed') {
+        response.send(
+          405,
+          { 'content-type': 'application/json', allow: match.allow },
+          '{"detail":"Method Not Allowed"}',
+        );
+      } else {
+        response.send(404, { 'content-type': 'application/json' }, '{"detail":"Not Found"}');
+      }
     } catch (error) {
       this.fail(response, error);
     }
@@ -146,7 +202,7 @@ export class EngineHost {
       generationTokens: counters.generationTokens,
       faults: { ...this.injector.injected },
       paused: this.engine.isPaused,
-      sleeping: this.engine.isSleeping,
+      sleeping: this.isSleeping,
       pid: process.pid,
       down: false,
     };

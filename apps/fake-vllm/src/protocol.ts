@@ -75,18 +75,26 @@ function logprobJson(value: number): string {
 }
 
 /** One pydantic error entry, as FastAPI's `RequestValidationError.errors()` holds it. */
-interface ValidationEntry {
+/** One entry of pydantic's `exc.errors()`. */
+export interface ValidationEntry {
   type: string;
   loc: readonly (string | number)[];
   msg: string;
   input: unknown;
   /** `ctx.error`: the repr of the exception a validator raised. */
   ctxError?: string;
+  /** The whole `ctx` repr, for errors whose context is not an exception (`literal_error`: `{'expected': ...}`). */
+  ctx?: string;
 }
 
 function entryRepr(entry: ValidationEntry): string {
   const loc = entry.loc.length === 1 ? `(${pythonRepr(entry.loc[0])},)` : `(${entry.loc.map(pythonRepr).join(', ')})`;
-  const ctx = entry.ctxError === undefined ? '' : `, 'ctx': {'error': ${entry.ctxError}}`;
+  const ctx =
+    entry.ctx !== undefined
+      ? `, 'ctx': ${entry.ctx}`
+      : entry.ctxError === undefined
+        ? ''
+        : `, 'ctx': {'error': ${entry.ctxError}}`;
   return `{'type': ${pythonRepr(entry.type)}, 'loc': ${loc}, 'msg': ${pythonRepr(entry.msg)}, 'input': ${pythonRepr(entry.input)}${ctx}}`;
 }
 
@@ -95,7 +103,7 @@ function entryRepr(entry: ValidationEntry): string {
  * `"Bad Request"`, message `str(exc) + " " + str(exc.errors())`, `param` from the `VLLMValidationError` if one
  * was raised. Never 422.
  */
-function requestValidationError(entries: ValidationEntry[], param: string | null = null): HttpError {
+export function requestValidationError(entries: ValidationEntry[], param: string | null = null): HttpError {
   const reprs = entries.map(entryRepr);
   const count = `${entries.length} validation error${entries.length === 1 ? '' : 's'}:\n`;
   const message = `${count}${reprs.map((repr) => `  ${repr}`).join('\n')} [${reprs.join(', ')}]`;
@@ -206,6 +214,8 @@ export interface ParseContext {
   maxRequestTokens?: number;
   /** @default 0 */
   eosProbability?: number;
+  /** LoRA adapters loaded at run time (`/v1/load_lora_adapter`): also valid as `model`. @default none */
+  loraNames?: { has(name: string): boolean };
 }
 
 function isObject(value: unknown): value is Json {
@@ -256,7 +266,7 @@ function field(
 function checkModel(body: Json, context: ParseContext): void {
   const model = field(body, 'model', 'string');
   if (model === undefined) return;
-  if (model !== context.model) {
+  if (model !== context.model && !context.loraNames?.has(model as string)) {
     throw new HttpError(404, `The model \`${String(model)}\` does not exist.`, 'NotFoundError', 'model');
   }
 }

@@ -45,6 +45,9 @@ export async function serveGeneration(
   const body = await request.json();
   const fault = host.pickFault(request);
   const job = parse(body, host.parseContext);
+  // A request for a LoRA adapter is answered under the adapter's name, as vLLM does.
+  const requested = (body as { model?: unknown } | null)?.model;
+  const model = typeof requested === 'string' && host.loras.has(requested) ? requested : host.options.model;
   if (fault && injectBeforeResponse(fault, host, response)) return;
   if (job.engineError) {
     // vLLM's engine rejects the request only once it is submitted: a stream has already answered 200.
@@ -67,7 +70,7 @@ export async function serveGeneration(
   const generation = createGeneration(
     job,
     idPrefix,
-    host.options.model,
+    model,
     host.options.vocabSize,
     sinkProxy,
     arrivedAtMs,
