@@ -1,3 +1,10 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { expectedCompletion, type FakeVllm, packRoutedExperts, skyrlRoutes, startFakeVllm } from '../src/index.js';
 import { get, post } from './helpers.js';
@@ -201,5 +208,47 @@ describe('routes of your own', () => {
     } finally {
       await fake.close();
     }
+  });
+});
+
+describe('choosing the preset', () => {
+  const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+  it('from --preset, FAKE_VLLM_PRESET or a config file', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'fake-vllm-preset-'));
+    try {
+      const config = join(directory, 'fake.json');
+      writeFileSync(config, JSON.stringify({ preset: 'skyrl' }));
+      for (const [args, env] of [
+        [['--preset', 'skyrl'], {}],
+        [[], { FAKE_VLLM_PRESET: 'skyrl' }],
+        [['--config', config], {}],
+      ] as const) {
+        const child = spawn(process.execPath, [cli, '--no-control', ...args], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+          env: { ...process.env, ...env },
+        });
+        try {
+          const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+          const { engines } = JSON.parse(line) as { engines: { url: string }[] };
+          const response = await post(`${engines[0]!.url}/finish_session?session_id=s`, {});
+          expect(response.status, JSON.stringify(args)).toBe(200);
+        } finally {
+          child.kill('SIGKILL');
+        }
+      }
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('a name it does not know is one line naming where it came from, and exit 2', async () => {
+    const child = spawn(process.execPath, [cli, '--preset', 'verl'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const [code] = (await once(child, 'exit')) as [number];
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/^fake-vllm: Expected `--preset` to be one of none, skyrl, got `"verl"`/);
   });
 });
