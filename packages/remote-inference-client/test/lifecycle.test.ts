@@ -113,7 +113,9 @@ describe('control plane', () => {
     ).toBe(true);
     await client.control.wakeUp();
     expect((await client.control.resetPrefixCache()).every((result) => result.ok)).toBe(true);
-    expect((await client.control.updateWeights({ version: 2 })).every((result) => result.ok)).toBe(true);
+    expect((await client.control.updateWeights({ update_info: { version: 2 } })).every((result) => result.ok)).toBe(
+      true,
+    );
     expect((await client.control.collectiveRpc({ method: 'noop' })).every((result) => result.ok)).toBe(true);
     expect((await client.control.getWorldSize()).map((result) => result.ok && result.value)).toEqual([
       { world_size: 1 },
