@@ -56,6 +56,7 @@ const FLAGS: Record<
     'A body not fully received this long after its headers gets 408 (default 30000; 0 = no limit)',
   ],
   'max-request-tokens': ['number', 'maxRequestTokens', 'Most prompts x n x max_tokens per request (default 16777216)'],
+  preset: ['string', 'preset', "A trainer's own routes on top of vLLM's: skyrl (SkyRL's server and router)"],
   routes: [
     'string',
     'routes',
@@ -344,9 +345,6 @@ async function main(): Promise<void> {
     if (problem === undefined) throw error;
     exitWith(problem);
   }
-  process.stdout.write(
-    `${JSON.stringify({ event: 'ready', engines: server.engines.map(({ url }) => ({ url })), control: server.control.url ?? null })}\n`,
-  );
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -359,6 +357,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // The ready line last: a supervisor that signals as soon as it reads it must find the handlers installed (before,
+  // a SIGTERM sent right after the line killed the process with the default action instead of draining).
+  process.stdout.write(
+    `${JSON.stringify({ event: 'ready', engines: server.engines.map(({ url }) => ({ url })), control: server.control.url ?? null })}\n`,
+  );
 }
 
 main().catch((error: unknown) => {

@@ -3,6 +3,7 @@ import { Engine, InFlightGauge, type PauseMode } from './engine.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
 import type { ResolvedEngineOptions } from './options.js';
+import { presetRoutes } from './presets/presets.js';
 import { HttpError, type ParseContext } from './protocol.js';
 import { builtinRoutes } from './routes/builtin-routes.js';
 import { SLEEP_TAGS } from './routes/control-routes.js';
@@ -91,8 +92,9 @@ export class EngineHost {
       maxRequestTokens: options.maxRequestTokens,
       loraNames: this.loras,
     };
-    // Extra routes come last so they replace a built-in route with the same method and path.
-    this.table = new RouteTable([...builtinRoutes, ...extraRoutes], { devMode: options.devMode });
+    // A preset's routes, then extra routes, come last so they replace a built-in route with the same method and path.
+    const routes = [...builtinRoutes, ...presetRoutes(options.preset), ...extraRoutes];
+    this.table = new RouteTable(routes, { devMode: options.devMode });
   }
 
   /** Whether `/sleep` put the engine to sleep and it is not fully awake (`/is_sleeping`). */

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { FakeVllmConfigError } from './errors.js';
 import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { isPresetName, PRESETS, type PresetName } from './presets/presets.js';
 import { DEFAULT_MAX_REQUEST_TOKENS } from './request-bounds.js';
 import { checkRouteSources, type FakeRouteSource } from './routes/load-routes.js';
 import { DEFAULT_VOCAB_SIZE } from './tokens.js';
@@ -58,6 +59,12 @@ export interface EngineOptions extends LatencyOptions {
    * anything is allocated; a 50-byte body must not be able to claim gigabytes. @default 16777216 (tokens)
    */
   maxRequestTokens?: number;
+  /**
+   * Routes a trainer adds to the vLLM servers it launches, served by this engine: `'skyrl'` (NovaSky-AI/SkyRL's
+   * `/skyrl/v1/generate`, `/skyrl/v1/load_lora_adapter`, `/fetch_weights`, its router's `/finish_session`; see
+   * `skyrlRoutes()` to set its options). Matched after the built-in routes and before `routes`. @default 'none'
+   */
+  preset?: PresetName;
   /**
    * Extra routes, matched before the built-in ones (so they add a route or replace one) and before the 404. Each
    * is a {@link FakeRoute} (a handler reusing the engine, faults and sessions through its context, or a static
@@ -211,11 +218,13 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     faultProfile: options.faultProfile ?? 'none',
     requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     maxRequestTokens: options.maxRequestTokens ?? DEFAULT_MAX_REQUEST_TOKENS,
+    preset: options.preset ?? 'none',
     routes: checkRouteSources(options.routes),
     devMode: options.devMode ?? true,
   };
   check(typeof resolved.devMode === 'boolean', 'devMode', 'true or false', resolved.devMode);
   checkLatencyValues(resolved);
+  check(isPresetName(resolved.preset), 'preset', `one of ${Object.keys(PRESETS).join(', ')}`, resolved.preset);
   check(typeof resolved.model === 'string' && resolved.model.length > 0, 'model', 'a non-empty string', resolved.model);
   check(positiveInteger(resolved.maxNumSeqs), 'maxNumSeqs', 'a whole number > 0', resolved.maxNumSeqs);
   check(
