@@ -4,6 +4,13 @@
  */
 
 const BRAND = Symbol.for('remote-inference-client.error');
+/** The brands of an error's class and every class above it (own property, non-enumerable). */
+const CLASS_BRANDS = Symbol.for('remote-inference-client.error.classes');
+
+/** The cross-copy brand of one error class, as undici brands each of its classes. */
+function classBrand(name: string): symbol {
+  return Symbol.for(`remote-inference-client.error.${name}`);
+}
 
 /** Stable error codes. */
 export type InferenceErrorCode =
@@ -51,9 +58,24 @@ export class InferenceError extends Error {
   readonly retryable: boolean;
   readonly hint: string | undefined;
 
+  /**
+   * `instanceof` that works across two copies of this package (two versions in one dependency tree, or ESM and CJS):
+   * each class is recognised by its `Symbol.for` brand, not by prototype identity.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== 'object' || value === null) return false;
+    const brands = (value as Record<symbol, unknown>)[CLASS_BRANDS];
+    return Array.isArray(brands) && brands.includes(classBrand(this.name));
+  }
+
   constructor(code: InferenceErrorCode, message: string, details: InferenceErrorDetails = {}) {
     super(message, { cause: details.cause });
     this.name = new.target.name;
+    const brands: symbol[] = [];
+    for (let type: { name: string } | null = new.target; type && type !== Error; type = Object.getPrototypeOf(type)) {
+      brands.push(classBrand(type.name));
+    }
+    Object.defineProperty(this, CLASS_BRANDS, { value: brands });
     this.code = code;
     this.engine = details.engine;
     this.status = details.status;
@@ -77,12 +99,18 @@ export class InvalidOptionsError extends InferenceError {
   }
 }
 
-/** The connection failed before any response byte (refused, reset, closed). Safe to retry. */
+/**
+ * The connection failed before the response reached the caller. `retryable` when `systemCode` is a known
+ * connection failure (refused, reset, closed, unreachable); an unknown failure is not re-sent.
+ */
 export class ConnectionError extends InferenceError {
   /** The system or undici error code underneath (ECONNRESET, ECONNREFUSED, UND_ERR_SOCKET, ...). */
   readonly systemCode: string | undefined;
-  constructor(message: string, systemCode: string | undefined, details: InferenceErrorDetails = {}) {
-    super('ERR_CONNECTION', message, { retryable: true, ...details });
+  constructor(message: string, systemCode: string | undefined, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_CONNECTION', message, {
+      ...details,
+      retryable: systemCode !== undefined && CONNECTION_CODES.has(systemCode),
+    });
     this.systemCode = systemCode;
   }
 }
@@ -119,20 +147,33 @@ export class HttpStatusError extends InferenceError {
   constructor(
     status: number,
     body: string,
-    details: InferenceErrorDetails & { retryAfterMs?: number | undefined } = {},
+    details: Omit<InferenceErrorDetails, 'retryable'> & { retryAfterMs?: number | undefined } = {},
   ) {
     const summary = summarizeBody(body);
     super(
       'ERR_HTTP_STATUS',
       `HTTP ${status}${summary ? `: ${summary}` : ''}${details.engine ? ` (${details.engine})` : ''}`,
       {
+        ...details,
         status,
         body,
-        ...details,
+        retryable: isRetryableStatus(status, body),
       },
     );
     this.retryAfterMs = details.retryAfterMs;
   }
+}
+
+/**
+ * Whether a generation request may be re-sent after this status: 429 and 503 (the engine refused the work), and a
+ * plain-text 5xx from a router in front (a vLLM 5xx is JSON: the engine did the work; a router's is text, meaning
+ * the engine likely never saw the request).
+ */
+function isRetryableStatus(status: number, body: string): boolean {
+  if (status === 429 || status === 503) return true;
+  if (status < 500 || status >= 600) return false;
+  const trimmed = body.trimStart();
+  return !(trimmed.startsWith('{') || trimmed.startsWith('['));
 }
 
 function summarizeBody(body: string): string {
@@ -308,5 +349,5 @@ export function mapTransportError(
   if (code !== undefined && CONNECTION_CODES.has(code)) {
     return new ConnectionError(`${message} (${code})`, code, { engine, cause: error });
   }
-  return new ConnectionError(message, code, { engine, cause: error, retryable: false });
+  return new ConnectionError(message, code, { engine, cause: error });
 }

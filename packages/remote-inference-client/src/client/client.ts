@@ -698,7 +698,6 @@ export class RemoteInferenceClient {
     return new HttpStatusError(result.status, result.body?.toString('utf8') ?? '', {
       engine: run.engine,
       attempts: run.attempts,
-      retryable: result.status === 429 || result.status === 503,
       retryAfterMs,
     });
   }

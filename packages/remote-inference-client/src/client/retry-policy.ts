@@ -1,31 +1,14 @@
 import { performance } from 'node:perf_hooks';
-import { ConnectionError, HttpStatusError, type InferenceError, TimeoutError } from '../errors.js';
+import { HttpStatusError, type InferenceError } from '../errors.js';
 import type { ResolvedClientOptions } from './options.js';
 
-/** Statuses a generation request may be re-sent for: the engine refused it before doing any work. */
-const RETRYABLE_STATUSES = new Set([429, 503]);
-
 /**
- * Whether an attempt's error may be re-sent. Only failures where the caller received nothing: connection failures
- * before any response byte, connect timeouts, 429/503 (the engine refused the work), and plain-text 5xx from a router
- * in front (a vLLM 5xx is JSON; a router's is text, meaning the engine likely never saw the request).
+ * Whether an attempt's error may be re-sent: what its constructor decided (`error.retryable`), in one place for
+ * every error. Only failures where the caller received nothing qualify: connection failures before the response,
+ * connect timeouts, 429/503, a router's plain-text 5xx, no engine available yet.
  */
 export function isRetryable(error: InferenceError): boolean {
-  if (error instanceof ConnectionError) return error.retryable;
-  if (error instanceof TimeoutError) return error.phase === 'connect';
-  if (error instanceof HttpStatusError) {
-    const status = error.status ?? 0;
-    if (RETRYABLE_STATUSES.has(status)) return true;
-    if (status >= 500 && status < 600) return !looksLikeJson(error.body ?? '');
-    return false;
-  }
-  // Ports exhausted and too many open files surface at once: waiting for a port would hide in latency.
-  return error.code === 'ERR_ENGINE_UNAVAILABLE';
-}
-
-function looksLikeJson(body: string): boolean {
-  const trimmed = body.trimStart();
-  return trimmed.startsWith('{') || trimmed.startsWith('[');
+  return error.retryable;
 }
 
 /** Parses `Retry-After` (delta seconds or an HTTP date) into ms, or undefined. */
