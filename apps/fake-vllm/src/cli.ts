@@ -49,6 +49,11 @@ const FLAGS: Record<
   'keep-alive-hint': ['boolean', 'keepAliveHint', 'Send Keep-Alive: timeout= (uvicorn does not)'],
   backlog: ['number', 'backlog', 'listen() backlog (default net.core.somaxconn)'],
   'ready-after-ms': ['number', 'readyAfterMs', '/health answers 503 for this long after start (default 0)'],
+  'startup-ms': [
+    'number',
+    'startupMs',
+    'Connections are refused for this long after start, as vLLM before its engine is built (default 0)',
+  ],
   'fault-profile': ['string', 'faultProfile', 'Built-in name (none, chaos, idle-close-race), JSON, or @file.json'],
   'request-body-timeout-ms': [
     'number',

@@ -75,6 +75,12 @@ export class EngineServer {
     await once(this.server, 'listening');
     this.port = (this.server.address() as AddressInfo).port;
     this.engineHost.startedAtMs = performance.now();
+    if (this.options.startupMs > 0 && !this.sharedListener) {
+      // The port is known (the kernel chose it) and reported at once; connects are refused until the "engine is
+      // built", as vLLM's uvicorn starts only then. A shared socket keeps listening in the parent: not refused.
+      this.refuseFor(this.options.startupMs);
+      this.engineHost.startedAtMs += this.options.startupMs;
+    }
     return this.url;
   }
 

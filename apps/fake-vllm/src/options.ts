@@ -45,8 +45,18 @@ export interface EngineOptions extends LatencyOptions {
   keepAliveHint?: boolean;
   /** `listen()` backlog. @default net.core.somaxconn (the most the kernel allows), else 511 */
   backlog?: number;
-  /** `/health` answers 503 for this long after start, like an engine loading weights. @default 0 (ms) */
+  /**
+   * `/health` (and `/ping`) answer 503 for this long after start while generation already answers: an engine that
+   * reports itself unhealthy. vLLM itself never does this while starting (see `startupMs`). @default 0 (ms)
+   */
   readyAfterMs?: number;
+  /**
+   * The engine refuses connections (ECONNREFUSED) for this long after start, then serves: vLLM binds its port
+   * but starts uvicorn only once the engine is built (`openai/api_server.py`), so early clients are refused, not
+   * answered 503. The ready line and `startFakeVllm()` return at once, with the URLs. Not applied with
+   * `sharePort`: the shared socket listens in the parent from the start. @default 0 (ms)
+   */
+  startupMs?: number;
   /** Fault rates, or a built-in profile name (`none`, `chaos`, `idle-close-race`). @default none */
   faultProfile?: FaultProfile | string;
   /**
@@ -215,6 +225,7 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     keepAliveHint: options.keepAliveHint ?? false,
     backlog: options.backlog ?? readSomaxconn(),
     readyAfterMs: options.readyAfterMs ?? 0,
+    startupMs: options.startupMs ?? 0,
     faultProfile: options.faultProfile ?? 'none',
     requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     maxRequestTokens: options.maxRequestTokens ?? DEFAULT_MAX_REQUEST_TOKENS,
@@ -256,6 +267,7 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
   check(typeof resolved.keepAliveHint === 'boolean', 'keepAliveHint', 'true or false', resolved.keepAliveHint);
   check(positiveInteger(resolved.backlog), 'backlog', 'a whole number > 0', resolved.backlog);
   check(nonNegative(resolved.readyAfterMs), 'readyAfterMs', 'a number >= 0', resolved.readyAfterMs);
+  check(timerMs(resolved.startupMs), 'startupMs', `a number of milliseconds in 0..${MAX_TIMER_MS}`, resolved.startupMs);
   check(
     timerMs(resolved.requestBodyTimeoutMs),
     'requestBodyTimeoutMs',
