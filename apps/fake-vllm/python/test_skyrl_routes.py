@@ -262,6 +262,17 @@ def test_chat_completion(fake, model):
     assert response["usage"]["completion_tokens"] == 4
 
 
+def test_render_chat_completion(fake, model):
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    status, response, _ = run(
+        call("POST", f"{fake.url}/v1/chat/completions/render", json_body=body, headers={**JSON, **SESSION})
+    )
+    assert status == 200, response
+    # What the client reads (_render_for_sample): the prompt's `token_ids`, and `features` when there are images.
+    assert isinstance(response, dict)
+    assert response["token_ids"] and all(isinstance(token, int) for token in response["token_ids"])
+
+
 def test_completion(fake, model):
     body = {"model": model, "prompt": "once upon", "max_tokens": 3}
     status, response, _ = run(call("POST", f"{fake.url}/v1/completions", json_body=body, headers={**JSON, **SESSION}))

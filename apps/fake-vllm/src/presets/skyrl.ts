@@ -1,12 +1,7 @@
 import type { EngineHost } from '../engine-host.js';
 import { FakeVllmConfigError } from '../errors.js';
-import {
-  HttpError,
-  type ParseContext,
-  parseChatRequest,
-  parseCompletionRequest,
-  parseGenerateRequest,
-} from '../protocol.js';
+import { HttpError, parseGenerateRequest } from '../protocol.js';
+import { builtinRoutes } from '../routes/builtin-routes.js';
 import { type GenerationParser, serveGeneration } from '../routes/generation-route.js';
 import type { FakeRoute, ResponseWriter, RouteContext } from '../routes/route.js';
 
@@ -14,10 +9,10 @@ import type { FakeRoute, ResponseWriter, RouteContext } from '../routes/route.js
  * The routes SkyRL (NovaSky-AI/SkyRL) adds to the vLLM servers it launches
  * (`skyrl/backends/skyrl_train/inference_servers/vllm_server_actor.py`), plus what its `RemoteInferenceClient` needs
  * around them: `/skyrl/v1/generate` (token ids in and out, routed experts packed as `{data, shape, dtype}` by
- * `generate_wire.py`), `/skyrl/v1/load_lora_adapter`, `/fetch_weights`, vLLM's `/v1/unload_lora_adapter` for the
- * adapters loaded here, and its router's `/finish_session`. SkyRL's server also registers a `/reset_prefix_cache`,
- * but after vLLM's dev-mode route of the same path (`build_app` runs first), and Starlette serves the first match:
- * vLLM's answers, so the built-in one stays.
+ * `generate_wire.py`), `/skyrl/v1/load_lora_adapter` (into the engine's LoRA adapters, which vLLM's
+ * `/v1/unload_lora_adapter` removes), `/fetch_weights`, and its router's `/finish_session`. SkyRL's server also
+ * registers a `/reset_prefix_cache`, but after vLLM's dev-mode route of the same path (`build_app` runs first), and
+ * Starlette serves the first match: vLLM's answers, so the built-in one stays.
  */
 export interface SkyrlPresetOptions {
   /**
@@ -33,8 +28,8 @@ type RoutedExpertsShape = { layers: number; topK: number; experts: number };
 
 /** Per-engine state of the preset: what SkyRL's server and router keep. */
 class SkyrlEngineState {
-  /** LoRA adapters by name -> their `lora_int_id` (vLLM keeps the id when a name is reloaded in place). */
-  readonly adapters = new Map<string, { id: number; path: string }>();
+  /** `lora_int_id` of each adapter name loaded here (vLLM keeps the id while a name stays loaded). */
+  readonly adapterIds = new Map<string, number>();
   private lastAdapterId = 0;
   /** The checkpoint version `/fetch_weights` last brought in; `undefined` before the first. */
   fetchedVersion: number | undefined;
@@ -81,28 +76,20 @@ function recordSession(context: RouteContext): void {
   else context.host.sessions.set(id, { requests: 1 } satisfies SkyrlSession);
 }
 
-/**
- * A parser that also accepts a loaded LoRA adapter's name as `model`, as vLLM does once the adapter is loaded:
- * the request is checked against that name instead of the base model's.
- */
-function acceptingAdapters(parse: GenerationParser, host: EngineHost): GenerationParser {
-  return (body: unknown, context: ParseContext) => {
-    const model = isObject(body) ? body.model : undefined;
-    if (typeof model === 'string' && stateOf(host).adapters.has(model)) return parse(body, { ...context, model });
-    return parse(body, context);
-  };
-}
+/** Paths of the built-in generation routes whose requests are counted under their session. */
+const SESSION_COUNTED_PATHS = new Set(['/v1/completions', '/v1/chat/completions', '/inference/v1/generate']);
 
-/** A built-in generation route, with sessions counted and adapters accepted as `model`. */
-function generationRoute(path: string, parse: GenerationParser, idPrefix: string): FakeRoute {
-  return {
-    method: 'POST',
-    path,
-    handler: (context) => {
-      recordSession(context);
-      return serveGeneration(context, acceptingAdapters(parse, context.host), idPrefix);
-    },
-  };
+/** The built-in generation routes, unchanged except that each request is first counted under its session. */
+function sessionCountedRoutes(): FakeRoute[] {
+  return builtinRoutes
+    .filter((route) => SESSION_COUNTED_PATHS.has(route.path))
+    .map((route) => ({
+      ...route,
+      handler: (context: RouteContext) => {
+        recordSession(context);
+        return route.handler!(context);
+      },
+    }));
 }
 
 /**
@@ -198,7 +185,7 @@ function skyrlGenerate(routedExperts: RoutedExpertsShape | undefined): NonNullab
         throw new HttpError(500, "KeyError: 'token_ids'", 'InternalServerError');
       }
       const model = body.model;
-      if (typeof model === 'string' && stateOf(host).adapters.has(model)) {
+      if (typeof model === 'string' && host.loras.has(model)) {
         throw httpException(400, '/skyrl/v1/generate does not support LoRA.');
       }
       prompt = body.token_ids as number[];
@@ -255,10 +242,7 @@ function resolveRoutedExperts(option: SkyrlPresetOptions['routedExperts']): Rout
 export function skyrlRoutes(options: SkyrlPresetOptions = {}): FakeRoute[] {
   const routedExperts = resolveRoutedExperts(options.routedExperts);
   return [
-    // vLLM's own generation routes, counting sessions and accepting adapters loaded below as `model`.
-    generationRoute('/v1/completions', parseCompletionRequest, 'cmpl'),
-    generationRoute('/v1/chat/completions', parseChatRequest, 'chatcmpl'),
-    generationRoute('/inference/v1/generate', parseGenerateRequest, 'generate-tokens'),
+    ...sessionCountedRoutes(),
     { method: 'POST', path: '/skyrl/v1/generate', handler: skyrlGenerate(routedExperts) },
     {
       method: 'POST',
@@ -271,26 +255,12 @@ export function skyrlRoutes(options: SkyrlPresetOptions = {}): FakeRoute[] {
           throw httpException(400, "Both 'lora_name' and 'lora_path' must be provided.");
         }
         const state = stateOf(host);
-        // Reloading a name keeps its id (SkyRL reloads the adapter in place after each weight sync).
-        const id = state.adapters.get(name)?.id ?? state.nextAdapterId();
-        state.adapters.set(name, { id, path });
+        // Reloading a loaded name keeps its id (SkyRL reloads the adapter in place after each weight sync).
+        const id = (host.loras.has(name) ? state.adapterIds.get(name) : undefined) ?? state.nextAdapterId();
+        state.adapterIds.set(name, id);
+        // The engine's adapters: the name is then valid as `model`, listed by /v1/models, unloaded by vLLM's route.
+        host.loras.set(name, { path });
         response.send(200, JSON_TYPE, JSON.stringify({ status: 'ok', lora_name: name, lora_int_id: id }));
-      },
-    },
-    {
-      method: 'POST',
-      path: '/v1/unload_lora_adapter',
-      handler: async ({ request, response, host }) => {
-        const body = await request.json();
-        const name = isObject(body) ? body.lora_name : undefined;
-        if (typeof name !== 'string' || name === '') {
-          throw new HttpError(400, "either 'lora_name' and 'lora_int_id' needs to be provided.", 'BadRequestError');
-        }
-        // vLLM's wording and types (`vllm/entrypoints/openai/serving_models.py`).
-        if (!stateOf(host).adapters.delete(name)) {
-          throw new HttpError(404, `The lora adapter '${name}' cannot be found.`, 'NotFoundError');
-        }
-        response.send(200, {}, `Success: LoRA adapter '${name}' removed successfully.`);
       },
     },
     {
