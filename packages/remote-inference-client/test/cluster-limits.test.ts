@@ -102,6 +102,36 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
     }
   });
 
+  it('the Redis URL is read whole: the database in its path holds the limiter state, db 0 stays empty', async () => {
+    const redis = await startRedis();
+    const client = new RemoteInferenceClient({
+      engines: fake.engines.map((engine) => engine.url),
+      limits: {
+        maxQps: 500,
+        maxConcurrency: 8,
+        redis: { url: `${redis.url}/5`, id: 'db-test', onUnavailable: 'fail-closed' },
+      },
+      transport: { shared: false },
+    });
+    const probe = new IORedis(redis.url, { lazyConnect: true });
+    try {
+      await Promise.all(
+        Array.from({ length: 20 }, (_, index) =>
+          client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 1 } }),
+        ),
+      );
+      await probe.connect();
+      expect(await probe.keys('*')).toEqual([]);
+      await probe.select(5);
+      const keys = await probe.keys('*');
+      expect(keys.some((key) => key.includes('remote-inference-client:db-test'))).toBe(true);
+    } finally {
+      probe.disconnect();
+      await client.close();
+      redis.child.kill('SIGKILL');
+    }
+  });
+
   it('Redis killed mid-run: fail-closed rejects with a typed error, fail-open carries on locally', async () => {
     const redis = await startRedis();
     const engines = fake.engines.map((engine) => engine.url);

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis as IORedis } from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
 import type { RedisLimitsOptions } from './qps-limiter.js';
+import { redisOptions } from './redis-connection.js';
 
 // Grants up to ARGV[2] slots to process ARGV[1] while the live holders' total stays <= ARGV[3]. Holders whose
 // heartbeat key (ARGV[4] .. id) has expired are evicted first: a crashed process's slots come back.
@@ -52,16 +53,7 @@ export class ClusterConcurrency {
     private readonly max: number,
     private readonly options: RedisLimitsOptions,
   ) {
-    const url = new URL(options.url);
-    this.redis = new IORedis({
-      host: url.hostname,
-      port: Number(url.port || 6379),
-      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      connectTimeout: options.timeoutMs ?? 1000,
-      lazyConnect: false,
-    });
+    this.redis = new IORedis(redisOptions(options));
     this.redis.on('error', (error: Error) => this.onRedisError(error));
     this.key = `remote-inference-client:${options.id}:concurrency`;
     this.alivePrefix = `remote-inference-client:${options.id}:alive:`;

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import Bottleneck from 'bottleneck';
 import { Redis as IORedis } from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
+import { redisOptions } from './redis-connection.js';
 
 /** Cluster-wide limits through Redis (Bottleneck clustering on ioredis). */
 export interface RedisLimitsOptions {
@@ -121,7 +122,7 @@ export class LeasedRateLimiter implements PermitGate {
       Redis: IORedis,
       clearDatastore: false,
       // Leases are spaced, never held: a crashed process loses at most one lease of budget.
-      clientOptions: redisClientOptions(redis),
+      clientOptions: redisOptions(redis),
     } as Bottleneck.ConstructorOptions);
   }
 
@@ -193,17 +194,4 @@ export class LeasedRateLimiter implements PermitGate {
     this.closed = true;
     await Promise.allSettled([this.limiter.disconnect(false), this.local?.disconnect(false)]);
   }
-}
-
-function redisClientOptions(redis: RedisLimitsOptions): Record<string, unknown> {
-  const url = new URL(redis.url);
-  return {
-    host: url.hostname,
-    port: Number(url.port || 6379),
-    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-    ...(url.pathname.length > 1 ? { db: Number(url.pathname.slice(1)) } : {}),
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    connectTimeout: redis.timeoutMs ?? 1000,
-  };
 }
