@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Engine, InFlightGauge, type PauseMode } from './engine.js';
+import { EngineMetrics } from './engine-metrics.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
 import type { ResolvedEngineOptions } from './options.js';
@@ -68,6 +69,8 @@ export class EngineHost {
    * and the KV cache). Scheduling stays paused until every part is awake again.
    */
   private sleepState: { level: number; asleep: Set<string> } | undefined;
+  /** What vLLM's Prometheus logger records per finished request (`/metrics`). */
+  readonly metrics: EngineMetrics;
   /** Requests received, any route. */
   requests = 0;
   /** When the engine started serving (performance.now() ms); set by the transport when it listens. */
@@ -83,6 +86,7 @@ export class EngineHost {
   ) {
     this.engine = new Engine(options, gauge);
     this.injector = new FaultInjector(options.faultProfile, options.seed);
+    this.metrics = new EngineMetrics(options.maxModelLen);
     this.parseContext = {
       model: options.model,
       maxModelLen: options.maxModelLen,

@@ -7,6 +7,39 @@ export const ITL_BUCKETS_S = [
   0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80,
 ];
 
+/**
+ * vLLM's bucket bounds for `vllm:e2e_request_latency_seconds`, `vllm:request_queue_time_seconds` and the other
+ * request-phase histograms (seconds; `request_latency_buckets` in `vllm/v1/metrics/loggers.py`).
+ */
+export const REQUEST_LATENCY_BUCKETS_S = [
+  0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680,
+];
+
+/** vLLM's `build_1_2_5_buckets(max)`: 1, 2, 5, 10, 20, 50, ... up to `max` (token-count histograms). */
+export function oneTwoFiveBuckets(max: number): number[] {
+  const buckets: number[] = [];
+  for (let scale = 1; ; scale *= 10) {
+    for (const mantissa of [1, 2, 5]) {
+      if (mantissa * scale > max) return buckets;
+      buckets.push(mantissa * scale);
+    }
+  }
+}
+
+/**
+ * A bound as Python's prometheus_client writes it (`floatToGoString`): buckets are floats, so `1` is `1.0`,
+ * and from 1e6 on Go's exponent form (`1e+06`).
+ */
+export function prometheusFloat(value: number): string {
+  if (value === Number.POSITIVE_INFINITY) return '+Inf';
+  if (value >= 1e6) {
+    const [mantissa = '', exponent = '0'] = value.toExponential().split('e');
+    const digits = exponent.replace(/^[+-]/, '');
+    return `${mantissa}e${exponent.startsWith('-') ? '-' : '+'}${digits.padStart(2, '0')}`;
+  }
+  return Number.isInteger(value) ? `${value}.0` : String(value);
+}
+
 /** A Prometheus-style cumulative histogram with fixed bounds. */
 export class Histogram {
   readonly counts: number[];
@@ -33,17 +66,17 @@ export class Histogram {
     this.count += other.count;
   }
 
-  /** Prometheus exposition lines for this histogram. */
+  /** Prometheus exposition lines for this histogram, values written as prometheus_client writes them. */
   render(name: string, labels: string): string {
     let cumulative = 0;
     let text = '';
     for (let index = 0; index < this.bounds.length; index++) {
       cumulative += this.counts[index]!;
-      text += `${name}_bucket{${labels},le="${this.bounds[index]}"} ${cumulative}\n`;
+      text += `${name}_bucket{${labels},le="${prometheusFloat(this.bounds[index]!)}"} ${prometheusFloat(cumulative)}\n`;
     }
-    text += `${name}_bucket{${labels},le="+Inf"} ${this.count}\n`;
-    text += `${name}_sum{${labels}} ${this.sum}\n`;
-    text += `${name}_count{${labels}} ${this.count}\n`;
+    text += `${name}_bucket{${labels},le="+Inf"} ${prometheusFloat(this.count)}\n`;
+    text += `${name}_count{${labels}} ${prometheusFloat(this.count)}\n`;
+    text += `${name}_sum{${labels}} ${prometheusFloat(this.sum)}\n`;
     return text;
   }
 }

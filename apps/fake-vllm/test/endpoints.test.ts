@@ -196,15 +196,17 @@ describe('other endpoints', () => {
     await post(`${url}/v1/completions`, { prompt: 'x', max_tokens: 1 }, { 'x-fake-fault': 'status-429' });
     const text = (await get(`${url}/metrics`)).text;
     for (const name of [
-      'vllm:num_requests_running{model_name="fake-model"}',
-      'vllm:num_requests_waiting{model_name="fake-model"}',
+      'vllm:num_requests_running{model_name="fake-model",engine="0"}',
+      'vllm:num_requests_waiting{model_name="fake-model",engine="0"}',
       'vllm:time_to_first_token_seconds_bucket',
       'vllm:inter_token_latency_seconds_bucket',
       'vllm:generation_tokens_total',
     ]) {
       expect(text).toContain(name);
     }
-    expect(text).toMatch(/fake_vllm:faults_injected_total\{model_name="fake-model",fault="status-429"\} [1-9]/);
+    expect(text).toMatch(
+      /fake_vllm:faults_injected_total\{model_name="fake-model",engine="0",fault="status-429"\} [1-9]/,
+    );
   });
 
   it('answers the RL control plane', async () => {

@@ -65,7 +65,10 @@ export async function serveGeneration(
   const deferred: { sink?: Sink } = {};
   const sinkProxy: RequestSink = {
     onProgress: () => deferred.sink!.onProgress(),
-    onFinish: () => deferred.sink!.onFinish(),
+    onFinish: (finished) => {
+      host.metrics.recordFinished(finished, job.n, job.maxTokens);
+      deferred.sink!.onFinish();
+    },
   };
   const generation = createGeneration(
     job,
@@ -85,7 +88,13 @@ export async function serveGeneration(
     host.injector.count(fault.name);
     engineRequest.stepEvery = Math.max(1, Math.round(numberParam(fault, 'factor', 10)));
   }
-  response.onClose(() => host.engine.cancel(engineRequest));
+  response.onClose(() => {
+    // A client that goes away aborts its request, and vLLM counts it finished with reason abort.
+    const { state } = engineRequest;
+    if (state === 'finished' || state === 'cancelled') return;
+    host.engine.cancel(engineRequest);
+    host.metrics.recordFinished(engineRequest, job.n, job.maxTokens, true);
+  });
   if (!host.engine.submit(engineRequest)) {
     const error = new HttpError(429, 'The engine waiting queue is full', 'TooManyRequestsError');
     response.send(429, { 'content-type': 'application/json', 'retry-after': '1' }, error.body());
