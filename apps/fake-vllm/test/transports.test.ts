@@ -184,6 +184,20 @@ describe.each(transports)('$name', (transport) => {
     expect((await readAll(closed)).error).toBeDefined();
   });
 
+  it("routing errors are FastAPI's: 404 and 405 with allow (openai/server_utils.py handles only FastAPI's subclass)", async () => {
+    const missing = await fetch(`${transport.url}/v1/nope`);
+    expect([missing.status, await missing.text()]).toEqual([404, '{"detail":"Not Found"}']);
+    const wrongMethod = await fetch(`${transport.url}/v1/completions`);
+    expect([wrongMethod.status, wrongMethod.headers.get('allow'), await wrongMethod.text()]).toEqual([
+      405,
+      'POST',
+      '{"detail":"Method Not Allowed"}',
+    ]);
+    const paused = await fetch(`${transport.url}/pause?mode=keep`, { method: 'POST' });
+    expect(await paused.text()).toBe('{"status":"paused"}');
+    expect(await (await fetch(`${transport.url}/resume`, { method: 'POST' })).text()).toBe('{"status":"resumed"}');
+  });
+
   it('a bad fault header is a 400 naming the header', async () => {
     const response = await complete(transport, { prompt: [1] }, 'no-such-fault');
     expect(response.status).toBe(400);
