@@ -47,6 +47,87 @@ async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
   }
 }
 
+/** What a CONTROLLED concurrency worker last reported (test/fixtures/concurrency-worker.mjs). */
+interface WorkerReport {
+  completed: number;
+  inFlight: number;
+  maxInFlight: number;
+  /** 'mark' messages seen: a report with fewer predates the last mark. */
+  marks: number;
+  errors: Record<string, number>;
+}
+
+/**
+ * Trainer processes sharing one cluster budget, driven over IPC. `until()` waits on the workers' own reports and is
+ * bounded by a count of completions, never by a clock: a scheme that never gets there fails on the bound.
+ */
+class Fleet {
+  readonly children: ChildProcess[];
+  readonly reports: WorkerReport[];
+  private readonly marksSent: number[];
+  private waiters = new Set<() => void>();
+
+  constructor(worker: string, count: number, env: NodeJS.ProcessEnv) {
+    this.reports = Array.from({ length: count }, () => ({
+      completed: 0,
+      inFlight: 0,
+      maxInFlight: 0,
+      marks: 0,
+      errors: {},
+    }));
+    this.marksSent = Array.from({ length: count }, () => 0);
+    this.children = Array.from({ length: count }, (_, index) => {
+      const child = fork(worker, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+      child.on('message', (report: WorkerReport) => {
+        this.reports[index] = report;
+        for (const waiter of this.waiters) waiter();
+      });
+      return child;
+    });
+  }
+
+  completed(indexes: readonly number[]): number {
+    return indexes.reduce((sum, index) => sum + this.reports[index]!.completed, 0);
+  }
+
+  send(indexes: readonly number[], message: 'idle' | 'busy' | 'mark' | 'stop'): void {
+    for (const index of indexes) {
+      if (message === 'mark') this.marksSent[index]!++;
+      this.children[index]!.send(message);
+    }
+  }
+
+  /** The most worker `index` had in flight at once since the last 'mark' (0 until it has seen that mark). */
+  maxInFlight(index: number): number {
+    const report = this.reports[index]!;
+    return report.marks === this.marksSent[index] ? report.maxInFlight : 0;
+  }
+
+  /** Resolves true once `done()` holds, false if `bound()` holds first. */
+  until(done: () => boolean, bound: () => boolean): Promise<boolean> {
+    return new Promise((resolve) => {
+      const check = () => {
+        const outcome = done() ? true : bound() ? false : undefined;
+        if (outcome === undefined) return;
+        this.waiters.delete(check);
+        resolve(outcome);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async stop(indexes: readonly number[]): Promise<void> {
+    const exits = indexes.map((index) => once(this.children[index]!, 'exit'));
+    this.send(indexes, 'stop');
+    await Promise.all(exits);
+  }
+
+  kill(): void {
+    for (const child of this.children) child.kill('SIGKILL');
+  }
+}
+
 const skipped = skipReason('remote-inference-client cluster-limits.test.ts', ['redis-server']);
 
 describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-server', () => {
@@ -233,4 +314,105 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
       redis.child.kill('SIGKILL');
     }
   });
+
+  it('4 processes with equal demand share the budget fairly; an idle share flows to the busy, comes back, and a killed holder returns it', async () => {
+    const redis = await startRedis();
+    // In-process engines: fake-vllm's max-concurrent figure is exact across them.
+    const local = await startFakeVllm({ engines: 2, ttftMs: 5, itlMs: 5, jitter: 0, control: false });
+    const budget = 40;
+    const all = [0, 1, 2, 3];
+    const busy = [1, 2, 3];
+    const fleet = new Fleet(fileURLToPath(new URL('./fixtures/concurrency-worker.mjs', import.meta.url)), 4, {
+      ...process.env,
+      ENGINES: local.engines.map((engine) => engine.url).join(','),
+      REDIS_URL: redis.url,
+      LIMIT_ID: 'fair-concurrency',
+      MAX_CONCURRENCY: String(budget),
+      CALLERS: '30',
+      CONTROLLED: '1',
+    });
+    const since = (indexes: readonly number[]) => {
+      const base = fleet.completed(indexes);
+      return () => fleet.completed(indexes) - base;
+    };
+    const shares = (indexes: readonly number[], count: number) => {
+      const base = indexes.map((index) => fleet.reports[index]!.completed);
+      const total = since(indexes);
+      return fleet
+        .until(
+          () => total() >= count,
+          () => false,
+        )
+        .then(() => indexes.map((index, position) => fleet.reports[index]!.completed - base[position]!));
+    };
+    const withinOfMean = (counts: number[], tolerance: number) => {
+      const mean = counts.reduce((sum, count) => sum + count, 0) / counts.length;
+      return counts.every((count) => Math.abs(count - mean) <= tolerance * mean);
+    };
+    try {
+      await local.control.resetHighWaterMarks();
+      // Warm-up, bounded by a count: processes start one after another and the first one alone may take it all.
+      fleet.send(all, 'mark');
+      const warmed = since(all);
+      await fleet.until(
+        () => all.every((index) => fleet.maxInFlight(index) >= 8),
+        () => warmed() >= 4000,
+      );
+
+      // 1. Equal demand: each process's completions within ±25% of the mean over 6,000 completions.
+      const equal = await shares(all, 6000);
+      console.log(`fair share, 4 processes x 30 callers, budget ${budget}: completions ${equal.join(', ')}`);
+      expect.soft(withinOfMean(equal, 0.25), `completions per process ${equal.join(', ')}`).toBe(true);
+
+      // 2. Process 0 stops demanding: the 3 busy ones each rise above a quarter of the budget (40 / 3 = 13.3).
+      fleet.send([0], 'idle');
+      fleet.send(busy, 'mark');
+      const afterIdle = since(busy);
+      const rose = await fleet.until(
+        () => busy.every((index) => fleet.maxInFlight(index) >= 13) && fleet.reports[0]!.inFlight === 0,
+        () => afterIdle() >= 8000,
+      );
+      const idleMax = busy.map((index) => fleet.maxInFlight(index));
+      console.log(`process 0 idle: max in flight of the others ${idleMax.join(', ')} (completions ${afterIdle()})`);
+      expect.soft(rose, `max in flight of the busy processes ${idleMax.join(', ')}`).toBe(true);
+
+      // 3. Process 0 demands again: it gets its full quarter back from the others.
+      fleet.send([0], 'mark');
+      fleet.send([0], 'busy');
+      const afterBusy = since(all);
+      const back = await fleet.until(
+        () => fleet.maxInFlight(0) >= budget / 4,
+        () => afterBusy() >= 8000,
+      );
+      console.log(`process 0 busy again: its max in flight ${fleet.maxInFlight(0)} (completions ${afterBusy()})`);
+      expect.soft(back, `max in flight of process 0 after it came back: ${fleet.maxInFlight(0)}`).toBe(true);
+      const again = await shares(all, 6000);
+      console.log(`fair share after the return: completions ${again.join(', ')}`);
+      expect.soft(withinOfMean(again, 0.25), `completions per process ${again.join(', ')}`).toBe(true);
+
+      // 4. Process 0 is SIGKILLed holding its slots: once its heartbeat expires they go to the other three.
+      fleet.children[0]!.kill('SIGKILL');
+      await once(fleet.children[0]!, 'exit');
+      fleet.send(busy, 'mark');
+      const afterKill = since(busy);
+      const returned = await fleet.until(
+        () => busy.every((index) => fleet.maxInFlight(index) >= 13),
+        () => afterKill() >= 20_000,
+      );
+      const killMax = busy.map((index) => fleet.maxInFlight(index));
+      console.log(`process 0 killed: max in flight of the others ${killMax.join(', ')} (completions ${afterKill()})`);
+      expect.soft(returned, `max in flight of the survivors ${killMax.join(', ')}`).toBe(true);
+
+      await fleet.stop(busy);
+      const stats = await local.control.stats();
+      console.log(`fair share: server max concurrent ${stats.total.maxConcurrent} (budget ${budget})`);
+      expect(busy.map((index) => fleet.reports[index]!.errors)).toEqual([{}, {}, {}]);
+      expect(stats.total.maxConcurrentExact).toBe(true);
+      expect(stats.total.maxConcurrent).toBeLessThanOrEqual(budget);
+    } finally {
+      fleet.kill();
+      await local.close();
+      redis.child.kill('SIGKILL');
+    }
+  }, 180_000);
 });

@@ -220,6 +220,7 @@ export class Scheduler {
     if (limits.redis && Number.isFinite(limits.maxConcurrency)) {
       this.cluster = new ClusterConcurrency(limits.maxConcurrency, limits.redis);
       this.cluster.onAvailable = () => this.pump();
+      this.cluster.usage = () => ({ inFlight: this.inFlight, queued: this.queued });
     }
   }
 
@@ -410,7 +411,7 @@ export class Scheduler {
     if (this.inFlight >= this.limits.maxConcurrency) return undefined;
     if (this.cluster) {
       if (this.cluster.failure) throw this.cluster.failure;
-      if (this.inFlight >= this.cluster.held) {
+      if (this.inFlight >= this.cluster.limit) {
         this.cluster.want(this.inFlight + this.queued + 1);
         return undefined;
       }
@@ -449,7 +450,7 @@ export class Scheduler {
         engine.outstanding--;
         this.inFlight--;
         this.pump();
-        if (this.queued === 0) this.cluster?.trim(this.inFlight);
+        this.cluster?.settle(this.inFlight, this.queued);
       },
     };
   }

@@ -4,50 +4,157 @@ import { LimiterUnavailableError } from '../errors.js';
 import type { RedisLimitsOptions } from './qps-limiter.js';
 import { redisOptions } from './redis-connection.js';
 
-// Grants up to ARGV[2] slots to process ARGV[1] while the live holders' total stays <= ARGV[3]. Holders whose
-// heartbeat key (ARGV[4] .. id) has expired are evicted first: a crashed process's slots come back.
-const ACQUIRE = `
-redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', ARGV[5])
-local held = redis.call('HGETALL', KEYS[1])
-local total = 0
-for i = 1, #held, 2 do
-  if redis.call('EXISTS', ARGV[4] .. held[i]) == 0 then
-    redis.call('HDEL', KEYS[1], held[i])
+/**
+ * Every change to the shared budget, in one atomic script, so the holders' total and the shares are always computed
+ * from one consistent state.
+ *
+ * KEYS[1]: hash id -> slots held; KEYS[2]: hash id -> demand (in flight + queued) of the processes that want slots.
+ * ARGV: id, delta (> 0 asks for up to that many slots, < 0 gives that many back, 0 only reports), demand, budget,
+ * heartbeat key prefix, heartbeat TTL (ms), rotation period (ms).
+ * Returns { granted, share, contended }: `share` is this process's max-min fair share of the budget; `contended`
+ * is 1 when processes below their share wait for more slots than are free, so processes above theirs must yield.
+ *
+ * Holders whose heartbeat key has expired are evicted (slots and demand): a crashed process's slots come back.
+ * Shares are water-filling over the live demands: a process wanting less than an equal split gets what it wants,
+ * the rest is split equally; the remainder of an uneven split (40 / 3 = 13 r 1) goes to the processes in turn,
+ * by Redis's clock (TIME), so over a few periods each gets the same. Scripts may call TIME before writes since
+ * Redis 5 (effects replication; the default and only mode from Redis 7).
+ */
+const BALANCE = `
+if redis.replicate_commands then redis.replicate_commands() end
+local id = ARGV[1]
+local delta = tonumber(ARGV[2])
+local budget = tonumber(ARGV[4])
+local demand = math.min(tonumber(ARGV[3]), budget)
+local alive = ARGV[5]
+redis.call('SET', alive .. id, '1', 'PX', ARGV[6])
+if demand > 0 then redis.call('HSET', KEYS[2], id, demand) else redis.call('HDEL', KEYS[2], id) end
+if delta < 0 and redis.call('HINCRBY', KEYS[1], id, delta) <= 0 then redis.call('HDEL', KEYS[1], id) end
+local held, total = {}, 0
+local list = redis.call('HGETALL', KEYS[1])
+for i = 1, #list, 2 do
+  if redis.call('EXISTS', alive .. list[i]) == 0 then
+    redis.call('HDEL', KEYS[1], list[i])
   else
-    total = total + tonumber(held[i + 1])
+    held[list[i]] = tonumber(list[i + 1])
+    total = total + held[list[i]]
   end
 end
-local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[3]) - total)
-if grant <= 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], grant)
-return grant`;
+local wanting = {}
+list = redis.call('HGETALL', KEYS[2])
+for i = 1, #list, 2 do
+  if redis.call('EXISTS', alive .. list[i]) == 0 then
+    redis.call('HDEL', KEYS[2], list[i])
+  else
+    wanting[#wanting + 1] = { id = list[i], demand = tonumber(list[i + 1]) }
+  end
+end
+table.sort(wanting, function(a, b)
+  if a.demand ~= b.demand then return a.demand < b.demand end
+  return a.id < b.id
+end)
+local share = {}
+local left, count, first = budget, #wanting, 1
+while first <= #wanting and wanting[first].demand * count <= left do
+  share[wanting[first].id] = wanting[first].demand
+  left = left - wanting[first].demand
+  count = count - 1
+  first = first + 1
+end
+if count > 0 then
+  local rest = {}
+  for i = first, #wanting do rest[#rest + 1] = wanting[i].id end
+  table.sort(rest)
+  local base = math.floor(left / count)
+  local extra = left - base * count
+  local now = redis.call('TIME')
+  local turn = math.floor((tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) / tonumber(ARGV[7]))
+  for i = 1, count do
+    share[rest[i]] = base + ((((i - 1 - turn) % count) < extra) and 1 or 0)
+  end
+end
+local mine = held[id] or 0
+local myShare = share[id] or 0
+local granted = 0
+if delta > 0 then
+  granted = math.min(delta, myShare - mine, budget - total)
+  if granted > 0 then
+    redis.call('HINCRBY', KEYS[1], id, granted)
+    held[id] = mine + granted
+    total = total + granted
+  else
+    granted = 0
+  end
+end
+local owed = 0
+for other, fair in pairs(share) do
+  local has = held[other] or 0
+  if fair > has then owed = owed + fair - has end
+end
+return { granted, myShare, (owed > budget - total) and 1 or 0 }`;
 
-const RELEASE = `
-local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
-if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return left`;
+/** In flight and queued in this process, as the scheduler counts them. */
+export interface ClusterUsage {
+  inFlight: number;
+  queued: number;
+}
 
 /**
- * A concurrency budget shared by every process using the same Redis id. Each process leases slots in batches
- * (one Redis round trip buys many requests) and the scheduler admits while in-flight < slots held; surplus slots
- * go back when idle. A heartbeat key with a TTL marks the holder alive; when a process dies its slots return
- * within `heartbeatTtlMs`.
+ * A concurrency budget shared by every process using the same Redis id, split fairly among the processes that
+ * want it and never above it in total.
+ *
+ * Why: the first version let whoever took slots first keep them (a busy process never gives back), so one process
+ * completed 4,239 requests and another 46 in one run; in a synchronous RL step the batch waits for the slowest
+ * rollout worker, so a starved worker is a stalled step.
+ *
+ * How: each process reports its demand (in flight + queued) with every Redis call and learns its fair share (see
+ * {@link BALANCE}: max-min fair, so an idle process's share goes to the busy ones). It takes up to its share in one
+ * round trip and admits while in flight < slots held; the hot path makes no Redis call. Every `rebalanceIntervalMs`
+ * a process with slots or demand re-reports (this is also its heartbeat) and gets its share again. When processes
+ * below their share are waiting (`contended`), a process above its share stops admitting beyond it and gives slots
+ * back as its requests finish instead of re-using them; releases in one event-loop turn go in one call. A running
+ * request is never cut, so shares move as fast as requests finish. A process that dies stops its heartbeat; its
+ * slots and demand are evicted after `heartbeatTtlMs`.
  */
 export class ClusterConcurrency {
   private readonly redis: IORedis;
   private readonly id = randomUUID();
-  private readonly key: string;
+  private readonly keys: [string, string];
   private readonly alivePrefix: string;
+  /** Idle hysteresis: slots beyond in-flight are kept up to this many, so a busy process does not churn. */
   private readonly batch: number;
+  /** A holder whose heartbeat is this old is dead: its slots come back. */
   private readonly heartbeatTtlMs = 3000;
-  private heartbeat: NodeJS.Timeout;
-  private pending = false;
+  /**
+   * How often a process with slots or demand re-reports and learns its share: bounds how soon a busy process
+   * sees that another one went idle or came back (the target is within 1 s). 5 small scripts per second per process.
+   */
+  private readonly rebalanceIntervalMs = 200;
+  /** The remainder of an uneven split moves to the next process this often. */
+  private readonly rotationMs = 1000;
+  /** A process below its share that got nothing (slots still held by processes yielding them) asks again after this. */
+  private readonly retryMs = 20;
+  private readonly timer: NodeJS.Timeout;
+  /** An ask is on the wire. */
+  private asking = false;
+  /** Got nothing below its share: wait `retryMs` before asking again. */
+  private backingOff = false;
+  private releasing = 0;
   private closed = false;
   private local = false;
-  /** Slots this process holds. */
+  /** This process's fair share, as Redis last computed it; the whole budget until the first answer. */
+  private share: number;
+  /** Processes below their share are waiting for slots: a process above its share must yield. */
+  private contended = false;
+  /** The demand Redis last heard from this process. */
+  private reported = 0;
+  /** Slots this process holds (Redis's count, mirrored: changed locally before the call that tells Redis). */
   held = 0;
   failure: Error | undefined;
+  /** Called when more may be admitted (slots arrived, a share grew, or Redis failed). */
   onAvailable: () => void = () => {};
+  /** The scheduler's counts, read when re-reporting demand. */
+  usage: () => ClusterUsage = () => ({ inFlight: 0, queued: 0 });
 
   constructor(
     private readonly max: number,
@@ -55,17 +162,19 @@ export class ClusterConcurrency {
   ) {
     this.redis = new IORedis(redisOptions(options));
     this.redis.on('error', (error: Error) => this.onRedisError(error));
-    this.key = `remote-inference-client:${options.id}:concurrency`;
+    const prefix = `remote-inference-client:${options.id}:concurrency`;
+    this.keys = [prefix, `${prefix}:demand`];
     this.alivePrefix = `remote-inference-client:${options.id}:alive:`;
     this.batch = Math.max(1, Math.min(64, Math.ceil(max / 32)));
-    this.heartbeat = setInterval(() => {
-      if (this.held > 0 && !this.local) {
-        this.redis
-          .set(this.alivePrefix + this.id, '1', 'PX', this.heartbeatTtlMs)
-          .catch((error: Error) => this.onRedisError(error));
-      }
-    }, this.heartbeatTtlMs / 3);
-    this.heartbeat.unref();
+    this.share = max;
+    this.timer = setInterval(() => this.rebalance(), this.rebalanceIntervalMs);
+    this.timer.unref();
+  }
+
+  /** How many requests this process may have in flight now. */
+  get limit(): number {
+    if (this.local) return this.max;
+    return this.contended ? Math.min(this.held, this.share) : this.held;
   }
 
   private onRedisError(error: Error): void {
@@ -80,68 +189,131 @@ export class ClusterConcurrency {
     this.onAvailable();
   }
 
-  /** Asks Redis for more slots when `inFlight + queued` exceeds what is held (one request at a time). */
+  private call(delta: number, demand: number): Promise<[number, number, number]> {
+    return this.redis.eval(
+      BALANCE,
+      2,
+      ...this.keys,
+      this.id,
+      delta,
+      demand,
+      this.max,
+      this.alivePrefix,
+      this.heartbeatTtlMs,
+      this.rotationMs,
+    ) as Promise<[number, number, number]>;
+  }
+
+  /** Takes in what Redis answered: the share, whether to yield, and gives back what is above the share at once. */
+  private learn([, share, contended]: [number, number, number], demand: number): void {
+    if (this.closed) return;
+    this.failure = undefined;
+    this.reported = demand;
+    this.share = Number(share);
+    this.contended = Number(contended) === 1;
+    const { inFlight, queued } = this.usage();
+    this.settle(inFlight, queued);
+    this.onAvailable();
+  }
+
+  /** Asks Redis for slots when `demand` (in flight + queued + the request at hand) exceeds what is held. */
   want(demand: number): void {
-    if (this.pending || this.closed || this.local || demand <= this.held) return;
-    this.pending = true;
+    if (this.asking || this.backingOff || this.closed || this.local || demand <= this.held) return;
+    const reported = Math.min(demand, this.max);
+    // At its share, and Redis knows this demand: only a rebalance can bring more; asking would be a wasted call.
+    if (this.held >= this.share && reported <= this.reported) return;
+    this.asking = true;
     if (this.redis.status !== 'ready') {
       // Commands are not queued while connecting (so an outage fails fast): wait for the connection, bounded.
       const timer = setTimeout(() => {
-        this.pending = false;
+        this.asking = false;
         this.onRedisError(new Error(`not connected within ${this.options.timeoutMs ?? 1000} ms`));
       }, this.options.timeoutMs ?? 1000);
       this.redis.once('ready', () => {
         clearTimeout(timer);
-        this.pending = false;
+        this.asking = false;
         this.want(demand);
       });
       return;
     }
-    const ask = Math.min(this.batch, demand - this.held);
-    (
-      this.redis.eval(
-        ACQUIRE,
-        1,
-        this.key,
-        this.id,
-        ask,
-        this.max,
-        this.alivePrefix,
-        this.heartbeatTtlMs,
-      ) as Promise<number>
-    )
-      .then((granted) => {
-        this.held += Number(granted);
-        this.failure = undefined;
-        // Nothing granted: the budget is in use elsewhere; ask again shortly.
-        if (Number(granted) === 0) {
+    this.call(reported - this.held, reported)
+      .then((answer) => {
+        this.asking = false;
+        if (this.closed) return;
+        this.held += Number(answer[0]);
+        if (Number(answer[0]) === 0 && this.held < Number(answer[1])) {
+          // Below its share with nothing free: the slots are held by processes that will yield them as their
+          // requests finish. Ask again shortly, not in a loop.
+          this.backingOff = true;
           setTimeout(() => {
+            this.backingOff = false;
             if (!this.closed) this.onAvailable();
-          }, 20).unref();
+          }, this.retryMs).unref();
         }
+        this.learn(answer, reported);
       })
-      .catch((error: Error) => this.onRedisError(error))
-      .finally(() => {
-        this.pending = false;
-        if (!this.closed) this.onAvailable();
+      .catch((error: Error) => {
+        this.asking = false;
+        this.onRedisError(error);
       });
   }
 
-  /** Gives back slots beyond what `inFlight + queued` needs, keeping one batch of headroom. */
-  trim(demand: number): void {
+  /**
+   * Called as each request ends. Above its share while others wait, the process gives back what it no longer
+   * uses; otherwise, idle, it gives back slots beyond in-flight plus one batch of headroom.
+   */
+  settle(inFlight: number, queued: number): void {
     if (this.local || this.closed) return;
-    const surplus = this.held - demand - this.batch;
+    if (this.contended) {
+      const surplus = this.held - Math.max(this.share, inFlight);
+      if (surplus > 0) this.give(surplus);
+      return;
+    }
+    if (queued > 0) return;
+    const surplus = this.held - inFlight - this.batch;
     // Hysteresis: only give back a whole batch or more, so a busy process does not pay a round trip per request.
-    if (surplus < this.batch) return;
-    this.held -= surplus;
-    this.redis.eval(RELEASE, 1, this.key, this.id, surplus).catch((error: Error) => this.onRedisError(error));
+    if (surplus >= this.batch) this.give(surplus);
+  }
+
+  /** Gives slots back; releases in one event-loop turn go to Redis in one call. */
+  private give(slots: number): void {
+    this.held -= slots;
+    this.releasing += slots;
+    if (this.releasing !== slots) return;
+    setImmediate(() => {
+      const slots = this.releasing;
+      this.releasing = 0;
+      if (this.closed || this.local || slots === 0) return;
+      const { inFlight, queued } = this.usage();
+      const demand = Math.min(inFlight + queued, this.max);
+      this.call(-slots, demand)
+        .then((answer) => this.learn(answer, demand))
+        .catch((error: Error) => this.onRedisError(error));
+    });
+  }
+
+  /** Re-reports demand (the heartbeat) and learns the current share; an idle process gives everything back. */
+  private rebalance(): void {
+    // Not connected: an ask waits for the connection (bounded) and ioredis reports a lost one as an error.
+    if (this.closed || this.local || this.asking || this.redis.status !== 'ready') return;
+    const { inFlight, queued } = this.usage();
+    const demand = Math.min(inFlight + queued, this.max);
+    if (this.held === 0 && demand === 0 && this.reported === 0) return;
+    const idle = demand === 0 && this.held > 0 ? this.held : 0;
+    if (idle > 0) this.held = 0;
+    this.call(-idle, demand)
+      .then((answer) => this.learn(answer, demand))
+      .catch((error: Error) => this.onRedisError(error));
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.heartbeat);
-    if (this.held > 0 && !this.local) {
-      await (this.redis.eval(RELEASE, 1, this.key, this.id, this.held) as Promise<unknown>).catch(() => undefined);
+    clearInterval(this.timer);
+    const slots = this.held + this.releasing;
+    this.held = 0;
+    this.releasing = 0;
+    if (!this.local && (slots > 0 || this.reported > 0)) {
+      await this.call(-slots, 0).catch(() => undefined);
     }
     this.redis.disconnect();
   }
