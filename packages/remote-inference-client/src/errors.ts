@@ -29,7 +29,8 @@ export type InferenceErrorCode =
   | 'ERR_TOO_MANY_OPEN_FILES'
   | 'ERR_QUEUE_FULL'
   | 'ERR_LIMITER_UNAVAILABLE'
-  | 'ERR_CLIENT_CLOSED';
+  | 'ERR_CLIENT_CLOSED'
+  | 'ERR_UNEXPECTED';
 
 /** What every {@link InferenceError} may carry. */
 export interface InferenceErrorDetails {
@@ -65,6 +66,7 @@ export class InferenceError extends Error {
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (typeof value !== 'object' || value === null) return false;
     const brands = (value as Record<symbol, unknown>)[CLASS_BRANDS];
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class `instanceof` asks about (a subclass too).
     return Array.isArray(brands) && brands.includes(classBrand(this.name));
   }
 
@@ -285,6 +287,19 @@ export class LimiterUnavailableError extends InferenceError {
       cause,
       retryable: true,
       hint: 'Check Redis, or set `limits.redis.onUnavailable: "fail-open"` to fall back to local limits.',
+    });
+  }
+}
+
+/**
+ * Something that is none of the above failed (a bug here or in a dependency, or a test seam that threw a plain
+ * value). `cause` holds what was thrown. Not retried.
+ */
+export class UnexpectedError extends InferenceError {
+  constructor(cause: unknown) {
+    super('ERR_UNEXPECTED', `Unexpected failure: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+      hint: 'Please report it with the cause attached.',
     });
   }
 }

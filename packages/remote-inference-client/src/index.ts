@@ -1,6 +1,7 @@
 export {
   type BatchResult,
   type ClientStats,
+  type EngineConnectionStats,
   type GenerateOptions,
   RemoteInferenceClient,
   type RequestOptions,
@@ -8,6 +9,7 @@ export {
 export { ControlPlane, type EngineResult } from './client/control-plane.js';
 export type { RemoteInferenceClientOptions, RetryOptions, TimeoutOptions, TransportOptions } from './client/options.js';
 export { REQUEST_CHANNEL, type RequestStats } from './client/request-stats.js';
+export type { Chat, ChatCompletions, Completions } from './client/resources.js';
 export { isRetryable, parseRetryAfter } from './client/retry-policy.js';
 export type * from './client/wire-types.js';
 export * from './errors.js';
@@ -26,3 +28,11 @@ export {
 } from './routing/policies.js';
 export { ChunkStream } from './streaming/chunk-stream.js';
 export { type SseEvent, SseParser } from './streaming/sse-parser.js';
+export type {
+  AttemptFlow,
+  AttemptRequest,
+  AttemptResult,
+  AttemptSink,
+  AttemptTiming,
+  SendAttempt,
+} from './transport/attempt.js';

@@ -14,6 +14,7 @@ export type EngineResult<T = unknown> =
  * slept or restarted may have dropped them.
  */
 export class ControlPlane {
+  /** @internal the client builds it; the constructor is not part of the API. */
   constructor(
     private readonly engines: () => string[],
     private readonly pool: (endpoint: string) => ConnectionPool,

@@ -96,6 +96,12 @@ export interface RemoteInferenceClientOptions {
   onRequestEnd?: (stats: RequestStats) => void;
   /** Engine health (passive cooldown, optional active checks). */
   health?: import('../routing/engine-health.js').HealthOptions;
+  /**
+   * Replaces the network for one attempt (the seam openai-node offers with `fetch`): admission, retries, resume,
+   * health and the retry budget run as usual around it, so a test can script each attempt's outcome and count
+   * attempts exactly. @default the pooled undici transport
+   */
+  sendAttempt?: import('../transport/attempt.js').SendAttempt;
 }
 
 /** Options with defaults applied. */

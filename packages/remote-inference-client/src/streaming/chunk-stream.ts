@@ -31,6 +31,7 @@ export class ChunkStream<T> implements AsyncIterable<T> {
    *   the socket: a caller that does not iterate a fast stream would otherwise buffer it whole, 1.1 GB in 8 s in the
    *   audit), and with false once the consumer has drained them.
    */
+  /** @internal */
   constructor(
     private readonly onCancel: (reason: Error) => void,
     private readonly onBacklog: (paused: boolean) => void = () => {},

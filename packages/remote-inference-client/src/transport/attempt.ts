@@ -65,14 +65,31 @@ export interface AttemptResult {
 }
 
 /**
+ * @internal
  * An attempt failure, with whether the response had started for the caller (which decides if it may be re-sent):
- * the first body byte of a stream, the headers of anything else.
+ * the first body byte of a stream, the headers of anything else. An `Error`, wrapping the typed one.
  */
-export interface AttemptFailure {
-  error: InferenceError;
-  afterResponseBytes: boolean;
-  timing: AttemptTiming;
+export class AttemptFailure extends Error {
+  constructor(
+    readonly error: InferenceError,
+    readonly afterResponseBytes: boolean,
+    readonly timing: AttemptTiming,
+  ) {
+    super(error.message, { cause: error });
+    this.name = 'AttemptFailure';
+  }
 }
+
+/**
+ * Sends one attempt to an engine: the seam of the request path (as openai-node's injected `fetch`). The client
+ * uses {@link sendAttempt} on its pooled connections; a test may pass its own to script each attempt's outcome.
+ * Reject with an {@link InferenceError} (or an {@link AttemptFailure}) for a failed attempt.
+ */
+export type SendAttempt = (
+  engine: string,
+  request: AttemptRequest,
+  sink: AttemptSink | undefined,
+) => Promise<AttemptResult>;
 
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const MAX_STALE_RETRIES = 3;
@@ -226,6 +243,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 }
 
 /**
+ * @internal
  * Sends one request on a pooled connection. A reused idle socket that dies before any response byte (the server
  * closed it as we wrote: uvicorn sends no keep-alive hint) is retried at once on another connection, up to 3 times,
  * and counted; it is not a failure of the request. Rejects with an {@link AttemptFailure}.
@@ -342,10 +360,10 @@ function failure(
             connectMs: request.connectTimeoutMs,
           },
         });
-  return { error: mapped, afterResponseBytes, timing };
+  return new AttemptFailure(mapped, afterResponseBytes, timing);
 }
 
-/** True when a value thrown by {@link sendAttempt} is an {@link AttemptFailure}. */
+/** @internal True when a value thrown by {@link sendAttempt} is an {@link AttemptFailure}. */
 export function isAttemptFailure(value: unknown): value is AttemptFailure {
-  return typeof value === 'object' && value !== null && 'afterResponseBytes' in value && 'error' in value;
+  return value instanceof AttemptFailure;
 }

@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest';
+import {
+  ConnectionError,
+  HttpStatusError,
+  RetriesExhaustedError,
+  StreamInterruptedError,
+  UnexpectedError,
+} from '../errors.js';
+import type { AttemptRequest, AttemptResult, AttemptSink, AttemptTiming } from '../transport/attempt.js';
+import { RemoteInferenceClient } from './client.js';
+
+// The attempt loop through the `sendAttempt` seam: no network, every attempt scripted and counted exactly.
+
+const timing = (): AttemptTiming => ({
+  poolWaitMs: 0,
+  connectMs: undefined,
+  ttfbMs: 0,
+  reusedConnection: true,
+  staleRetries: 0,
+  startedAtMs: 0,
+  headersAtMs: 0,
+  endedAtMs: 0,
+});
+
+const json = (body: unknown, status = 200): AttemptResult => ({
+  status,
+  headers: { 'content-type': 'application/json' },
+  body: Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)),
+  trailers: {},
+  timing: timing(),
+});
+
+/** Streams `tokens` as generate chunks into the sink, then [DONE] unless `cut` (then throws it). */
+function streamed(sink: AttemptSink | undefined, tokens: number[], cut?: Error): AttemptResult {
+  for (const token of tokens) {
+    sink!.onData(
+      Buffer.from(`data: ${JSON.stringify({ request_id: 'r', choices: [{ index: 0, token_ids: [token] }] })}\n\n`),
+      0,
+    );
+  }
+  if (cut) throw cut;
+  sink!.onData(Buffer.from('data: [DONE]\n\n'), 0);
+  return { status: 200, headers: {}, body: undefined, trailers: {}, timing: timing() };
+}
+
+type Script = (call: {
+  engine: string;
+  request: AttemptRequest;
+  sink: AttemptSink | undefined;
+  index: number;
+}) => AttemptResult | Promise<AttemptResult>;
+
+function scripted(script: Script, engines = ['http://e1:1', 'http://e2:2'], extra = {}) {
+  const calls: { engine: string; body: unknown }[] = [];
+  const client = new RemoteInferenceClient({
+    engines,
+    retry: { baseBackoffMs: 0, maxBackoffMs: 0 },
+    transport: { shared: false },
+    ...extra,
+    sendAttempt: async (engine, request, sink) => {
+      calls.push({ engine, body: request.body === undefined ? undefined : JSON.parse(request.body) });
+      return script({ engine, request, sink, index: calls.length - 1 });
+    },
+  });
+  return { client, calls };
+}
+
+const generate = { token_ids: [1, 2], sampling_params: { max_tokens: 3 } };
+
+describe('the attempt loop, through the sendAttempt seam', () => {
+  it('re-sends a retryable failure and counts each attempt', async () => {
+    const { client, calls } = scripted(({ index }) => {
+      if (index < 2) throw new ConnectionError('refused', 'ECONNREFUSED');
+      return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+    });
+    const result = await client.generate(generate);
+    expect(result.choices[0]!.token_ids).toEqual([7]);
+    expect(calls).toHaveLength(3);
+    expect(client.stats().retries).toBe(2);
+    // Failover: the second attempt avoided the engine of the first.
+    expect(calls[1]!.engine).not.toBe(calls[0]!.engine);
+    await client.close();
+  });
+
+  it('never re-sends a JSON 5xx (the engine did the work) or a 400', async () => {
+    for (const [status, body] of [
+      [500, '{"error":{"message":"boom"}}'],
+      [400, '{"error":{"message":"bad"}}'],
+    ] as const) {
+      const { client, calls } = scripted(() => json(body, status));
+      await expect(client.generate(generate)).rejects.toBeInstanceOf(HttpStatusError);
+      expect(calls).toHaveLength(1);
+      await client.close();
+    }
+  });
+
+  it('stops at maxAttempts with every attempt error kept', async () => {
+    const { client, calls } = scripted(
+      () => {
+        throw new ConnectionError('reset', 'ECONNRESET');
+      },
+      undefined,
+      { retry: { maxAttempts: 3, baseBackoffMs: 0, maxBackoffMs: 0 } },
+    );
+    const error = (await client.generate(generate).catch((caught: unknown) => caught)) as RetriesExhaustedError;
+    expect(error).toBeInstanceOf(RetriesExhaustedError);
+    expect(error.errors).toHaveLength(3);
+    expect(calls).toHaveLength(3);
+    await client.close();
+  });
+
+  it('a stream that failed before its first data event is re-sent; after one, it is not', async () => {
+    const before = scripted(({ sink, index }) =>
+      index === 0 ? streamed(sink, [], new ConnectionError('reset', 'ECONNRESET')) : streamed(sink, [4, 5, 6]),
+    );
+    const tokens: number[] = [];
+    for await (const chunk of await before.client.generate({ ...generate, stream: true })) {
+      tokens.push(...chunk.choices[0]!.token_ids);
+    }
+    expect(tokens).toEqual([4, 5, 6]);
+    expect(before.calls).toHaveLength(2);
+    await before.client.close();
+
+    const after = scripted(({ sink }) => streamed(sink, [4], new ConnectionError('reset', 'ECONNRESET')));
+    const seen: number[] = [];
+    const error = await (async () => {
+      for await (const chunk of await after.client.generate({ ...generate, stream: true })) {
+        seen.push(...chunk.choices[0]!.token_ids);
+      }
+    })().catch((caught: unknown) => caught);
+    expect(seen).toEqual([4]);
+    expect(error).toBeInstanceOf(StreamInterruptedError);
+    expect(after.calls).toHaveLength(1);
+    await after.client.close();
+  });
+
+  // Regression (resume skipped failure accounting): the resume branch continued the stream without recording the
+  // failure, so the engine that cut it got no error count, was not avoided, and nothing was charged to the retry
+  // budget. A resume now goes through the same path as a retry.
+  it('a resumed stream counts the cut against its engine, avoids it, and is charged to the retry budget', async () => {
+    const { client, calls } = scripted(
+      ({ sink, index }) =>
+        index === 0 ? streamed(sink, [10, 11], new StreamInterruptedError('cut')) : streamed(sink, [12]),
+      undefined,
+      // A budget of 0 retries per request and 1 per second: the one resume fits, a second would not.
+      { retry: { baseBackoffMs: 0, maxBackoffMs: 0, budgetRatio: 0, minRetriesPerSecond: 1 } },
+    );
+    const result = await client.generate(generate, { resume: true });
+    expect(result.choices[0]!.token_ids).toEqual([10, 11, 12]);
+    expect(calls).toHaveLength(2);
+    // The continuation re-sends prompt + received tokens for the remaining max_tokens.
+    expect(calls[1]!.body).toMatchObject({ token_ids: [1, 2, 10, 11], sampling_params: { max_tokens: 1 } });
+    expect(calls[1]!.engine).not.toBe(calls[0]!.engine);
+    const stats = client.stats();
+    expect(stats.resumes).toBe(1);
+    const cutEngine = stats.engines.find((engine) => engine.endpoint === calls[0]!.engine)!;
+    expect(cutEngine.errors.ERR_STREAM_INTERRUPTED).toBe(1);
+    // The budget was charged: with it spent, the next resume is refused.
+    const again = scripted(({ sink }) => streamed(sink, [10], new StreamInterruptedError('cut')), undefined, {
+      retry: { baseBackoffMs: 0, maxBackoffMs: 0, budgetRatio: 0, minRetriesPerSecond: 1 },
+    });
+    const refused = (await again.client
+      .generate(generate, { resume: true })
+      .catch((caught: unknown) => caught)) as RetriesExhaustedError;
+    expect(refused).toBeInstanceOf(RetriesExhaustedError);
+    expect(refused.message).toMatch(/Retry budget spent/);
+    expect(again.calls).toHaveLength(2);
+    await client.close();
+    await again.client.close();
+  });
+
+  it('a seam that throws a plain value surfaces as ERR_UNEXPECTED, not as an abort', async () => {
+    const { client } = scripted(() => {
+      throw 'oops';
+    });
+    const error = await client.generate(generate).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(UnexpectedError);
+    await client.close();
+  });
+});

@@ -1,0 +1,388 @@
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  AbortError,
+  ClientClosedError,
+  EngineUnavailableError,
+  HttpStatusError,
+  type InferenceError,
+  InvalidOptionsError,
+  isInferenceError,
+  RetriesExhaustedError,
+  StreamInterruptedError,
+  StreamParseError,
+  TimeoutError,
+  UnexpectedError,
+} from '../errors.js';
+import type { Scheduler, Ticket } from '../limits/admission.js';
+import type { ChunkStream } from '../streaming/chunk-stream.js';
+import {
+  type AttemptRequest,
+  type AttemptResult,
+  type AttemptSink,
+  isAttemptFailure,
+  type SendAttempt,
+} from '../transport/attempt.js';
+import { checkRequestOptions, type ResolvedClientOptions, serializeBody } from './options.js';
+import { type RequestOptions, RequestRun } from './request-run.js';
+import { publishRequestStats, type RequestStats, wantsDetails } from './request-stats.js';
+import type { ResumeState } from './resume.js';
+import { backoffMs, parseRetryAfter, type RetryBudget } from './retry-policy.js';
+import { StreamReader } from './stream-reader.js';
+
+const GENERATION_PATHS = new Set(['/v1/completions', '/v1/chat/completions', '/inference/v1/generate']);
+
+/**
+ * How one attempt's 2xx response reaches the caller. The attempt loop is the same for every request; only this
+ * differs: a whole body parsed as JSON, or a stream of events pushed into a {@link ChunkStream}.
+ */
+export interface ResponseReader<T> {
+  /** Receives a streamed body as it arrives; undefined: the body is buffered whole. */
+  readonly sink: AttemptSink | undefined;
+  /** Aborts this attempt only (a stream that saw a bad event), or the whole run. */
+  readonly signal: AbortSignal;
+  /** An error the reader itself saw (a bad event): it explains the transport's failure that followed. */
+  readonly error: InferenceError | undefined;
+  /** Whether anything reached the caller (a data event, in this attempt or an earlier one). */
+  delivered(): boolean;
+  /** A finished 2xx attempt as a value, or the error that makes it a failure. */
+  finish(result: AttemptResult): { value: T } | { error: InferenceError; delivered?: boolean };
+  /** Ends the attempt's listeners. */
+  dispose(): void;
+}
+
+/** One logical request: where it goes, and how each attempt is read. */
+interface Plan<T> {
+  method: 'GET' | 'POST';
+  payload: string | undefined;
+  reader(run: RequestRun): ResponseReader<T>;
+  /** Continues a cut token stream instead of failing it. */
+  resume?: ResumeState | undefined;
+}
+
+/** What the attempt loop needs from its client: counters it keeps, the scheduler, the one way to send. */
+export interface ExecutorParts {
+  options: ResolvedClientOptions;
+  scheduler: Scheduler;
+  budget: RetryBudget;
+  send: SendAttempt;
+  hook: ((stats: RequestStats) => void) | undefined;
+}
+
+/**
+ * Runs requests: admission, one attempt on the wire, the verdict, and what follows a failure (health, failover,
+ * backoff, retry budget, resume) — in one loop for whole and streamed responses alike. Owns the client's request
+ * counters.
+ */
+export class RequestExecutor {
+  readonly runs = new Set<RequestRun>();
+  readonly counters = { requests: 0, completed: 0, failed: 0, retries: 0, staleRetries: 0, resumes: 0 };
+  readonly errors: Record<string, number> = {};
+  closed = false;
+
+  constructor(private readonly parts: ExecutorParts) {}
+
+  /** A non-streamed call: JSON in, JSON out. */
+  async call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
+    const payload = body === undefined ? undefined : serializeBody(body);
+    const run = this.startRun(path, options);
+    return this.execute(run, { method, payload, reader: (attemptRun) => new WholeReader<T>(attemptRun) });
+  }
+
+  /**
+   * A streamed call. Resolves once the first attempt that got a 2xx is streaming (failures before that reject,
+   * after retries); the returned stream yields chunks and throws a typed error if the stream breaks later.
+   */
+  async stream<T>(
+    path: string,
+    body: Record<string, unknown>,
+    options: RequestOptions,
+    resume: ResumeState | undefined,
+  ): Promise<ChunkStream<T>> {
+    if (!GENERATION_PATHS.has(path)) throw new InvalidOptionsError(`Streaming is not supported on ${path}`);
+    const payload = serializeBody(body);
+    const run = this.startRun(path, options);
+    const reader = new StreamReader<T>(run, this.parts.options.transport.maxEventBytes, resume);
+    const plan: Plan<void> = { method: 'POST', payload, reader: () => reader.forAttempt(), resume };
+    this.execute(run, plan).then(
+      () => {
+        reader.stream.end();
+        reader.open();
+      },
+      (error: InferenceError) => {
+        reader.stream.fail(error);
+        reader.open(error);
+      },
+    );
+    await reader.opened;
+    return reader.stream;
+  }
+
+  private startRun(path: string, options: RequestOptions): RequestRun {
+    if (this.closed) throw new ClientClosedError();
+    checkRequestOptions(options);
+    const run = new RequestRun(path, options, this.parts.options.timeouts.totalMs, wantsDetails(this.parts.hook));
+    this.runs.add(run);
+    this.counters.requests++;
+    this.parts.budget.recordRequest();
+    return run;
+  }
+
+  private endRun(run: RequestRun, error: InferenceError | undefined): void {
+    run.finish();
+    this.runs.delete(run);
+    if (error) {
+      this.counters.failed++;
+      this.errors[error.code] = (this.errors[error.code] ?? 0) + 1;
+    } else {
+      this.counters.completed++;
+    }
+    publishRequestStats(run.stats(error), this.parts.hook);
+  }
+
+  /** The one attempt loop. Resolves with the value, or rejects with the final typed error (the run is ended). */
+  private async execute<T>(run: RequestRun, plan: Plan<T>): Promise<T> {
+    let payload = plan.payload;
+    try {
+      for (;;) {
+        run.attempts++;
+        const reader = plan.reader(run);
+        let ticket: Ticket | undefined;
+        let error: InferenceError | undefined;
+        let delivered = false;
+        let value: T | undefined;
+        try {
+          ticket = await this.admit(run);
+          const result = await this.parts.send(
+            ticket.engine.endpoint,
+            this.attemptRequest(run, plan.method, payload, reader.signal),
+            reader.sink,
+          );
+          this.noteAttempt(run, result);
+          if (result.status < 200 || result.status >= 300) {
+            error = this.statusError(run, result);
+          } else {
+            ticket.engine.health.onSuccess();
+            const outcome = reader.finish(result);
+            if ('value' in outcome) value = outcome.value;
+            else ({ error, delivered = false } = outcome);
+          }
+        } catch (failure) {
+          error = reader.error ?? this.toError(run, failure);
+          // Admission failures (abort, queue deadline, queue full, no engine) are final: they already waited.
+          if (ticket === undefined) throw error;
+        } finally {
+          reader.dispose();
+          ticket?.release();
+        }
+        if (error === undefined) {
+          this.endRun(run, undefined);
+          return value as T;
+        }
+        delivered ||= reader.delivered();
+        const resume = plan.resume;
+        const resumable = resume?.resumable(error, delivered) ?? false;
+        if (resumable && resume!.remaining <= 0) {
+          // Every token arrived; only the end of the stream was lost.
+          this.endRun(run, undefined);
+          return value as T;
+        }
+        if (delivered && !resumable && error.code === 'ERR_CONNECTION') {
+          error = new StreamInterruptedError(`Connection lost mid-stream: ${error.message}`, {
+            engine: run.engine,
+            cause: error,
+          });
+        }
+        await this.afterFailure(run, ticket, error, delivered, resumable);
+        if (resumable) {
+          run.resumes++;
+          this.counters.resumes++;
+          payload = resume!.nextBody();
+        }
+      }
+    } catch (error) {
+      const typed = isInferenceError(error) ? error : new UnexpectedError(error);
+      typed.attempts = run.attempts;
+      this.endRun(run, typed);
+      throw typed;
+    }
+  }
+
+  private attemptRequest(
+    run: RequestRun,
+    method: 'GET' | 'POST',
+    body: string | undefined,
+    signal: AbortSignal,
+  ): AttemptRequest {
+    const { options } = this.parts;
+    const headers: Record<string, string> = { ...options.headers, ...run.options.headers };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (run.options.sessionId !== undefined) headers['x-session-id'] = run.options.sessionId;
+    const { timeouts } = options;
+    return {
+      method,
+      path: run.path,
+      headers,
+      body,
+      ttfbTimeoutMs: timeouts.ttfbMs,
+      idleTimeoutMs: timeouts.idleMs,
+      connectTimeoutMs: timeouts.connectMs,
+      maxResponseBytes: options.transport.maxResponseBytes,
+      signal,
+    };
+  }
+
+  private async admit(run: RequestRun): Promise<Ticket> {
+    if (run.signal.aborted) throw run.abortError();
+    const admitted = performance.now();
+    const { scheduler, options } = this.parts;
+    try {
+      const granted = scheduler.admit({
+        signal: run.signal,
+        deadlineMs: run.deadlineMs,
+        priority: run.options.priority ?? 0,
+        sessionId: run.options.sessionId,
+        avoid: options.retry.failover ? run.avoid : undefined,
+      });
+      const ticket = granted instanceof Promise ? await granted : granted;
+      run.queueMs += performance.now() - admitted;
+      run.engine = ticket.engine.endpoint;
+      return ticket;
+    } catch (error) {
+      if (run.signal.aborted && error instanceof AbortError) {
+        const reason = run.abortError();
+        // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
+        if (reason instanceof TimeoutError && !scheduler.anyEngineAvailable()) {
+          throw new EngineUnavailableError(
+            'No engine available before the deadline (all removed, draining or in cooldown)',
+            {
+              cause: reason,
+              hint: "Check the engines; stats().engines shows each one's cooldown state.",
+            },
+          );
+        }
+        throw reason;
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Records a failed attempt (engine error count, health, failover) and decides: throw the final error, or wait
+   * (backoff, `Retry-After`) and go again. A resumed stream goes through here like a retry: it is charged to the
+   * retry budget and backs off, and the engine that cut it is counted and avoided.
+   */
+  private async afterFailure(
+    run: RequestRun,
+    ticket: Ticket | undefined,
+    error: InferenceError,
+    delivered: boolean,
+    resumable: boolean,
+  ): Promise<void> {
+    run.errors.push(error);
+    if (ticket) {
+      const entry = ticket.engine;
+      entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
+      if (
+        error.code === 'ERR_CONNECTION' ||
+        error.code === 'ERR_PORTS_EXHAUSTED' ||
+        (error instanceof TimeoutError && error.phase === 'connect') ||
+        (resumable && error instanceof StreamInterruptedError)
+      ) {
+        entry.health.onConnectionFailure();
+      }
+      run.avoid.add(entry.endpoint);
+    }
+    error.attempts = run.attempts;
+    if (run.signal.aborted) throw run.abortError();
+    if (!resumable && (delivered || !error.retryable)) throw error;
+    const { retry } = this.parts.options;
+    if (run.attempts >= retry.maxAttempts) {
+      throw new RetriesExhaustedError(run.errors, resumable ? 'Resume attempts exhausted' : 'Retries exhausted');
+    }
+    const waitMs = backoffMs(run.attempts + 1, retry, error);
+    if (
+      error instanceof HttpStatusError &&
+      error.retryAfterMs !== undefined &&
+      error.retryAfterMs > retry.maxRetryAfterMs
+    ) {
+      throw new RetriesExhaustedError(
+        run.errors,
+        `Retry-After of ${error.retryAfterMs} ms exceeds retry.maxRetryAfterMs`,
+      );
+    }
+    if (performance.now() + waitMs >= run.deadlineMs) throw new RetriesExhaustedError(run.errors, 'Deadline reached');
+    if (!this.parts.budget.tryRetry()) {
+      throw new RetriesExhaustedError(run.errors, 'Retry budget spent (the fleet is failing)');
+    }
+    if (!resumable) this.counters.retries++;
+    if (waitMs > 0) {
+      try {
+        await sleep(waitMs, undefined, { signal: run.signal });
+      } catch {
+        throw run.abortError();
+      }
+    }
+  }
+
+  private toError(run: RequestRun, failure: unknown): InferenceError {
+    if (isAttemptFailure(failure)) {
+      run.result = { status: 0, headers: {}, body: undefined, trailers: {}, timing: failure.timing };
+      run.staleRetries += failure.timing.staleRetries;
+      this.counters.staleRetries += failure.timing.staleRetries;
+      if (run.signal.aborted) return run.abortError();
+      return failure.error;
+    }
+    if (isInferenceError(failure)) return failure;
+    if (run.signal.aborted) return run.abortError();
+    return new UnexpectedError(failure);
+  }
+
+  private statusError(run: RequestRun, result: AttemptResult): HttpStatusError {
+    return new HttpStatusError(result.status, result.body?.toString('utf8') ?? '', {
+      engine: run.engine,
+      attempts: run.attempts,
+      retryAfterMs: parseRetryAfter(result.headers['retry-after']),
+    });
+  }
+
+  private noteAttempt(run: RequestRun, result: AttemptResult): void {
+    run.result = result;
+    run.status = result.status;
+    run.staleRetries += result.timing.staleRetries;
+    this.counters.staleRetries += result.timing.staleRetries;
+  }
+}
+
+/** A whole JSON body: once it parses, it reached the caller; a body that does not parse is not re-sent. */
+class WholeReader<T> implements ResponseReader<T> {
+  readonly sink = undefined;
+  readonly error = undefined;
+  readonly signal: AbortSignal;
+
+  constructor(private readonly run: RequestRun) {
+    this.signal = run.signal;
+  }
+
+  delivered(): boolean {
+    return false;
+  }
+
+  finish(result: AttemptResult): { value: T } | { error: InferenceError; delivered: boolean } {
+    try {
+      return { value: JSON.parse(result.body?.toString('utf8') ?? '') as T };
+    } catch (parseError) {
+      // The engine did the work and answered: re-sending would generate again.
+      return {
+        delivered: true,
+        error: new StreamParseError(`Response body is not valid JSON: ${(parseError as Error).message}`, {
+          engine: this.run.engine,
+          status: result.status,
+          cause: parseError,
+        }),
+      };
+    }
+  }
+
+  dispose(): void {}
+}
