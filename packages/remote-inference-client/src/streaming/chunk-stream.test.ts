@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AbortError, StreamTruncatedError } from '../errors.js';
+import { AbortError, InvalidOptionsError, StreamTruncatedError } from '../errors.js';
 import { ChunkStream } from './chunk-stream.js';
 
 const collect = async <T>(stream: ChunkStream<T>): Promise<T[]> => {
@@ -30,6 +30,7 @@ describe('ChunkStream', () => {
     expect(await iterator.next()).toEqual({ value: 1, done: false });
     await expect(iterator.next()).rejects.toBeInstanceOf(StreamTruncatedError);
     expect(await iterator.next()).toEqual({ value: undefined, done: true });
+    expect(() => stream[Symbol.asyncIterator]()).toThrow(InvalidOptionsError);
     expect(() => stream[Symbol.asyncIterator]()).toThrow(/iterated once/);
   });
 

@@ -1,4 +1,4 @@
-import { AbortError, type InferenceError, isInferenceError } from '../errors.js';
+import { AbortError, type InferenceError, InvalidOptionsError, isInferenceError } from '../errors.js';
 
 interface Waiter<T> {
   resolve: (result: IteratorResult<T>) => void;
@@ -80,7 +80,8 @@ export class ChunkStream<T> implements AsyncIterable<T> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    if (this.consumed) throw new Error('A stream can be iterated once');
+    if (this.consumed)
+      throw new InvalidOptionsError('A stream can be iterated once: keep the chunks you need as you read them');
     this.consumed = true;
     return {
       next: () => this.next(),
