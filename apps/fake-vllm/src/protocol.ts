@@ -110,6 +110,18 @@ export function requestValidationError(entries: ValidationEntry[], param: string
   return new HttpError(400, message, 'Bad Request', param);
 }
 
+/** The error a request model gives a body that is not a JSON object (pydantic's `model_attributes_type`). */
+function notAnObjectError(body: unknown): HttpError {
+  return requestValidationError([
+    {
+      type: 'model_attributes_type',
+      loc: ['body'],
+      msg: 'Input should be a valid dictionary or object to extract fields from',
+      input: body,
+    },
+  ]);
+}
+
 /** `str(VLLMValidationError)`: the message, then `(parameter=…, value=…)` when set (`vllm/exceptions.py`). */
 function vllmMessage(message: string, parameter?: string, value?: unknown): string {
   const extras: string[] = [];
@@ -510,16 +522,7 @@ function withinBounds(job: GenerationJob, context: ParseContext): GenerationJob 
 
 /** Validates a `/v1/completions` body (`openai/completion/protocol.py` + `serving.py`). */
 export function parseCompletionRequest(body: unknown, context: ParseContext): GenerationJob {
-  if (!isObject(body)) {
-    throw requestValidationError([
-      {
-        type: 'model_attributes_type',
-        loc: ['body'],
-        msg: 'Input should be a valid dictionary or object to extract fields from',
-        input: body,
-      },
-    ]);
-  }
+  if (!isObject(body)) throw notAnObjectError(body);
   // The request model's "before" validators.
   const logprobsField = body.logprobs;
   if (logprobsField !== undefined && logprobsField !== null && typeof logprobsField !== 'number') {
@@ -626,16 +629,7 @@ function messageText(content: unknown): string {
 
 /** Validates a `/v1/chat/completions` body (`openai/chat_completion/protocol.py` + `serving.py`). */
 export function parseChatRequest(body: unknown, context: ParseContext): GenerationJob {
-  if (!isObject(body)) {
-    throw requestValidationError([
-      {
-        type: 'model_attributes_type',
-        loc: ['body'],
-        msg: 'Input should be a valid dictionary or object to extract fields from',
-        input: body,
-      },
-    ]);
-  }
+  if (!isObject(body)) throw notAnObjectError(body);
   checkStreamOptions(body);
   // check_logprobs
   const topLogprobs = body.top_logprobs;
@@ -702,16 +696,7 @@ export function parseChatRequest(body: unknown, context: ParseContext): Generati
 
 /** Validates an `/inference/v1/generate` body (`serve/disagg/protocol.py`, `serving.py`): tokens in, tokens out. */
 export function parseGenerateRequest(body: unknown, context: ParseContext): GenerationJob {
-  if (!isObject(body)) {
-    throw requestValidationError([
-      {
-        type: 'model_attributes_type',
-        loc: ['body'],
-        msg: 'Input should be a valid dictionary or object to extract fields from',
-        input: body,
-      },
-    ]);
-  }
+  if (!isObject(body)) throw notAnObjectError(body);
   const missing: ValidationEntry[] = [];
   if (body.token_ids === undefined) {
     missing.push({ type: 'missing', loc: ['body', 'token_ids'], msg: 'Field required', input: body });

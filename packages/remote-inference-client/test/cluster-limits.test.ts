@@ -1,6 +1,5 @@
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { skipReason } from '@rig/test-support';
@@ -8,16 +7,7 @@ import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { Redis as IORedis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient } from '../src/index.js';
-import { serverExcessOverRate } from './helpers.js';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort, serverExcessOverRate } from './helpers.js';
 
 /** A real redis-server on a free loopback port, no persistence. */
 async function startRedis(): Promise<{ url: string; child: ChildProcess }> {

@@ -60,9 +60,14 @@ describe('errors: every class is branded across two copies of the package', () =
       'ServerStreamError',
       'EngineUnavailableError',
     ] as const;
+    const ours = new Map<string, unknown>(Object.entries(errors));
+    const theirsByName = new Map<string, unknown>(Object.entries(other));
     for (const name of classes) {
-      const instance = new (other[name] as new (message: string, code?: string) => Error)('x', 'ECONNRESET');
-      for (const against of classes) expect(instance instanceof errors[against]).toBe(name === against);
+      const Theirs = theirsByName.get(name) as new (message: string, code?: string) => Error;
+      const instance = new Theirs('x', 'ECONNRESET');
+      for (const against of classes) {
+        expect(instance instanceof (ours.get(against) as new () => Error)).toBe(name === against);
+      }
     }
     expect(new other.HttpStatusError(503, '') instanceof errors.HttpStatusError).toBe(true);
     expect(new other.RetriesExhaustedError([], 'x') instanceof errors.RetriesExhaustedError).toBe(true);

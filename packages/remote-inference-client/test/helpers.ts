@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { expectedCompletion, generatedTokenText, tokenize } from 'fake-vllm';
 
 /** Open file descriptors of this process. */
@@ -63,4 +65,14 @@ export async function serverExcessOverRate<T>(
   }
   await sample();
   return { result, maxExcess, received };
+}
+
+/** A loopback port that was free a moment ago (for servers that must be told their port, like uvicorn). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

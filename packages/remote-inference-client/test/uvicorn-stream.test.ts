@@ -1,25 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { DEBIAN_PYTHON, skipReason } from '@rig/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient, TimeoutError } from '../src/index.js';
+import { freePort } from './helpers.js';
 
 // The stream rules checked against REAL uvicorn (Debian's python3-uvicorn), not only against fake-vllm: uvicorn
 // writes a stream's 200 and headers as soon as the app sends `http.response.start`, which a Starlette
 // StreamingResponse (what vLLM returns for streams) does before its first token. fixtures/uvicorn_stream_app.py
 // is a raw ASGI app that streams that way.
 const skipped = skipReason('remote-inference-client uvicorn-stream.test.ts', ['uvicorn']);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe.skipIf(skipped !== undefined)('streams against real uvicorn', () => {
   let uvicorn: ChildProcess;
