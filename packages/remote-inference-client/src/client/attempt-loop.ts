@@ -137,7 +137,7 @@ export class RequestExecutor {
     } else {
       this.counters.completed++;
     }
-    publishRequestStats(run.stats(error), this.parts.hook);
+    publishRequestStats(() => run.stats(error), this.parts.hook);
   }
 
   /** The one attempt loop. Resolves with the value, or rejects with the final typed error (the run is ended). */

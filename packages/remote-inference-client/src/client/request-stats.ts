@@ -56,8 +56,13 @@ export function wantsDetails(hook: unknown): boolean {
   return hook !== undefined || channel.hasSubscribers;
 }
 
-/** Delivers stats to the hook and the channel. */
-export function publishRequestStats(stats: RequestStats, hook: ((stats: RequestStats) => void) | undefined): void {
+/** Delivers stats to the hook and the channel; `build` runs only when one of them listens (off the hot path). */
+export function publishRequestStats(
+  build: () => RequestStats,
+  hook: ((stats: RequestStats) => void) | undefined,
+): void {
+  if (!hook && !channel.hasSubscribers) return;
+  const stats = build();
   if (hook) {
     try {
       hook(stats);
