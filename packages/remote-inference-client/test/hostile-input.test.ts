@@ -321,3 +321,31 @@ describe('deadlines in every phase', () => {
     }
   });
 });
+
+describe('constructor mistakes are typed errors naming the field', () => {
+  it('null sections, NaN and negative health settings, and engine URLs carrying credentials or a query', () => {
+    const engines = ['http://127.0.0.1:1'];
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ limits: null }, /`limits` to be an object/],
+      [{ routing: null }, /`routing` to be round-robin/],
+      [{ health: null }, /`health` to be an object/],
+      [{ health: { failureThreshold: Number.NaN } }, /`health.failureThreshold`/],
+      [{ health: { cooldownMs: -1 } }, /`health.cooldownMs`/],
+      [{ health: { activeCheckIntervalMs: 1e12 } }, /`health.activeCheckIntervalMs`/],
+      [{ engines: ['http://user:secret@127.0.0.1:8000'] }, /without credentials[^]*<credentials>@/],
+      [{ engines: ['http://127.0.0.1:8000/?api_key=abc'] }, /without credentials, query[^]*\?<query>/],
+    ];
+    for (const [options, message] of cases) {
+      let error: unknown;
+      try {
+        new RemoteInferenceClient({ engines, transport: { shared: false }, ...options } as never);
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, JSON.stringify(options)).toBeInstanceOf(InvalidOptionsError);
+      expect((error as Error).message).toMatch(message);
+      // The secret itself is never echoed.
+      expect((error as Error).message).not.toMatch(/secret|abc/);
+    }
+  });
+});

@@ -137,6 +137,13 @@ export function normalizeEngine(engine: unknown, field: string): string {
   }
   expect(url.protocol === 'http:' || url.protocol === 'https:', field, 'an http(s) URL', engine);
   expect(url.pathname === '/' || url.pathname === '', field, 'an origin without a path (the SDK adds /v1/...)', engine);
+  // Only the origin is used: credentials or a query in the URL would be dropped without a word.
+  expect(
+    url.username === '' && url.password === '' && url.search === '' && url.hash === '',
+    field,
+    'an origin without credentials, query or fragment (pass a key as `apiKey` or `headers`)',
+    `${url.protocol}//${url.username || url.password ? '<credentials>@' : ''}${url.host}${url.search ? '?<query>' : ''}`,
+  );
   return url.origin;
 }
 

@@ -51,12 +51,12 @@ export interface RequestStats {
 
 const channel = diagnosticsChannel.channel(REQUEST_CHANNEL);
 
-/** Whether anyone wants per-request details (gap arrays cost memory at 10,000 streams). */
+/** @internal Whether anyone wants per-request details (gap arrays cost memory at 10,000 streams). */
 export function wantsDetails(hook: unknown): boolean {
   return hook !== undefined || channel.hasSubscribers;
 }
 
-/** Delivers stats to the hook and the channel; `build` runs only when one of them listens (off the hot path). */
+/** @internal Delivers stats to the hook and the channel; `build` runs only when one of them listens (off the hot path). */
 export function publishRequestStats(
   build: () => RequestStats,
   hook: ((stats: RequestStats) => void) | undefined,

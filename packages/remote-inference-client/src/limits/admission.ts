@@ -143,6 +143,9 @@ export interface ResolvedLimits {
 
 /** Applies defaults to limits and validates them. */
 export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
+  if (typeof limits !== 'object' || limits === null) {
+    throw new InvalidOptionsError(`Expected \`limits\` to be an object, got \`${JSON.stringify(limits)}\``);
+  }
   const check = (value: unknown, field: string, integer: boolean) => {
     if (value === undefined) return;
     if (

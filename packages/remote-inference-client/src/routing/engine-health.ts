@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { InvalidOptionsError } from '../errors.js';
 
 /** Passive and active engine health. */
 export interface HealthOptions {
@@ -86,10 +87,31 @@ export class EngineHealth {
 
 /** Applies defaults to health options. */
 export function resolveHealthOptions(options: HealthOptions = {}): Required<HealthOptions> {
-  return {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionsError(`Expected \`health\` to be an object, got \`${JSON.stringify(options)}\``);
+  }
+  const resolved = {
     failureThreshold: options.failureThreshold ?? 3,
     cooldownMs: options.cooldownMs ?? 1000,
     maxCooldownMs: options.maxCooldownMs ?? 30_000,
     activeCheckIntervalMs: options.activeCheckIntervalMs ?? 0,
   };
+  const checks: [keyof HealthOptions, number, string][] = [
+    ['failureThreshold', 1, 'a whole number >= 1'],
+    ['cooldownMs', 1, 'a number of ms in 1..2147483647'],
+    ['maxCooldownMs', 1, 'a number of ms in 1..2147483647'],
+    ['activeCheckIntervalMs', 0, 'a number of ms in 0..2147483647 (0 = off)'],
+  ];
+  for (const [field, min, expected] of checks) {
+    const value = resolved[field];
+    const ok =
+      typeof value === 'number' &&
+      value >= min &&
+      value <= 2 ** 31 - 1 &&
+      (field !== 'failureThreshold' || Number.isInteger(value));
+    if (!ok) {
+      throw new InvalidOptionsError(`Expected \`health.${field}\` to be ${expected}, got \`${JSON.stringify(value)}\``);
+    }
+  }
+  return resolved;
 }

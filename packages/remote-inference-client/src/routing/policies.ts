@@ -136,7 +136,7 @@ export class SessionAffinityPolicy implements RoutingPolicy {
 /** A built-in policy by name, or the given policy. */
 export function resolvePolicy(policy: RoutingPolicyName | RoutingPolicy | undefined): RoutingPolicy {
   if (policy === undefined) return new LeastOutstandingPolicy();
-  if (typeof policy === 'object' && typeof policy.pick === 'function') return policy;
+  if (typeof policy === 'object' && policy !== null && typeof policy.pick === 'function') return policy;
   switch (policy) {
     case 'round-robin':
       return new RoundRobinPolicy();
