@@ -1,0 +1,58 @@
+// One client of bench/rl-burst.mjs in its own process: three bursts of generate requests shaped like an RL step
+// (all at once, token ids in and out, streamed=false as SkyRL's client sends them), the second after an idle gap
+// longer than the server's keep-alive, the third right after. Prints one JSON line with client CPU per request
+// for each burst.
+import { performance } from 'node:perf_hooks';
+import { Agent, request } from 'undici';
+import { RemoteInferenceClient } from '../dist/index.js';
+
+const { kind, engines, requests, maxTokens, gapMs } = JSON.parse(process.argv[2]);
+const body = (index) => ({
+  token_ids: [1 + (index % 1000), 2, 3, 4],
+  sampling_params: { max_tokens: maxTokens, seed: index },
+});
+
+let send;
+let close = async () => {};
+if (kind === 'sdk') {
+  const client = new RemoteInferenceClient({ engines, limits: { perEngine: { maxConcurrency: 100_000 } } });
+  send = async (index) => {
+    const result = await client.generate(body(index));
+    return result.choices[0].token_ids.length;
+  };
+  close = () => client.close();
+} else {
+  // Raw undici as a careful user would write it: one stock Agent, round robin over the engines.
+  const agent = new Agent({ connections: 50_000, headersTimeout: 0, bodyTimeout: 0 });
+  send = async (index) => {
+    const response = await request(`${engines[index % engines.length]}/inference/v1/generate`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body(index)),
+    });
+    const result = await response.body.json();
+    return result.choices[0].token_ids.length;
+  };
+  close = () => agent.close();
+}
+
+async function burst() {
+  const cpu0 = process.cpuUsage();
+  const started = performance.now();
+  const tokens = await Promise.all(Array.from({ length: requests }, (_, index) => send(index)));
+  const cpu = process.cpuUsage(cpu0);
+  const wrong = tokens.filter((count) => count !== maxTokens).length;
+  return {
+    cpuMsPerRequest: (cpu.user + cpu.system) / 1000 / requests,
+    wallMs: performance.now() - started,
+    wrong,
+  };
+}
+
+const cold = await burst();
+await new Promise((resolve) => setTimeout(resolve, gapMs));
+const afterIdle = await burst();
+const reused = await burst();
+await close();
+process.stdout.write(`${JSON.stringify({ kind, cold, afterIdle, reused })}\n`);

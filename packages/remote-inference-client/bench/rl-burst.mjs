@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// Benchmark (not a test): client CPU per request on the traffic RL trainers send. A step fires N token-in/token-out
+// generate requests at once to a fleet (each lives for TTFT + max_tokens x ITL), the trainer then idles through
+// training for longer than any keep-alive, and the next step fires again. Three columns: the first burst (cold),
+// a burst after an idle gap longer than the server's keep-alive, and a burst right after (connections reused).
+// Clients, each in its own process, alternating in rounds: this SDK, raw undici (stock Agent), and an aiohttp
+// client written the way SkyRL's is (Debian's python3-aiohttp). Prints medians and ratios and writes
+// bench/results/rl-burst.json. The fake engines run in their own processes at nice 19.
+//
+//   pnpm bench                                   # with the other benchmarks
+//   node bench/rl-burst.mjs --rounds 3 --requests 2000
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    requests: { type: 'string', default: '2000' },
+    'max-tokens': { type: 'string', default: '16' },
+    'gap-ms': { type: 'string', default: '6000' },
+  },
+});
+const rounds = Number(values.rounds);
+const requests = Number(values.requests);
+const maxTokens = Number(values['max-tokens']);
+const gapMs = Number(values['gap-ms']);
+for (const [flag, value, max] of [
+  ['--rounds', rounds, 20],
+  ['--requests', requests, 20_000],
+  ['--max-tokens', maxTokens, 4096],
+  ['--gap-ms', gapMs, 600_000],
+]) {
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    process.stderr.write(`rl-burst: ${flag} must be an integer in 1..${max}, got ${value}\n`);
+    process.exit(2);
+  }
+}
+const python = '/usr/bin/python3';
+let kinds = ['sdk', 'undici', 'aiohttp'];
+try {
+  execFileSync(python, ['-c', 'import aiohttp'], { stdio: 'ignore' });
+} catch {
+  process.stderr.write('rl-burst: no aiohttp for /usr/bin/python3 (apt-get install python3-aiohttp): skipping it\n');
+  kinds = ['sdk', 'undici'];
+}
+
+// SkyRL's e2e load pattern: 20 engines, TTFT 500 ms, ITL 250 ms; keep-alive 5 s as uvicorn's.
+const fakeCli = createRequire(import.meta.url)
+  .resolve('fake-vllm/package.json')
+  .replace(/package\.json$/, 'dist/cli.js');
+const fake = spawn(
+  process.execPath,
+  [
+    fakeCli,
+    '--engines',
+    '20',
+    '--processes',
+    '2',
+    '--nice',
+    '19',
+    '--ttft-ms',
+    '500',
+    '--itl-ms',
+    '250',
+    '--jitter',
+    '0',
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+const [line] = await once(createInterface({ input: fake.stdout }), 'line');
+const engines = JSON.parse(line).engines.map((engine) => engine.url);
+
+const client = fileURLToPath(new URL('./rl-burst-client.mjs', import.meta.url));
+const aiohttpClient = fileURLToPath(new URL('./rl_burst_aiohttp.py', import.meta.url));
+function run(kind) {
+  const config = JSON.stringify({ kind, engines, requests, maxTokens, gapMs });
+  const output =
+    kind === 'aiohttp'
+      ? execFileSync(python, [aiohttpClient, config], { encoding: 'utf8' })
+      : execFileSync(process.execPath, [client, config], { encoding: 'utf8' });
+  return JSON.parse(output.trim().split('\n').at(-1));
+}
+
+const phases = ['cold', 'afterIdle', 'reused'];
+const samples = Object.fromEntries(kinds.map((kind) => [kind, Object.fromEntries(phases.map((phase) => [phase, []]))]));
+for (let round = 0; round < rounds; round++) {
+  for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+    const result = run(kind);
+    console.log(JSON.stringify(result));
+    for (const phase of phases) {
+      if (result[phase].wrong > 0)
+        throw new Error(`${kind} ${phase}: ${result[phase].wrong} responses with the wrong length`);
+      samples[kind][phase].push(result[phase].cpuMsPerRequest);
+    }
+  }
+}
+fake.kill('SIGTERM');
+await once(fake, 'exit');
+
+const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+const medians = Object.fromEntries(
+  kinds.map((kind) => [
+    kind,
+    Object.fromEntries(phases.map((phase) => [phase, Number(median(samples[kind][phase]).toFixed(3))])),
+  ]),
+);
+const ratio = (a, b) => Number((a / b).toFixed(2));
+const result = {
+  benchmark: 'client CPU per request on RL-shaped bursts (2,000 long generate requests at once, idle gap, again)',
+  command: `node bench/rl-burst.mjs --rounds ${rounds} --requests ${requests} --max-tokens ${maxTokens} --gap-ms ${gapMs}`,
+  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version },
+  date: new Date().toISOString(),
+  fleet: '20 fake-vllm engines in 2 processes at nice 19, TTFT 500 ms, ITL 250 ms, keep-alive 5 s',
+  cpuMsPerRequest: medians,
+  sdkVsUndici: Object.fromEntries(phases.map((phase) => [phase, ratio(medians.sdk[phase], medians.undici[phase])])),
+  ...(medians.aiohttp
+    ? {
+        aiohttpVsSdk: Object.fromEntries(
+          phases.map((phase) => [phase, ratio(medians.aiohttp[phase], medians.sdk[phase])]),
+        ),
+      }
+    : {}),
+};
+console.log('\n| client | cold burst ms/req | after idle gap ms/req | connections reused ms/req |');
+console.log('| --- | --- | --- | --- |');
+for (const kind of kinds) console.log(`| ${kind} | ${phases.map((phase) => medians[kind][phase]).join(' | ')} |`);
+console.log(
+  `SDK / undici: ${JSON.stringify(result.sdkVsUndici)}${result.aiohttpVsSdk ? `; aiohttp / SDK: ${JSON.stringify(result.aiohttpVsSdk)}` : ''}`,
+);
+writeFileSync(new URL('./results/rl-burst.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
