@@ -1,6 +1,9 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { DEBIAN_PYTHON } from '@rig/test-support';
 import { expectedCompletion, generatedTokenText, tokenize } from 'fake-vllm';
 
 /** Open file descriptors of this process. */
@@ -75,4 +78,43 @@ export async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/**
+ * Real uvicorn (Debian's python3-uvicorn) serving `fixtures/uvicorn_stream_app.py` on a free loopback port, ready
+ * when it answers. `extraArgs` go to uvicorn (e.g. `--timeout-keep-alive 1`). Kill the returned child when done.
+ */
+export async function startUvicorn(extraArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(
+    DEBIAN_PYTHON,
+    [
+      '-m',
+      'uvicorn',
+      '--app-dir',
+      fileURLToPath(new URL('./fixtures', import.meta.url)),
+      'uvicorn_stream_app:app',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--log-level',
+      'critical',
+      ...extraArgs,
+    ],
+    { stdio: 'ignore' },
+  );
+  for (let polls = 0; ; polls++) {
+    const up = await fetch(`${url}/attempts?id=none`).then(
+      (response) => response.ok,
+      () => false,
+    );
+    if (up) return { url, child };
+    if (polls > 200) {
+      child.kill('SIGKILL');
+      throw new Error('uvicorn did not start');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

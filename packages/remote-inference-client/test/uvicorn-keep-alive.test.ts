@@ -1,9 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { DEBIAN_PYTHON, skipReason } from '@rig/test-support';
+import type { ChildProcess } from 'node:child_process';
+import { skipReason } from '@rig/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient } from '../src/index.js';
-import { freePort } from './helpers.js';
+import { startUvicorn } from './helpers.js';
 
 // The keep-alive race against REAL uvicorn (Debian's python3-uvicorn), as vLLM serves: uvicorn closes a connection
 // idle for `--timeout-keep-alive` seconds and sends no Keep-Alive hint, so a client that reuses a socket at that
@@ -16,36 +15,7 @@ describe.skipIf(skipped !== undefined)('keep-alive races against real uvicorn', 
   let uvicorn: ChildProcess;
   let url: string;
   beforeAll(async () => {
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    uvicorn = spawn(
-      DEBIAN_PYTHON,
-      [
-        '-m',
-        'uvicorn',
-        '--app-dir',
-        fileURLToPath(new URL('./fixtures', import.meta.url)),
-        'uvicorn_stream_app:app',
-        '--host',
-        '127.0.0.1',
-        '--port',
-        String(port),
-        '--timeout-keep-alive',
-        '1',
-        '--log-level',
-        'critical',
-      ],
-      { stdio: 'ignore' },
-    );
-    for (let polls = 0; ; polls++) {
-      const up = await fetch(`${url}/attempts?id=none`).then(
-        (response) => response.ok,
-        () => false,
-      );
-      if (up) break;
-      if (polls > 200) throw new Error('uvicorn did not start');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    ({ url, child: uvicorn } = await startUvicorn(['--timeout-keep-alive', '1']));
   });
   afterAll(() => {
     uvicorn?.kill('SIGKILL');

@@ -1,9 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { DEBIAN_PYTHON, skipReason } from '@rig/test-support';
+import type { ChildProcess } from 'node:child_process';
+import { skipReason } from '@rig/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient, TimeoutError } from '../src/index.js';
-import { freePort } from './helpers.js';
+import { startUvicorn } from './helpers.js';
 
 // The stream rules checked against REAL uvicorn (Debian's python3-uvicorn), not only against fake-vllm: uvicorn
 // writes a stream's 200 and headers as soon as the app sends `http.response.start`, which a Starlette
@@ -15,34 +14,7 @@ describe.skipIf(skipped !== undefined)('streams against real uvicorn', () => {
   let uvicorn: ChildProcess;
   let url: string;
   beforeAll(async () => {
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    uvicorn = spawn(
-      DEBIAN_PYTHON,
-      [
-        '-m',
-        'uvicorn',
-        '--app-dir',
-        fileURLToPath(new URL('./fixtures', import.meta.url)),
-        'uvicorn_stream_app:app',
-        '--host',
-        '127.0.0.1',
-        '--port',
-        String(port),
-        '--log-level',
-        'critical',
-      ],
-      { stdio: 'ignore' },
-    );
-    for (let polls = 0; ; polls++) {
-      const up = await fetch(`${url}/attempts?id=none`).then(
-        (response) => response.ok,
-        () => false,
-      );
-      if (up) break;
-      if (polls > 200) throw new Error('uvicorn did not start');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    ({ url, child: uvicorn } = await startUvicorn());
   });
   afterAll(() => {
     uvicorn?.kill('SIGKILL');
