@@ -11,6 +11,7 @@ import { type EngineEntry, resolveLimits, Scheduler } from '../limits/admission.
 import { resolvePolicy } from '../routing/policies.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import { sendAttempt } from '../transport/attempt.js';
+import type { PoolStats } from '../transport/pool-stats.js';
 import { sharedTransport, Transport } from '../transport/transport.js';
 import { startActiveHealthChecks } from './active-health.js';
 import { RequestExecutor } from './attempt-loop.js';
@@ -41,19 +42,7 @@ export type { GenerateOptions, RequestOptions } from './request-run.js';
 export type BatchResult<T> = { ok: true; value: T } | { ok: false; error: InferenceError };
 
 /** The connections of one engine's pool. */
-export interface EngineConnectionStats {
-  open: number;
-  idle: number;
-  busy: number;
-  connecting: number;
-  /** Requests waiting for a connection (the ceiling or connect pacing). */
-  waiting: number;
-  opened: number;
-  reused: number;
-  /** Idle connections dropped at pick time because the server may already have closed them. */
-  staleDiscarded: number;
-  connectErrors: number;
-}
+export type EngineConnectionStats = PoolStats;
 
 /** Counters of the whole client; see README for each field. */
 export interface ClientStats {

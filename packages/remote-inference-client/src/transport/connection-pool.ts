@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Client } from 'undici';
 import { AbortError, PortsExhaustedError } from '../errors.js';
+import type { PoolStats } from './pool-stats.js';
 
 /** Transport settings shared by every engine's pool. */
 export interface PoolSettings {
@@ -43,19 +44,7 @@ interface Waiter {
   onAbort: (() => void) | undefined;
 }
 
-/** Counters of one pool. */
-export interface PoolStats {
-  open: number;
-  idle: number;
-  busy: number;
-  connecting: number;
-  waiting: number;
-  opened: number;
-  reused: number;
-  /** Idle connections dropped at pick time because the server may already have closed them. */
-  staleDiscarded: number;
-  connectErrors: number;
-}
+export type { PoolStats } from './pool-stats.js';
 
 /** Margin below the client keep-alive at which an idle socket is no longer trusted (timer skew, GC pauses). */
 const STALE_MARGIN_MS = 250;
