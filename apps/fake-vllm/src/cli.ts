@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FakeVllmConfigError } from './errors.js';
-import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { parseFaultProfile } from './faults.js';
 import { type FakeVllmOptions, resolveFakeVllmOptions } from './options.js';
 import { startFakeVllm } from './start.js';
 
@@ -105,24 +105,6 @@ const CONFIG_KEYS = new Set<string>([
     .filter((key) => !['config', 'help', 'no-control', 'no-dev-mode'].includes(key) && !key.startsWith('control-')),
   'control',
 ]);
-
-function parseFaultProfile(value: string, label: string): FaultProfile | string {
-  let profile: FaultProfile | string = value;
-  try {
-    if (value.startsWith('@')) profile = JSON.parse(readFileSync(value.slice(1), 'utf8')) as FaultProfile;
-    else if (value.trim().startsWith('{')) profile = JSON.parse(value) as FaultProfile;
-  } catch (error) {
-    throw new FakeVllmConfigError(
-      `Expected ${label} to be a built-in profile name, a JSON object or @file.json, got \`${value}\` (${(error as Error).message})`,
-    );
-  }
-  try {
-    resolveFaultProfile(profile);
-  } catch (error) {
-    throw new FakeVllmConfigError(`Invalid ${label}: ${(error as Error).message}`);
-  }
-  return profile;
-}
 
 function readConfigFile(path: string): Record<string, unknown> {
   let text: string;

@@ -1,6 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FakeVllmConfigError } from './errors.js';
-import { FaultInjector, parseFaultHeader, resolveFaultProfile } from './faults.js';
+import { FaultInjector, parseFaultHeader, parseFaultProfile, resolveFaultProfile } from './faults.js';
 
 describe('fault specifications', () => {
   it('parses a header with parameters', () => {
@@ -15,6 +18,17 @@ describe('fault specifications', () => {
     expect(() => parseFaultHeader('stall; afterTokens=3')).toThrow(FakeVllmConfigError);
     expect(() => resolveFaultProfile({ 'status-503': 2 })).toThrow(/within 0..1/);
     expect(() => resolveFaultProfile('nope')).toThrow(/chaos/);
+  });
+
+  it('parses a profile as users write it: a name, JSON or @file, naming the flag when it is wrong', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'fault-profile-')), 'profile.json');
+    writeFileSync(file, '{"status-503":0.5}');
+    expect(parseFaultProfile('chaos', '`--faults`')).toBe('chaos');
+    expect(parseFaultProfile('{"stall":1}', '`--faults`')).toEqual({ stall: 1 });
+    expect(parseFaultProfile(`@${file}`, '`--faults`')).toEqual({ 'status-503': 0.5 });
+    expect(() => parseFaultProfile('@/nonexistent/profile.json', '`--faults`')).toThrow(/`--faults` to be .*@file/);
+    expect(() => parseFaultProfile('{"x":', '`--faults`')).toThrow(FakeVllmConfigError);
+    expect(() => parseFaultProfile('bogus', '`--faults`')).toThrow(/Invalid `--faults`: .*got `bogus`/);
   });
 
   it('fires `first` N times, then follows the rate', () => {

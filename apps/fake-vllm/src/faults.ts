@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { FakeVllmConfigError } from './errors.js';
 import { createRandom } from './tokens.js';
 
@@ -225,6 +226,28 @@ export function resolveFaultProfile(profile: FaultProfile | string | undefined):
     rules.push({ name, rate, first, params });
   }
   return rules;
+}
+
+/**
+ * Parses a fault profile as a user writes it (`--fault-profile`, the load sweep's `--faults`): a built-in profile
+ * name, a JSON object, or `@file.json`; validates it. `label` names the flag in the error.
+ */
+export function parseFaultProfile(value: string, label: string): FaultProfile | string {
+  let profile: FaultProfile | string = value;
+  try {
+    if (value.startsWith('@')) profile = JSON.parse(readFileSync(value.slice(1), 'utf8')) as FaultProfile;
+    else if (value.trim().startsWith('{')) profile = JSON.parse(value) as FaultProfile;
+  } catch (error) {
+    throw new FakeVllmConfigError(
+      `Expected ${label} to be a built-in profile name, a JSON object or @file.json, got \`${value}\` (${(error as Error).message})`,
+    );
+  }
+  try {
+    resolveFaultProfile(profile);
+  } catch (error) {
+    throw new FakeVllmConfigError(`Invalid ${label}: ${(error as Error).message}`);
+  }
+  return profile;
 }
 
 /** Reads a numeric fault parameter with a default, rejecting garbage. */
