@@ -103,14 +103,16 @@ it.skipIf(skipped !== undefined)(
         (
           globalThis as unknown as {
             charts: Array<{
-              data: { datasets: Array<{ label: string; data: unknown[] }> };
+              data: { datasets: Array<{ label: string; data: unknown[]; invalidMarker?: boolean }> };
               canvas: { width: number; height: number };
             }>;
           }
         ).charts.map((chart) => ({
-          datasets: chart.data.datasets.length,
+          datasets: chart.data.datasets.filter((set) => !set.invalidMarker).length,
           points: chart.data.datasets[0]?.data.length ?? 0,
-          series: Object.fromEntries(chart.data.datasets.map((set) => [set.label, set.data])),
+          series: Object.fromEntries(
+            chart.data.datasets.filter((set) => !set.invalidMarker).map((set) => [set.label, set.data]),
+          ),
           width: chart.canvas.width,
           height: chart.canvas.height,
         })),
