@@ -108,6 +108,7 @@ function downEngine(url: string, pid: number, last: EngineStats | undefined): En
     promptTokens: 0,
     generationTokens: 0,
     faults,
+    tallies: {},
     paused: false,
     sleeping: false,
   };

@@ -29,12 +29,34 @@ export interface EngineStats {
   promptTokens: number;
   generationTokens: number;
   faults: Record<FaultName, number>;
+  /**
+   * Requests by the label a client gave them in {@link TALLY_HEADER}, so a load generator can reconcile what it
+   * sent in a window with what this engine saw, whatever else was in flight. The last {@link MAX_TALLIES} labels.
+   */
+  tallies: Record<string, TallyCounters>;
   paused: boolean;
   sleeping: boolean;
   /** The process serving this engine. */
   pid: number;
   /** The engine's process died: it serves nothing, and its counters are the last ones read before. */
   down: boolean;
+}
+
+/** Header naming the tally a request counts in: `x-fake-tally: step-3`. */
+export const TALLY_HEADER = 'x-fake-tally';
+
+/** Labels one engine keeps (oldest dropped first), so a client cannot grow its memory without bound. */
+export const MAX_TALLIES = 64;
+
+/** What one engine counted for the requests of one {@link TALLY_HEADER} label. */
+export interface TallyCounters {
+  /** Requests received with this label, any route, whatever happened to them next. */
+  received: number;
+  /**
+   * Generation requests answered whole: a 200 whose last byte (a stream's `[DONE]`, a JSON body) was handed to the
+   * transport. Not counted: faults, errors, requests cut or cancelled, bodies truncated on purpose.
+   */
+  answered: number;
 }
 
 /** What a transport knows about its connections, for stats and metrics. */
@@ -78,6 +100,7 @@ export class EngineHost {
   /** Set by the transport. */
   transport: TransportInfo = { url: '', connectionsOpen: 0, connectionsTotal: 0 };
   private readonly table: RouteTable;
+  private readonly tallies = new Map<string, TallyCounters>();
 
   constructor(
     readonly options: ResolvedEngineOptions,
@@ -144,9 +167,25 @@ export class EngineHost {
     return this.injector.rollRequest();
   }
 
+  /** The tally `request` counts in (its {@link TALLY_HEADER}), if any. */
+  tallyOf(request: RouteRequest): TallyCounters | undefined {
+    const label = request.header(TALLY_HEADER);
+    return label === undefined || label === '' ? undefined : this.tallies.get(label);
+  }
+
   /** Routes one request and answers it; errors become vLLM's error bodies. Never rejects. */
   async dispatch(request: RouteRequest, response: ResponseWriter): Promise<void> {
     this.requests++;
+    const label = request.header(TALLY_HEADER);
+    if (label !== undefined && label !== '') {
+      let tally = this.tallies.get(label);
+      if (tally === undefined) {
+        if (this.tallies.size >= MAX_TALLIES) this.tallies.delete(this.tallies.keys().next().value!);
+        tally = { received: 0, answered: 0 };
+        this.tallies.set(label, tally);
+      }
+      tally.received++;
+    }
     try {
       const match = this.table.match(request.method, request.path);
       if (match.kind === 'route') {
@@ -207,6 +246,7 @@ export class EngineHost {
       promptTokens: counters.promptTokens,
       generationTokens: counters.generationTokens,
       faults: { ...this.injector.injected },
+      tallies: Object.fromEntries([...this.tallies].map(([label, tally]) => [label, { ...tally }])),
       paused: this.engine.isPaused,
       sleeping: this.isSleeping,
       pid: process.pid,

@@ -1,7 +1,7 @@
 export { ControlClient, type ControlRequest, type ControlResponse, type FakeVllmControl } from './control-channel.js';
 export type { EngineCounters, FinishReason, PauseMode } from './engine.js';
 export type { FakeVllmStats } from './engine-group.js';
-export { EngineHost, type TransportInfo } from './engine-host.js';
+export { EngineHost, MAX_TALLIES, TALLY_HEADER, type TallyCounters, type TransportInfo } from './engine-host.js';
 export { type EngineStats, TIMING_HEADERS } from './engine-server.js';
 export { FakeVllmConfigError } from './errors.js';
 export {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { EngineRequest, RequestSink } from '../engine.js';
-import type { EngineHost } from '../engine-host.js';
+import type { EngineHost, TallyCounters } from '../engine-host.js';
 import type { FaultSpec } from '../faults.js';
 import { numberParam } from '../faults.js';
 import { createGeneration, type Generation, StreamAssembler } from '../generation.js';
@@ -79,9 +79,10 @@ export async function serveGeneration(
     arrivedAtMs,
     request.header('x-request-id'),
   );
+  const tally = host.tallyOf(request);
   const sink = job.stream
-    ? new StreamSink(host, response, generation, fault)
-    : new WholeSink(host, response, generation, fault);
+    ? new StreamSink(host, response, generation, fault, tally)
+    : new WholeSink(host, response, generation, fault, tally);
   deferred.sink = sink;
   const { engineRequest } = generation;
   if (fault?.name === 'slow-stream') {
@@ -113,6 +114,7 @@ abstract class Sink {
     protected readonly response: ResponseWriter,
     protected readonly generation: Generation,
     fault: FaultSpec | undefined,
+    protected readonly tally: TallyCounters | undefined,
   ) {
     this.engineRequest = generation.engineRequest;
     this.midStream = new MidStreamFault(fault, host, this.engineRequest);
@@ -120,6 +122,11 @@ abstract class Sink {
 
   abstract onProgress(): void;
   abstract onFinish(): void;
+
+  /** Counts a whole answer in the request's tally; a body with a malformed chunk in it is not one. */
+  protected countAnswered(): void {
+    if (this.tally && !(this.midStream.fired && this.midStream.name === 'malformed-chunk')) this.tally.answered++;
+  }
 
   protected reset(): void {
     this.host.engine.cancel(this.engineRequest);
@@ -199,6 +206,7 @@ class StreamSink extends Sink {
     if (response.closed) return;
     response.write(this.assembler.finish());
     response.end({ 'server-timing': serverTiming(this.engineRequest) });
+    this.countAnswered();
   }
 }
 
@@ -247,5 +255,6 @@ class WholeSink extends Sink {
       }
     }
     response.send(200, headers, body);
+    this.countAnswered();
   }
 }
