@@ -12,6 +12,7 @@ export {
   type FaultProfile,
   type FaultRule,
   parseFaultHeader,
+  parseFaultProfile,
 } from './faults.js';
 export {
   type ControlChannelOptions,
