@@ -36,3 +36,4 @@ export type {
   AttemptTiming,
   SendAttempt,
 } from './transport/attempt.js';
+export { connectionBudget, ephemeralPortRange } from './transport/port-budget.js';
