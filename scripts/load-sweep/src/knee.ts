@@ -1,3 +1,5 @@
+import { percentilesMeetSlo, type Slo } from './slo.js';
+
 /** One step's figures the knee finder needs. */
 export interface KneeInput {
   concurrency: number;
@@ -6,22 +8,14 @@ export interface KneeInput {
   percentiles: Record<string, number | null>;
 }
 
-/** Whether a step meets every SLO threshold (`ttft_p99_ms` reads `percentiles['ttft_p99']`). */
-export function meetsSlo(step: KneeInput, slo: Record<string, number>, maxErrorRate: number): boolean {
+/** Whether a step is valid, within `maxErrorRate`, and meets every SLO threshold ({@link percentilesMeetSlo}). */
+export function meetsSlo(step: KneeInput, slo: Slo, maxErrorRate: number): boolean {
   if (!step.valid || step.errorRate > maxErrorRate) return false;
-  for (const [key, limit] of Object.entries(slo)) {
-    const value = step.percentiles[key.replace(/_ms$/, '')];
-    if (value === null || value === undefined || value > limit) return false;
-  }
-  return true;
+  return percentilesMeetSlo(step.percentiles, slo);
 }
 
 /** The knee: the highest concurrency whose step meets the SLO, or null when none does. */
-export function findKnee(
-  steps: readonly KneeInput[],
-  slo: Record<string, number>,
-  maxErrorRate: number,
-): number | null {
+export function findKnee(steps: readonly KneeInput[], slo: Slo, maxErrorRate: number): number | null {
   let knee: number | null = null;
   for (const step of steps)
     if (meetsSlo(step, slo, maxErrorRate) && (knee === null || step.concurrency > knee)) knee = step.concurrency;
