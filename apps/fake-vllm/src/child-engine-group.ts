@@ -7,7 +7,14 @@ import type { EngineGroup, ProcessStats } from './engine-group.js';
 import type { EngineStats } from './engine-server.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
-import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
+import type {
+  CapacityOptions,
+  EnginePlacement,
+  LatencyOptions,
+  PerEngineOptions,
+  ResolvedEngineOptions,
+  RestartOptions,
+} from './options.js';
 
 /** Messages a child sends its parent. */
 export type ChildMessage =
@@ -17,7 +24,13 @@ export type ChildMessage =
 
 /** Messages a parent sends a child. */
 export type ParentMessage =
-  | { type: 'start'; options: ResolvedEngineOptions; host: string; ports: number[] }
+  | {
+      type: 'start';
+      options: ResolvedEngineOptions;
+      host: string;
+      ports: number[];
+      placement: EnginePlacement;
+    }
   | { type: 'call'; id: number; method: keyof EngineGroup; args: unknown[] };
 
 function childEntry(): string {
@@ -111,8 +124,28 @@ function downEngine(url: string, pid: number, last: EngineStats | undefined): En
     tallies: {},
     paused: false,
     sleeping: false,
+    maxNumSeqs: 0,
+    itlMs: 0,
+    ttftMs: 0,
+    kvCacheBlocks: 0,
+    cachedBlocks: 0,
+    evictedBlocks: 0,
+    prefixCacheQueryTokens: 0,
+    prefixCacheHitTokens: 0,
+    restarts: 0,
+    droppedByRestart: 0,
   };
-  return { ...counters, url, pid, down: true, connectionsOpen: 0, running: 0, waiting: 0 };
+  return {
+    ...counters,
+    url,
+    pid,
+    down: true,
+    connectionsOpen: 0,
+    running: 0,
+    waiting: 0,
+    kvCacheUsage: 0,
+    restarting: false,
+  };
 }
 
 /**
@@ -139,10 +172,13 @@ export class ChildEngineGroup implements EngineGroup {
     {
       sharePort = false,
       nice = 0,
+      perEngine = [],
       log = (line: string) => process.stderr.write(`fake-vllm: ${line}\n`),
     }: {
       sharePort?: boolean;
       nice?: number;
+      /** Overrides by engine index (`perEngine` of the options). @default [] */
+      perEngine?: readonly PerEngineOptions[];
       /** Where the one line about a child that died goes. @default stderr */
       log?: (line: string) => void;
     } = {},
@@ -189,6 +225,8 @@ export class ChildEngineGroup implements EngineGroup {
               options: { ...options },
               host,
               ports: mine.map((engine) => ports[engine]!),
+              // With a shared port each process serves "the" engine: one override for all, else engine i's own.
+              placement: { perEngine, engines: sharePort ? mine.map(() => 0) : mine },
             } satisfies ParentMessage,
             shared,
           );
@@ -261,6 +299,14 @@ export class ChildEngineGroup implements EngineGroup {
 
   setLatency(latency: LatencyOptions, engine?: number): Promise<void> {
     return this.forEngines('setLatency', engine, [latency]);
+  }
+
+  setCapacity(capacity: CapacityOptions, engine?: number): Promise<void> {
+    return this.forEngines('setCapacity', engine, [capacity]);
+  }
+
+  restartEngine(restart: RestartOptions, engine?: number): Promise<void> {
+    return this.forEngines('restartEngine', engine, [restart]);
   }
 
   async resetHighWaterMarks(): Promise<void> {

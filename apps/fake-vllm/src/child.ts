@@ -9,7 +9,7 @@ const send = (message: ChildMessage) => process.send?.(message);
 process.on('message', async (message: ParentMessage, handle?: Server) => {
   if (message.type === 'start') {
     try {
-      group = await LocalEngineGroup.start(message.options, message.host, message.ports, handle);
+      group = await LocalEngineGroup.start(message.options, message.host, message.ports, handle, message.placement);
       send({ type: 'ready', urls: group.urls });
     } catch (error) {
       send({ type: 'start-error', message: (error as Error).message, code: (error as { code?: string }).code });

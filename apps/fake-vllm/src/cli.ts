@@ -23,6 +23,7 @@ const FLAGS: Record<
       | 'control-token'
       | 'no-control'
       | 'no-dev-mode'
+      | 'no-enable-prefix-caching'
       | 'help'
     ),
     string,
@@ -36,6 +37,23 @@ const FLAGS: Record<
   nice: ['number', 'nice', 'CPU priority (nice -20..19) of the --processes children (default 0)'],
   model: ['string', 'model', 'Served model name (default fake-model)'],
   'max-num-seqs': ['number', 'maxNumSeqs', 'Running slots per engine (default 256)'],
+  'kv-cache-blocks': ['number', 'kvCacheBlocks', 'KV-cache pool per engine, in 16-token blocks (default 32768)'],
+  'enable-prefix-caching': ['boolean', 'enablePrefixCaching', 'Automatic prefix caching (default on, as vLLM V1)'],
+  'no-enable-prefix-caching': [
+    'boolean',
+    'no-enable-prefix-caching',
+    'Prefill every prompt token; vllm:prefix_cache_hits stays 0',
+  ],
+  'output-lengths': [
+    'string',
+    'outputLengths',
+    'Long-tailed lengths as JSON, e.g. \'{"distribution":"lognormal","medianTokens":200,"sigma":1}\' (default: max_tokens)',
+  ],
+  'per-engine': [
+    'string',
+    'perEngine',
+    'Per-engine overrides as a JSON array, e.g. \'[{},{"itlMs":24,"ttftMs":100},{"maxNumSeqs":64}]\'',
+  ],
   'max-waiting': ['number', 'maxWaiting', 'Waiting requests before 429 (default unlimited)'],
   'max-model-len': ['number', 'maxModelLen', 'Context length (default 32768)'],
   'ttft-ms': ['number', 'ttftMs', 'Base time to first token in ms (default 50)'],
@@ -102,7 +120,11 @@ const MAX_TIMER_MS = 2_147_483_647;
 const CONFIG_KEYS = new Set<string>([
   ...Object.values(FLAGS)
     .map(([, key]) => key)
-    .filter((key) => !['config', 'help', 'no-control', 'no-dev-mode'].includes(key) && !key.startsWith('control-')),
+    .filter(
+      (key) =>
+        !['config', 'help', 'no-control', 'no-dev-mode', 'no-enable-prefix-caching'].includes(key) &&
+        !key.startsWith('control-'),
+    ),
   'control',
 ]);
 
@@ -224,7 +246,19 @@ export function parseCli(
   if (typeof raw['fault-profile'] === 'string') {
     options.faultProfile = parseFaultProfile(raw['fault-profile'], labels['fault-profile']!);
   }
+  for (const flag of ['output-lengths', 'per-engine']) {
+    const value = raw[flag];
+    if (typeof value !== 'string') continue;
+    try {
+      options[FLAGS[flag]![1]] = JSON.parse(value);
+    } catch (error) {
+      throw new FakeVllmConfigError(
+        `Expected ${labels[flag]} to be JSON, got \`${value}\` (${(error as Error).message})`,
+      );
+    }
+  }
   if (raw['no-dev-mode'] === true) options.devMode = false;
+  if (raw['no-enable-prefix-caching'] === true) options.enablePrefixCaching = false;
   if (raw['no-control'] === true) options.control = false;
   else if (
     raw['control-host'] !== undefined ||
@@ -258,6 +292,7 @@ export function parseCli(
     'control-token',
     'no-control',
     'no-dev-mode',
+    'no-enable-prefix-caching',
     'help',
   ]) {
     delete options[key];

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { FakeVllmStats } from './engine-group.js';
 import type { FaultProfile } from './faults.js';
-import type { LatencyOptions } from './options.js';
+import type { CapacityOptions, LatencyOptions, RestartOptions } from './options.js';
 
 /** What a control channel can do; `startFakeVllm(...).control` implements it in-process. */
 export interface FakeVllmControl {
@@ -13,8 +13,15 @@ export interface FakeVllmControl {
   stats(): Promise<FakeVllmStats>;
   /** Replaces the fault profile of every engine, or of engine `engine` (index). */
   setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void>;
-  /** Changes the latency model live. */
+  /** Changes the latency model live, of every engine or of engine `engine` (e.g. half speed: double `itlMs`). */
   setLatency(latency: LatencyOptions, engine?: number): Promise<void>;
+  /** Changes running slots (`maxNumSeqs`) or the KV block pool (`kvCacheBlocks`) live, of every engine or one. */
+  setCapacity(capacity: CapacityOptions, engine?: number): Promise<void>;
+  /**
+   * Restarts engine `engine` (every engine when omitted) as a crashed vLLM comes back: open connections reset,
+   * connects refused for `downMs`, then it serves with an empty prefix cache. Resolves once it is down.
+   */
+  restartEngine(restart?: RestartOptions, engine?: number): Promise<void>;
   /** Restarts the high-water marks (max running / max concurrent) for a new measurement phase. */
   resetHighWaterMarks(): Promise<void>;
 }
@@ -24,6 +31,8 @@ export type ControlRequest =
   | { id?: number | string; type: 'stats' }
   | { id?: number | string; type: 'set-fault-profile'; profile: FaultProfile | string; engine?: number }
   | { id?: number | string; type: 'set-latency'; latency: LatencyOptions; engine?: number }
+  | { id?: number | string; type: 'set-capacity'; capacity: CapacityOptions; engine?: number }
+  | { id?: number | string; type: 'restart-engine'; downMs?: number; engine?: number }
   | { id?: number | string; type: 'reset-high-water-marks' };
 
 /** Frames sent on the control channel. `stats` frames are also pushed every `statsIntervalMs` unasked. */
@@ -32,7 +41,14 @@ export type ControlResponse =
   | { id?: number | string; type: 'ok' }
   | { id?: number | string; type: 'error'; message: string };
 
-const CONTROL_TYPES = ['stats', 'set-fault-profile', 'set-latency', 'reset-high-water-marks'] as const;
+const CONTROL_TYPES = [
+  'stats',
+  'set-fault-profile',
+  'set-latency',
+  'set-capacity',
+  'restart-engine',
+  'reset-high-water-marks',
+] as const;
 
 /** A frame that is not a valid control request; carries the frame's `id` when it had a usable one. */
 class ControlFrameError extends Error {
@@ -86,6 +102,11 @@ export function parseControlRequest(text: string): ControlRequest {
   }
   if (type === 'set-latency' && !isPlainObject(frame.latency)) {
     fail(`Expected \`latency\` to be an object of latency options, got ${JSON.stringify(frame.latency) ?? 'nothing'}`);
+  }
+  if (type === 'set-capacity' && !isPlainObject(frame.capacity)) {
+    fail(
+      `Expected \`capacity\` to be an object of capacity options ({ maxNumSeqs?, kvCacheBlocks? }), got ${JSON.stringify(frame.capacity) ?? 'nothing'}`,
+    );
   }
   return frame as ControlRequest;
 }
@@ -181,6 +202,15 @@ export class ControlChannelServer {
         case 'set-latency':
           await this.control.setLatency(request.latency, request.engine);
           return reply({ type: 'ok' });
+        case 'set-capacity':
+          await this.control.setCapacity(request.capacity, request.engine);
+          return reply({ type: 'ok' });
+        case 'restart-engine':
+          await this.control.restartEngine(
+            request.downMs === undefined ? {} : { downMs: request.downMs },
+            request.engine,
+          );
+          return reply({ type: 'ok' });
         case 'reset-high-water-marks':
           await this.control.resetHighWaterMarks();
           return reply({ type: 'ok' });
@@ -265,6 +295,20 @@ export class ControlClient implements FakeVllmControl {
     await this.request(
       engine === undefined ? { type: 'set-latency', latency } : { type: 'set-latency', latency, engine },
     );
+  }
+
+  async setCapacity(capacity: CapacityOptions, engine?: number): Promise<void> {
+    await this.request(
+      engine === undefined ? { type: 'set-capacity', capacity } : { type: 'set-capacity', capacity, engine },
+    );
+  }
+
+  async restartEngine(restart: RestartOptions = {}, engine?: number): Promise<void> {
+    await this.request({
+      type: 'restart-engine',
+      ...(restart.downMs === undefined ? {} : { downMs: restart.downMs }),
+      ...(engine === undefined ? {} : { engine }),
+    });
   }
 
   async resetHighWaterMarks(): Promise<void> {

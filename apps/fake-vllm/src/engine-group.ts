@@ -2,7 +2,16 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { InFlightGauge } from './engine.js';
 import { EngineServer, type EngineStats } from './engine-server.js';
 import { FAULT_NAMES, type FaultName, type FaultProfile } from './faults.js';
-import { type LatencyOptions, type ResolvedEngineOptions, validateLatencyOptions } from './options.js';
+import {
+  type CapacityOptions,
+  type EnginePlacement,
+  type LatencyOptions,
+  type ResolvedEngineOptions,
+  type RestartOptions,
+  resolveRestartOptions,
+  validateCapacityOptions,
+  validateLatencyOptions,
+} from './options.js';
 import { loadRoutes } from './routes/load-routes.js';
 
 /** Ground truth of a whole fake-vllm deployment: per engine, and totals. */
@@ -48,6 +57,8 @@ export interface EngineGroup {
   stats(): Promise<ProcessStats[]>;
   setFaultProfile(profile: FaultProfile | string, engine?: number): Promise<void>;
   setLatency(latency: LatencyOptions, engine?: number): Promise<void>;
+  setCapacity(capacity: CapacityOptions, engine?: number): Promise<void>;
+  restartEngine(restart: RestartOptions, engine?: number): Promise<void>;
   resetHighWaterMarks(): Promise<void>;
   close(mode: 'drain' | 'abort', drainTimeoutMs: number): Promise<void>;
 }
@@ -96,19 +107,29 @@ export class LocalEngineGroup implements EngineGroup {
 
   private constructor(readonly servers: EngineServer[]) {}
 
-  /** Starts `count` engines concurrently; each binds its own port (0 = kernel-chosen). */
+  /**
+   * Starts engines concurrently; each binds its own port (0 = kernel-chosen). `engines` are their indices in the
+   * whole fleet (a child process serves some of them): engine i gets `perEngine[i]` and seed `seed + i`.
+   */
   static async start(
     options: ResolvedEngineOptions,
     host: string,
     ports: number[],
     shared?: import('node:net').Server,
+    { perEngine = [], engines = ports.map((_port, index) => index) }: EnginePlacement = {},
   ): Promise<LocalEngineGroup> {
     const group = new LocalEngineGroup([]);
     // Module paths are imported here, in the process that serves the engines (a child imports its own copy).
     const routes = await loadRoutes(options.routes);
-    const servers = ports.map(
-      (_port, index) => new EngineServer({ ...options, seed: options.seed + index }, host, group.gauge, routes),
-    );
+    const servers = ports.map((_port, index) => {
+      const engine = engines[index] ?? index;
+      return new EngineServer(
+        { ...options, ...perEngine[engine], seed: options.seed + engine },
+        host,
+        group.gauge,
+        routes,
+      );
+    });
     group.servers.push(...servers);
     group.loopDelay.enable();
     try {
@@ -146,6 +167,16 @@ export class LocalEngineGroup implements EngineGroup {
   async setLatency(latency: LatencyOptions, engine?: number): Promise<void> {
     validateLatencyOptions(latency);
     for (const server of this.select(engine)) server.setLatency(latency);
+  }
+
+  async setCapacity(capacity: CapacityOptions, engine?: number): Promise<void> {
+    validateCapacityOptions(capacity);
+    for (const server of this.select(engine)) server.setCapacity(capacity);
+  }
+
+  async restartEngine(restart: RestartOptions, engine?: number): Promise<void> {
+    const downMs = resolveRestartOptions(restart);
+    for (const server of this.select(engine)) server.restart(downMs);
   }
 
   async resetHighWaterMarks(): Promise<void> {

@@ -36,6 +36,28 @@ export interface EngineStats {
   tallies: Record<string, TallyCounters>;
   paused: boolean;
   sleeping: boolean;
+  /** Running sequence slots in force (`maxNumSeqs`, changed live by `setCapacity`). */
+  maxNumSeqs: number;
+  /** Decode step and fixed TTFT in force (ms; changed live by `setLatency`). */
+  itlMs: number;
+  ttftMs: number;
+  /** The KV block pool's size in force (`kvCacheBlocks`, blocks of 16 tokens). */
+  kvCacheBlocks: number;
+  /** `vllm:kv_cache_usage_perc`: blocks held by running sequences over the pool (0..1). */
+  kvCacheUsage: number;
+  /** Hashed blocks in the prefix cache, in use or free. */
+  cachedBlocks: number;
+  /** Cached blocks evicted to make room (LRU). */
+  evictedBlocks: number;
+  /** `vllm:prefix_cache_queries`: prompt tokens looked up in the prefix cache. */
+  prefixCacheQueryTokens: number;
+  /** `vllm:prefix_cache_hits`: prompt tokens found there. */
+  prefixCacheHitTokens: number;
+  /** Restarts (`restartEngine`), and the in-flight requests they dropped. */
+  restarts: number;
+  droppedByRestart: number;
+  /** Down after a restart: refusing connections until `downMs` has passed. */
+  restarting: boolean;
   /** The process serving this engine. */
   pid: number;
   /** The engine's process died: it serves nothing, and its counters are the last ones read before. */
@@ -160,6 +182,20 @@ export class EngineHost {
     this.engine.resume();
   }
 
+  /**
+   * What a crashed vLLM process loses when it comes back: every in-flight request (dropped without an answer;
+   * the transport resets their connections), the prefix cache, pause and sleep, runtime LoRA adapters and session
+   * state. Counters and `/metrics` keep counting (a real restart zeroes them; a benchmark's deltas stay valid here).
+   */
+  restart(): number {
+    const dropped = this.engine.dropAll();
+    this.sleepState = undefined;
+    this.weightUpdateActive = false;
+    this.loras.clear();
+    this.sessions.clear();
+    return dropped;
+  }
+
   /** The fault for a request: its `x-fake-fault` header, else a roll of the profile. */
   pickFault(request: RouteRequest): FaultSpec | undefined {
     const header = request.header(FAULT_HEADER);
@@ -249,6 +285,18 @@ export class EngineHost {
       tallies: Object.fromEntries([...this.tallies].map(([label, tally]) => [label, { ...tally }])),
       paused: this.engine.isPaused,
       sleeping: this.isSleeping,
+      maxNumSeqs: this.options.maxNumSeqs,
+      itlMs: this.options.itlMs,
+      ttftMs: this.options.ttftMs,
+      kvCacheBlocks: this.options.kvCacheBlocks,
+      kvCacheUsage: this.engine.kv.usage,
+      cachedBlocks: this.engine.kv.cachedBlocks,
+      evictedBlocks: this.engine.kv.evictedBlocks,
+      prefixCacheQueryTokens: this.engine.kv.queryTokens,
+      prefixCacheHitTokens: this.engine.kv.hitTokens,
+      restarts: counters.restarts,
+      droppedByRestart: counters.droppedByRestart,
+      restarting: false,
       pid: process.pid,
       down: false,
     };

@@ -4,10 +4,11 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type Engine, InFlightGauge } from './engine.js';
 import { EngineHost, type EngineStats } from './engine-host.js';
+import { FakeVllmConfigError } from './errors.js';
 import type { FaultInjector } from './faults.js';
 import { type NodeConnectionControl, NodeResponseWriter } from './http/node-response-writer.js';
 import { NodeRouteRequest } from './http/node-route-request.js';
-import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
+import type { CapacityOptions, LatencyOptions, ResolvedEngineOptions } from './options.js';
 import type { FakeRoute } from './routes/route.js';
 
 export type { EngineStats } from './engine-host.js';
@@ -37,6 +38,7 @@ export class EngineServer {
   private refusing: NodeJS.Timeout | undefined;
   private closing = false;
   private sharedListener = false;
+  private restarting = false;
 
   constructor(
     readonly options: ResolvedEngineOptions,
@@ -99,6 +101,39 @@ export class EngineServer {
     this.engine.setLatency(latency);
   }
 
+  /** Changes the engine's capacity live (`maxNumSeqs`, `kvCacheBlocks`). */
+  setCapacity(capacity: CapacityOptions): void {
+    this.engine.setCapacity(capacity);
+  }
+
+  /**
+   * Restarts the engine as a crashed vLLM comes back: every open connection is reset (TCP RST: in-flight streams
+   * end mid-way, queued requests get no answer), connects are refused for `downMs`, then the engine serves again
+   * on the same port with an empty prefix cache and nothing in flight. Resolves at once (while it is down).
+   */
+  restart(downMs: number): void {
+    if (this.closing) throw new Error(`Engine ${this.url} is closing: it cannot restart`);
+    if (this.sharedListener) {
+      throw new FakeVllmConfigError(
+        'Cannot restart an engine served on a shared port (`sharePort`): its listening socket belongs to every process',
+        { field: 'sharePort' },
+      );
+    }
+    this.engineHost.restart();
+    this.restarting = true;
+    if (this.refusing) clearTimeout(this.refusing);
+    this.refusing = undefined;
+    if (this.server.listening) this.server.close();
+    for (const socket of this.sockets) socket.resetAndDestroy();
+    this.refusing = setTimeout(() => {
+      this.refusing = undefined;
+      this.restarting = false;
+      if (this.closing) return;
+      this.engineHost.startedAtMs = performance.now();
+      this.server.listen({ port: this.port, host: this.host, backlog: this.options.backlog });
+    }, downMs);
+  }
+
   /** The scheduler. */
   get engine(): Engine {
     return this.engineHost.engine;
@@ -111,7 +146,7 @@ export class EngineServer {
 
   /** This engine's ground truth. */
   stats(): EngineStats {
-    return this.engineHost.stats();
+    return { ...this.engineHost.stats(), restarting: this.restarting };
   }
 
   /** Resets the high-water marks (`maxRunning`, `maxConcurrent`) so a test can measure one phase. */

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Histogram, ITL_BUCKETS_S, TTFT_BUCKETS_S } from './histogram.js';
-import type { LatencyOptions, ResolvedEngineOptions } from './options.js';
+import { BLOCK_SIZE, type BlockAllocation, KvBlockPool } from './kv-block-pool.js';
+import type { CapacityOptions, LatencyOptions, ResolvedEngineOptions } from './options.js';
 import { createRandom, SequenceState, type StopOptions, tokenLogprob } from './tokens.js';
 
 /** Why a sequence ended, as vLLM reports it. */
@@ -14,6 +15,8 @@ export class Sequence {
   stopReason: string | number | null = null;
   /** The token model's state: token ids, detokenized text, stop criteria. */
   readonly state: SequenceState;
+  /** The KV blocks it holds while running (set at admission). */
+  blocks: BlockAllocation | undefined;
 
   constructor(
     readonly index: number,
@@ -22,8 +25,10 @@ export class Sequence {
     readonly maxTokens: number,
     vocabSize: number,
     stopOptions: StopOptions = {},
+    /** The drawn natural length (`outputLengths`): EOS is the token at this position. */
+    readonly naturalLength?: number,
   ) {
-    this.state = new SequenceState(seed, promptTokenIds, maxTokens, vocabSize, stopOptions);
+    this.state = new SequenceState(seed, promptTokenIds, maxTokens, vocabSize, stopOptions, naturalLength);
   }
 
   /** Every emitted token, EOS and stop tokens included. */
@@ -62,6 +67,10 @@ export class EngineRequest {
   firstTokenDueMs = 0;
   firstTokenAtMs = -1;
   finishedAtMs = -1;
+  /** Prompt tokens its sequences found in the prefix cache at admission (their `vllm:prefix_cache_hits`). */
+  cachedTokens = 0;
+  /** Prefill the engine charged at admission, from admission to the first token: TTFT minus queueing. (ms) */
+  prefillMs = -1;
   /** The engine skips this request until then (stall faults, keep-mode pause). */
   pausedUntilMs = 0;
   /** Emit tokens only every Nth step (slow-stream fault). */
@@ -124,6 +133,10 @@ export interface EngineCounters {
   promptTokens: number;
   generationTokens: number;
   steps: number;
+  /** Times the engine restarted (control plane `restartEngine`). */
+  restarts: number;
+  /** In-flight requests a restart dropped (their connections were reset). */
+  droppedByRestart: number;
 }
 
 /**
@@ -159,13 +172,66 @@ export class Engine {
     promptTokens: 0,
     generationTokens: 0,
     steps: 0,
+    restarts: 0,
+    droppedByRestart: 0,
   };
+  /** The KV-cache block pool with prefix caching. */
+  readonly kv: KvBlockPool;
 
   constructor(
     readonly options: ResolvedEngineOptions,
     private readonly gauge = new InFlightGauge(),
   ) {
     this.random = createRandom(options.seed ^ 0x7e57);
+    this.kv = new KvBlockPool(options.kvCacheBlocks, options.enablePrefixCaching);
+  }
+
+  /**
+   * Changes the engine's capacity live: more `maxNumSeqs` admits waiting requests at once; fewer lets the running
+   * ones finish and admits again only below the new limit. A smaller `kvCacheBlocks` evicts cached blocks.
+   */
+  setCapacity(capacity: CapacityOptions): void {
+    if (capacity.maxNumSeqs !== undefined) this.options.maxNumSeqs = capacity.maxNumSeqs;
+    if (capacity.kvCacheBlocks !== undefined) {
+      this.options.kvCacheBlocks = capacity.kvCacheBlocks;
+      this.kv.resize(capacity.kvCacheBlocks);
+    }
+    this.admit(performance.now());
+    this.schedule();
+  }
+
+  /**
+   * What a crashed and restarted vLLM leaves: every in-flight request gone without a word to its sink (the
+   * transport resets the connections), no prefix cache, not paused or asleep. Returns the requests dropped.
+   */
+  dropAll(): number {
+    let dropped = 0;
+    const drop = (request: EngineRequest) => {
+      request.state = 'cancelled';
+      dropped++;
+      this.gauge.add(-1);
+    };
+    for (let index = this.waitingHead; index < this.waitingQueue.length; index++) {
+      const request = this.waitingQueue[index]!;
+      if (request.state === 'waiting') drop(request);
+    }
+    for (const request of this.running) drop(request);
+    this.waitingQueue.length = 0;
+    this.waitingHead = 0;
+    this.running.clear();
+    this.usedSlots = 0;
+    this.counters.running = 0;
+    this.counters.waiting = 0;
+    this.counters.restarts++;
+    this.counters.droppedByRestart += dropped;
+    this.kv.clear();
+    this.stop();
+    this.nextStepAtMs = 0;
+    this.lastStepAtMs = 0;
+    this.pausedMode = undefined;
+    this.sleepingLevel = 0;
+    this.notifyIfIdle();
+    return dropped;
   }
 
   /** Changes the latency model live; running requests keep their already-computed first-token time. */
@@ -210,6 +276,7 @@ export class Engine {
       this.running.delete(request);
       this.usedSlots -= request.slotCount;
       this.counters.running--;
+      this.releaseBlocks(request);
     }
     request.state = 'cancelled';
     this.counters.cancelled++;
@@ -266,6 +333,7 @@ export class Engine {
       this.running.delete(request);
       this.usedSlots -= request.slotCount;
       this.counters.running--;
+      this.releaseBlocks(request);
       this.finishAborted(request, now);
     }
     this.notifyIfIdle();
@@ -319,8 +387,17 @@ export class Engine {
       this.running.add(request);
       request.state = 'prefill';
       request.admittedAtMs = now;
-      const prefill = options.ttftMs + options.prefillMsPerToken * request.promptTokenCount;
-      request.firstTokenDueMs = now + Math.max(0, prefill * this.jitterFactor());
+      // Prefix caching, once per request: prefill is charged for the longest uncached prompt part.
+      let uncachedTokens = 0;
+      for (const sequence of request.sequences) {
+        const blocks = this.kv.allocate(sequence.promptTokenIds);
+        sequence.blocks = blocks;
+        request.cachedTokens += blocks.hitTokens;
+        uncachedTokens = Math.max(uncachedTokens, sequence.promptTokenIds.length - blocks.hitTokens);
+      }
+      const prefill = options.ttftMs + options.prefillMsPerToken * uncachedTokens;
+      request.prefillMs = Math.max(0, prefill * this.jitterFactor());
+      request.firstTokenDueMs = now + request.prefillMs;
       this.queueHistogram.observe((now - request.arrivedAtMs) / 1000);
     }
     if (this.waitingHead > 1024 && this.waitingHead * 2 > this.waitingQueue.length) {
@@ -383,7 +460,12 @@ export class Engine {
         for (const sequence of request.sequences) {
           const before = sequence.tokenIds.length;
           sequence.step(eosProbability, request.wantLogprobs);
-          this.counters.generationTokens += sequence.tokenIds.length - before;
+          const after = sequence.tokenIds.length;
+          if (after !== before) {
+            this.counters.generationTokens += after - before;
+            // O(1): a token that opens a new KV block takes one from the pool.
+            if ((sequence.promptTokenIds.length + after - 1) % BLOCK_SIZE === 0) this.kv.grow(sequence.blocks!);
+          }
           if (!sequence.finishReason) done = false;
         }
         request.sink.onProgress(request);
@@ -399,10 +481,20 @@ export class Engine {
     this.schedule();
   };
 
+  /** Hands a running request's KV blocks back; the full blocks it computed stay cached. */
+  private releaseBlocks(request: EngineRequest): void {
+    for (const sequence of request.sequences) {
+      if (!sequence.blocks) continue;
+      this.kv.free(sequence.blocks, sequence.promptTokenIds, sequence.tokenIds);
+      sequence.blocks = undefined;
+    }
+  }
+
   private finish(request: EngineRequest, now: number): void {
     this.running.delete(request);
     this.usedSlots -= request.slotCount;
     this.counters.running--;
+    this.releaseBlocks(request);
     this.counters.completed++;
     this.gauge.add(-1);
     request.state = 'finished';

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EngineRequest, type RequestSink, Sequence } from './engine.js';
+import { drawOutputLength, promptLengthKey, type ResolvedOutputLengths } from './output-lengths.js';
 import { type GenerationJob, ResponseFormatter, type StreamProgress } from './protocol.js';
 
 /** A request ready for the engine, with what its sink needs to format the response. */
@@ -22,15 +23,26 @@ export function createGeneration(
   sink: RequestSink,
   arrivedAtMs: number,
   requestIdHeader?: string,
+  outputLengths: ResolvedOutputLengths = { distribution: 'max-tokens' },
 ): Generation {
   const id = `${idPrefix}-${requestIdHeader || job.requestId || randomUUID().replaceAll('-', '')}`;
   const formatter = new ResponseFormatter(job, id, model, vocabSize);
   const sequences: Sequence[] = [];
   const promptIndexOf = new Map<Sequence, number>();
   job.prompts.forEach((prompt, promptIndex) => {
+    const lengthKey = promptLengthKey(outputLengths, prompt);
     for (let choice = 0; choice < job.n; choice++) {
       const maxTokens = job.maxTokensPerPrompt[promptIndex] ?? job.maxTokens;
-      const sequence = new Sequence(choice, job.seed + choice, prompt, maxTokens, vocabSize, job.stopOptions);
+      const naturalLength = drawOutputLength(outputLengths, lengthKey, job.requestSeed, choice);
+      const sequence = new Sequence(
+        choice,
+        job.seed + choice,
+        prompt,
+        maxTokens,
+        vocabSize,
+        job.stopOptions,
+        naturalLength,
+      );
       sequences.push(sequence);
       promptIndexOf.set(sequence, promptIndex);
     }

@@ -69,24 +69,51 @@ export function renderEngineMetrics(hosts: readonly EngineHost[]): string {
       text += `vllm:engine_sleep_state{${labels(host, `sleep_state="${state}"`)}} ${on ? '1.0' : '0.0'}\n`;
     }
   }
-  // The fake has no KV blocks: running requests over the batch's capacity stands in for the cache's fill.
-  series('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', 'gauge', (host) =>
-    Math.min(1, host.engine.counters.running / host.options.maxNumSeqs),
+  // BlockPool.get_usage (vllm/v1/core/block_pool.py): 1 - free / total, where free includes cached blocks no
+  // running request holds. So: blocks held by running sequences over the pool.
+  series(
+    'vllm:kv_cache_usage_perc',
+    'KV-cache usage. 1 means 100 percent usage.',
+    'gauge',
+    (host) => host.engine.kv.usage,
   );
+  // PrefixCacheStats.record(num_tokens, num_hits) per sequence at admission (vllm/v1/core/kv_cache_manager.py).
   series(
     'vllm:prefix_cache_queries',
     'Prefix cache queries, in terms of number of queried tokens.',
     'counter',
-    (host) => host.engine.counters.promptTokens,
+    (host) => host.engine.kv.queryTokens,
   );
-  // No prefix cache is modelled: every query misses.
-  series('vllm:prefix_cache_hits', 'Prefix cache hits, in terms of number of cached tokens.', 'counter', () => 0);
+  series(
+    'vllm:prefix_cache_hits',
+    'Prefix cache hits, in terms of number of cached tokens.',
+    'counter',
+    (host) => host.engine.kv.hitTokens,
+  );
   series('vllm:num_preemptions', 'Cumulative number of preemption from the engine.', 'counter', () => 0);
   series(
     'vllm:prompt_tokens',
     'Number of prefill tokens processed.',
     'counter',
     (host) => host.engine.counters.promptTokens,
+  );
+  header('vllm:prompt_tokens_by_source', 'Number of prompt tokens by source.', 'counter');
+  for (const host of hosts) {
+    const { queryTokens, hitTokens } = host.engine.kv;
+    const sources: Array<[string, number]> = [
+      ['local_compute', queryTokens - hitTokens],
+      ['local_cache_hit', hitTokens],
+      ['external_kv_transfer', 0],
+    ];
+    for (const [source, value] of sources) {
+      text += `vllm:prompt_tokens_by_source_total{${labels(host, `source="${source}"`)}} ${prometheusFloat(value)}\n`;
+    }
+  }
+  series(
+    'vllm:prompt_tokens_cached',
+    'Number of cached prompt tokens (local + external).',
+    'counter',
+    (host) => host.engine.kv.hitTokens,
   );
   series(
     'vllm:generation_tokens',

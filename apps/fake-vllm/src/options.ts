@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { FakeVllmConfigError } from './errors.js';
 import { type FaultProfile, resolveFaultProfile } from './faults.js';
+import { type OutputLengthOptions, type ResolvedOutputLengths, resolveOutputLengths } from './output-lengths.js';
 import { isPresetName, PRESETS, type PresetName } from './presets/presets.js';
 import { DEFAULT_MAX_REQUEST_TOKENS } from './request-bounds.js';
 import { checkRouteSources, type FakeRouteSource } from './routes/load-routes.js';
@@ -23,12 +24,38 @@ export interface LatencyOptions {
   loadSlowdown?: number;
 }
 
+/** An engine's capacity. Settable at start (per engine with `perEngine`) and live over the control channel. */
+export interface CapacityOptions {
+  /**
+   * Running sequence slots (vLLM's `--max-num-seqs`); further requests wait in a FIFO queue. A request with `n`
+   * choices takes `n` slots. @default 256 (sequences)
+   */
+  maxNumSeqs?: number;
+  /**
+   * Size of the KV-cache block pool, in blocks of 16 tokens (vLLM's `num_gpu_blocks`). Running sequences hold
+   * blocks (`vllm:kv_cache_usage_perc` is their share); the prefix cache keeps freed full blocks in the rest and
+   * evicts the least recently freed when it runs out. The fake never preempts: running sequences are not limited
+   * by it, and usage reads at most 1. @default 32768 (blocks, 524,288 tokens)
+   */
+  kvCacheBlocks?: number;
+}
+
 /** Everything that shapes one engine. */
-export interface EngineOptions extends LatencyOptions {
+export interface EngineOptions extends LatencyOptions, CapacityOptions {
   /** Model name served in `/v1/models` and checked on requests. @default "fake-model" */
   model?: string;
-  /** Running sequence slots; further requests wait in a FIFO queue. @default 256 */
-  maxNumSeqs?: number;
+  /**
+   * Automatic prefix caching (vLLM V1's default, `--enable-prefix-caching`): a prompt's full 16-token blocks
+   * already in the engine's cache are not prefilled again (prefill is charged for the uncached part only). Off,
+   * every prompt token is prefilled and `vllm:prefix_cache_hits` stays 0. @default true
+   */
+  enablePrefixCaching?: boolean;
+  /**
+   * How long generations run when `max_tokens` does not end them first: `max-tokens` (every sequence runs to
+   * `max_tokens`), or a long-tailed `lognormal` or `pareto` length drawn from the prompt and the request's seed
+   * (the same on every engine and every run). See {@link OutputLengthOptions}. @default { distribution: "max-tokens" }
+   */
+  outputLengths?: OutputLengthOptions;
   /** Waiting requests beyond which new ones get 429. @default Infinity */
   maxWaiting?: number;
   /** Context length: prompt + max_tokens must fit. @default 32768 (tokens) */
@@ -90,8 +117,80 @@ export interface EngineOptions extends LatencyOptions {
   devMode?: boolean;
 }
 
+/** What may differ between the engines of one fleet: `perEngine[i]` overrides the shared options for engine i. */
+export type PerEngineOptions = Pick<
+  EngineOptions,
+  | 'ttftMs'
+  | 'prefillMsPerToken'
+  | 'itlMs'
+  | 'jitter'
+  | 'loadSlowdown'
+  | 'maxNumSeqs'
+  | 'maxWaiting'
+  | 'kvCacheBlocks'
+  | 'enablePrefixCaching'
+  | 'faultProfile'
+  | 'startupMs'
+>;
+
+/** The fields {@link PerEngineOptions} may set. */
+export const PER_ENGINE_FIELDS = [
+  'ttftMs',
+  'prefillMsPerToken',
+  'itlMs',
+  'jitter',
+  'loadSlowdown',
+  'maxNumSeqs',
+  'maxWaiting',
+  'kvCacheBlocks',
+  'enablePrefixCaching',
+  'faultProfile',
+  'startupMs',
+] as const;
+
+/** Which engines of the fleet a group serves, and what differs between them. */
+export interface EnginePlacement {
+  /** Overrides by engine index in the whole fleet. @default [] */
+  perEngine?: readonly PerEngineOptions[];
+  /** Fleet index of each engine this group serves, in its own order. @default 0, 1, ... */
+  engines?: readonly number[];
+}
+
+/** How an engine restarts (control plane `restartEngine`). */
+export interface RestartOptions {
+  /**
+   * How long the engine is down: connects are refused (ECONNREFUSED) this long after the restart, then it serves
+   * again on the same port. @default 1000 (ms)
+   */
+  downMs?: number;
+}
+
+/** Applies the default to {@link RestartOptions} and validates them; returns `downMs`. */
+export function resolveRestartOptions(restart: RestartOptions = {}): number {
+  check(
+    typeof restart === 'object' && restart !== null && !Array.isArray(restart),
+    'restart',
+    'an object such as { downMs: 1000 }',
+    restart,
+  );
+  for (const field of Object.keys(restart)) {
+    if (field !== 'downMs') {
+      throw new FakeVllmConfigError(`Unknown restart option \`${field}\`; known: downMs`, { field });
+    }
+  }
+  const downMs = restart.downMs ?? 1000;
+  check(timerMs(downMs), 'downMs', `a number of milliseconds in 0..${MAX_TIMER_MS}`, downMs);
+  return downMs;
+}
+
 /** Options of {@link startFakeVllm}. */
 export interface FakeVllmOptions extends EngineOptions {
+  /**
+   * Engines of different speeds and sizes in one fleet: entry i overrides the shared options for engine i (e.g.
+   * `[{}, { itlMs: 24, ttftMs: 100 }]`: engine 1 at half speed; `[{ maxNumSeqs: 64 }]`: engine 0 with 64 slots).
+   * Engines without an entry use the shared options. At most `engines` entries. @default []
+   */
+  perEngine?: readonly PerEngineOptions[];
   /** Address engines and the control channel listen on. @default "127.0.0.1" */
   host?: string;
   /** Port of the first engine; 0 lets the kernel choose (no port races). Engine i uses port+i when non-zero. @default 0 */
@@ -128,8 +227,9 @@ export interface ControlChannelOptions {
 }
 
 /** Engine options with every default applied. */
-export type ResolvedEngineOptions = Required<Omit<EngineOptions, 'faultProfile'>> & {
+export type ResolvedEngineOptions = Required<Omit<EngineOptions, 'faultProfile' | 'outputLengths'>> & {
   faultProfile: FaultProfile | string;
+  outputLengths: ResolvedOutputLengths;
 };
 export type { FakeRouteSource };
 
@@ -141,6 +241,7 @@ export interface ResolvedFakeVllmOptions extends ResolvedEngineOptions {
   processes: number;
   sharePort: boolean;
   nice: number;
+  perEngine: PerEngineOptions[];
   control: Required<Omit<ControlChannelOptions, 'token'>> & { token: string | undefined; enabled: boolean };
 }
 
@@ -170,6 +271,39 @@ const positiveInteger = (value: unknown) => Number.isInteger(value) && (value as
 const timerMs = (value: unknown) => nonNegative(value) && (value as number) <= MAX_TIMER_MS;
 
 const LATENCY_FIELDS = ['ttftMs', 'prefillMsPerToken', 'itlMs', 'jitter', 'loadSlowdown'];
+const CAPACITY_FIELDS = ['maxNumSeqs', 'kvCacheBlocks'];
+
+/** Validates capacity options that may arrive live (only the given fields). */
+export function validateCapacityOptions(capacity: CapacityOptions): void {
+  check(
+    typeof capacity === 'object' && capacity !== null && !Array.isArray(capacity),
+    'capacity',
+    'an object',
+    capacity,
+  );
+  for (const field of Object.keys(capacity)) {
+    if (!CAPACITY_FIELDS.includes(field)) {
+      throw new FakeVllmConfigError(`Unknown capacity option \`${field}\`; known: ${CAPACITY_FIELDS.join(', ')}`, {
+        field,
+      });
+    }
+  }
+  checkCapacityValues(capacity);
+}
+
+function checkCapacityValues(capacity: CapacityOptions): void {
+  if (capacity.maxNumSeqs !== undefined) {
+    check(positiveInteger(capacity.maxNumSeqs), 'maxNumSeqs', 'a whole number > 0', capacity.maxNumSeqs);
+  }
+  if (capacity.kvCacheBlocks !== undefined) {
+    check(
+      positiveInteger(capacity.kvCacheBlocks),
+      'kvCacheBlocks',
+      'a whole number of 16-token blocks > 0',
+      capacity.kvCacheBlocks,
+    );
+  }
+}
 
 /** Validates latency options that may arrive live (only the given fields). */
 export function validateLatencyOptions(latency: LatencyOptions): void {
@@ -232,12 +366,23 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     preset: options.preset ?? 'none',
     routes: checkRouteSources(options.routes),
     devMode: options.devMode ?? true,
+    kvCacheBlocks: options.kvCacheBlocks ?? 32_768,
+    enablePrefixCaching: options.enablePrefixCaching ?? true,
+    outputLengths: { distribution: 'max-tokens' },
   };
+  check(Number.isInteger(resolved.seed), 'seed', 'an integer', resolved.seed);
+  resolved.outputLengths = resolveOutputLengths(options.outputLengths, resolved.seed);
+  checkCapacityValues(resolved);
+  check(
+    typeof resolved.enablePrefixCaching === 'boolean',
+    'enablePrefixCaching',
+    'true or false',
+    resolved.enablePrefixCaching,
+  );
   check(typeof resolved.devMode === 'boolean', 'devMode', 'true or false', resolved.devMode);
   checkLatencyValues(resolved);
   check(isPresetName(resolved.preset), 'preset', `one of ${Object.keys(PRESETS).join(', ')}`, resolved.preset);
   check(typeof resolved.model === 'string' && resolved.model.length > 0, 'model', 'a non-empty string', resolved.model);
-  check(positiveInteger(resolved.maxNumSeqs), 'maxNumSeqs', 'a whole number > 0', resolved.maxNumSeqs);
   check(
     typeof resolved.maxWaiting === 'number' && resolved.maxWaiting >= 0,
     'maxWaiting',
@@ -251,7 +396,6 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     'a whole number >= 1024',
     resolved.vocabSize,
   );
-  check(Number.isInteger(resolved.seed), 'seed', 'an integer', resolved.seed);
   check(
     typeof resolved.eosProbability === 'number' && resolved.eosProbability >= 0 && resolved.eosProbability < 1,
     'eosProbability',
@@ -312,6 +456,7 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     processes: options.processes ?? 0,
     sharePort: options.sharePort ?? false,
     nice: options.nice ?? 0,
+    perEngine: [],
     control: {
       enabled: control !== undefined,
       host: control?.host ?? '127.0.0.1',
@@ -329,6 +474,7 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
   );
   check(typeof resolved.sharePort === 'boolean', 'sharePort', 'true or false', resolved.sharePort);
   check(positiveInteger(resolved.engines), 'engines', 'a whole number > 0', resolved.engines);
+  resolved.perEngine = resolvePerEngine(options.perEngine, engine, resolved.engines);
   check(
     Number.isInteger(resolved.processes) && resolved.processes >= 0,
     'processes',
@@ -367,4 +513,40 @@ export function resolveFakeVllmOptions(options: FakeVllmOptions = {}): ResolvedF
     resolved.control.statsIntervalMs,
   );
   return resolved;
+}
+
+/**
+ * Validates `perEngine`: at most one entry per engine, each an object of {@link PER_ENGINE_FIELDS} whose values
+ * pass the same checks as the shared options (errors name `perEngine[i].field`).
+ */
+function resolvePerEngine(
+  perEngine: readonly PerEngineOptions[] | undefined,
+  shared: ResolvedEngineOptions,
+  engines: number,
+): PerEngineOptions[] {
+  if (perEngine === undefined) return [];
+  check(Array.isArray(perEngine), 'perEngine', 'an array of per-engine option objects', perEngine);
+  check(perEngine.length <= engines, 'perEngine', `at most \`engines\` (${engines}) entries`, perEngine.length);
+  return perEngine.map((entry, index) => {
+    const field = `perEngine[${index}]`;
+    check(typeof entry === 'object' && entry !== null && !Array.isArray(entry), field, 'an object', entry);
+    for (const key of Object.keys(entry)) {
+      if (!(PER_ENGINE_FIELDS as readonly string[]).includes(key)) {
+        throw new FakeVllmConfigError(
+          `Unknown option \`${field}.${key}\`; an engine of a fleet may set: ${PER_ENGINE_FIELDS.join(', ')}`,
+          { field: 'perEngine' },
+        );
+      }
+    }
+    try {
+      resolveEngineOptions({ ...shared, ...entry });
+    } catch (error) {
+      if (!(error instanceof FakeVllmConfigError) || error.field === undefined) throw error;
+      throw new FakeVllmConfigError(error.message.replace(`\`${error.field}\``, `\`${field}.${error.field}\``), {
+        cause: error,
+        field: 'perEngine',
+      });
+    }
+    return { ...entry };
+  });
 }

@@ -189,6 +189,8 @@ export interface GenerationJob {
   maxTokensPerPrompt: number[];
   /** Base seed of the request; sequence i of a prompt uses `seed + i`. */
   seed: number;
+  /** The request's own `seed` field; undefined when it sent none (then `seed` is the engine's). */
+  requestSeed: number | undefined;
   stream: boolean;
   includeUsage: boolean;
   /** `stream_options.continuous_usage_stats`: usage on every chunk. */
@@ -498,6 +500,7 @@ function baseJob(kind: GenerationKind, context: ParseContext): Omit<GenerationJo
     maxTokens: 0,
     maxTokensPerPrompt: [],
     seed: context.seed,
+    requestSeed: undefined,
     stream: false,
     includeUsage: false,
     continuousUsage: false,
@@ -597,6 +600,7 @@ export function parseCompletionRequest(body: unknown, context: ParseContext): Ge
     maxTokens: Math.max(...maxTokensPerPrompt),
     maxTokensPerPrompt,
     seed: resolved!.seed ?? context.seed,
+    requestSeed: resolved!.seed,
     ...flags,
     logprobs,
     promptLogprobs,
@@ -681,6 +685,7 @@ export function parseChatRequest(body: unknown, context: ParseContext): Generati
     maxTokens,
     maxTokensPerPrompt: [maxTokens],
     seed: resolved.seed ?? context.seed,
+    requestSeed: resolved.seed,
     ...flags,
     logprobs,
     promptLogprobs,
@@ -756,6 +761,7 @@ export function parseGenerateRequest(body: unknown, context: ParseContext): Gene
     maxTokens,
     maxTokensPerPrompt: [maxTokens],
     seed: resolved.seed ?? context.seed,
+    requestSeed: resolved.seed,
     ...flags,
     logprobs,
     promptLogprobs,

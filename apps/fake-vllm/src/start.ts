@@ -42,8 +42,9 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
       ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes, {
           sharePort: resolved.sharePort,
           nice: resolved.nice,
+          perEngine: resolved.perEngine,
         })
-      : await LocalEngineGroup.start(resolved, resolved.host, ports);
+      : await LocalEngineGroup.start(resolved, resolved.host, ports, undefined, { perEngine: resolved.perEngine });
   const order = new Map(group.urls.map((url, index) => [url, index]));
   const stats = async (): Promise<FakeVllmStats> => {
     const aggregated = aggregateStats(await group.stats());
@@ -57,6 +58,10 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
       group.setFaultProfile(profile, engine),
     setLatency: (latency: Parameters<EngineGroup['setLatency']>[0], engine?: number) =>
       group.setLatency(latency, engine),
+    setCapacity: (capacity: Parameters<EngineGroup['setCapacity']>[0], engine?: number) =>
+      group.setCapacity(capacity, engine),
+    restartEngine: (restart: Parameters<EngineGroup['restartEngine']>[0] = {}, engine?: number) =>
+      group.restartEngine(restart, engine),
     resetHighWaterMarks: () => group.resetHighWaterMarks(),
   };
   let channel: ControlChannelServer | undefined;

@@ -113,6 +113,8 @@ export class SequenceState {
     readonly maxTokens: number,
     readonly vocabSize: number,
     readonly stopOptions: StopOptions = {},
+    /** The drawn natural length (see `OutputLengthOptions`): EOS is the token at this position. @default none */
+    readonly naturalLength?: number,
   ) {
     this.window = promptTokenIds.slice(-CONTEXT_WINDOW);
   }
@@ -128,7 +130,10 @@ export class SequenceState {
     const minTokens = options.minTokens ?? 0;
     const count = this.tokenIds.length;
     // vLLM masks EOS while fewer than min_tokens were generated (min_tokens logits processor).
-    const eos = !options.ignoreEos && count >= minTokens && isEndOfSequence(this.seed, this.window, eosProbability);
+    const eos =
+      !options.ignoreEos &&
+      count >= minTokens &&
+      (count + 1 === this.naturalLength || isEndOfSequence(this.seed, this.window, eosProbability));
     const token = eos ? eosTokenId(this.vocabSize) : nextTokenId(this.seed, this.window, this.vocabSize);
     this.tokenIds.push(token);
     this.window.push(token);
@@ -173,6 +178,11 @@ export interface ExpectedCompletionOptions extends StopOptions {
   eosProbability?: number;
   /** @default 32000 */
   vocabSize?: number;
+  /**
+   * The sequence's natural length when the server draws lengths (`outputLengths`): what `drawOutputLength`
+   * returns for the prompt, the request's seed and the choice. EOS is the token at this position. @default none
+   */
+  outputLength?: number;
 }
 
 /** Result of {@link expectedCompletion}. */
@@ -196,7 +206,14 @@ export function expectedCompletion(
 ): ExpectedCompletion {
   const vocabSize = options.vocabSize ?? DEFAULT_VOCAB_SIZE;
   const eosProbability = options.eosProbability ?? 0;
-  const state = new SequenceState(options.seed, promptTokenIds, options.maxTokens, vocabSize, options);
+  const state = new SequenceState(
+    options.seed,
+    promptTokenIds,
+    options.maxTokens,
+    vocabSize,
+    options,
+    options.outputLength,
+  );
   while (!state.result && state.tokenIds.length < options.maxTokens) state.step(eosProbability);
   const result = state.result ?? { finishReason: 'length', stopReason: null };
   return { tokenIds: state.tokenIds, text: state.text, ...result };

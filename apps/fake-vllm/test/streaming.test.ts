@@ -47,7 +47,9 @@ it('a stream gets 200 and its headers while the engine has produced nothing; tok
   const text = await response.body.text();
   expect(sseChunks(text)).toHaveLength(5);
   // The server's own timings follow the body as a standard Server-Timing trailer.
-  expect(response.trailers['server-timing']).toMatch(/^queue;dur=[\d.]+, ttft;dur=[\d.]+, e2e;dur=[\d.]+$/);
+  expect(response.trailers['server-timing']).toMatch(
+    /^queue;dur=[\d.]+, ttft;dur=[\d.]+, e2e;dur=[\d.]+, prefill;dur=[\d.]+;desc="\d+"$/,
+  );
 });
 
 it('a non-streamed response sends no byte until generation ends', async () => {
@@ -65,7 +67,9 @@ it('a non-streamed response sends no byte until generation ends', async () => {
   await post(`${server.url}/resume`, {});
   const response = await pending;
   expect(response.status).toBe(200);
-  expect(response.headers['server-timing']).toMatch(/^queue;dur=[\d.]+, ttft;dur=[\d.]+, e2e;dur=[\d.]+$/);
+  expect(response.headers['server-timing']).toMatch(
+    /^queue;dur=[\d.]+, ttft;dur=[\d.]+, e2e;dur=[\d.]+, prefill;dur=[\d.]+;desc="\d+"$/,
+  );
 });
 
 it('reset-mid-stream; after_tokens=N: the client receives exactly N tokens, then the reset', async () => {

@@ -156,7 +156,22 @@ export const controlRoutes: FakeRoute[] = [
       sendJson(response, 200, { results: [{ method, ok: true }] });
     },
   },
-  ...['/reset_prefix_cache', '/reset_mm_cache', '/reset_encoder_cache'].map(
+  {
+    method: 'POST',
+    path: '/reset_prefix_cache',
+    devMode: true,
+    handler: async ({ request, response, host }) => {
+      await request.body();
+      // vLLM answers 200 whether or not the reset happened (serve/cache/api_router.py); BlockPool.reset_prefix_cache
+      // refuses while blocks are in use, unless `reset_running_requests=true` (then running requests lose theirs).
+      const force = ['true', '1', 'yes', 'on'].includes(
+        request.query.get('reset_running_requests')?.toLowerCase() ?? '',
+      );
+      host.engine.kv.reset(force);
+      response.send(200, {});
+    },
+  },
+  ...['/reset_mm_cache', '/reset_encoder_cache'].map(
     (path): FakeRoute => ({
       method: 'POST',
       path,

@@ -20,12 +20,20 @@ export const TIMING_HEADERS = {
   queueMs: 'x-fake-queue-ms',
   ttftMs: 'x-fake-ttft-ms',
   e2eMs: 'x-fake-e2e-ms',
+  /** Prompt tokens found in the engine's prefix cache (summed over the request's sequences). */
+  cachedTokens: 'x-fake-cached-tokens',
 } as const;
 
-/** The server's own timings of a finished request as a standard `Server-Timing` value (durations in ms). */
+/**
+ * The server's own timings of a finished request as a standard `Server-Timing` value (durations in ms): `queue`
+ * (arrival to admission), `ttft` (arrival to first token), `e2e`, and `prefill` (admission to first token: the
+ * prefill the engine charged, for the prompt part its prefix cache did not hold) with `desc` = prompt tokens found
+ * in the prefix cache.
+ */
 export function serverTiming(engineRequest: EngineRequest): string {
   const e2eMs = engineRequest.finishedAtMs - engineRequest.arrivedAtMs;
-  return `queue;dur=${engineRequest.queueMs.toFixed(3)}, ttft;dur=${engineRequest.ttftMs.toFixed(3)}, e2e;dur=${e2eMs.toFixed(3)}`;
+  const prefill = `prefill;dur=${engineRequest.prefillMs.toFixed(3)};desc="${engineRequest.cachedTokens}"`;
+  return `queue;dur=${engineRequest.queueMs.toFixed(3)}, ttft;dur=${engineRequest.ttftMs.toFixed(3)}, e2e;dur=${e2eMs.toFixed(3)}, ${prefill}`;
 }
 
 /** Turns a request body into a validated generation job (throws `HttpError` with vLLM's body when invalid). */
@@ -78,6 +86,7 @@ export async function serveGeneration(
     sinkProxy,
     arrivedAtMs,
     request.header('x-request-id'),
+    host.options.outputLengths,
   );
   const tally = host.tallyOf(request);
   const sink = job.stream
@@ -233,6 +242,7 @@ class WholeSink extends Sink {
       [TIMING_HEADERS.queueMs]: engineRequest.queueMs.toFixed(3),
       [TIMING_HEADERS.ttftMs]: engineRequest.ttftMs.toFixed(3),
       [TIMING_HEADERS.e2eMs]: (engineRequest.finishedAtMs - engineRequest.arrivedAtMs).toFixed(3),
+      [TIMING_HEADERS.cachedTokens]: String(engineRequest.cachedTokens),
       'server-timing': serverTiming(engineRequest),
     };
     const fault = this.midStream.name;
