@@ -54,6 +54,7 @@ const KNOWN_STEP_FIELDS = new Set<string>([
   'skippedLate',
   'errors',
   'faultsInjected',
+  'accounting',
   'valid',
   'invalidReason',
 ]);
@@ -100,13 +101,108 @@ function stepTable(summary: Summary): string {
   const headers = STEP_COLUMNS.map((column) => column.header);
   if (openLoop(summary)) headers[0] = 'rate target (req/s)';
   const rows = summary.steps.map((step) => {
-    const cells = STEP_COLUMNS.slice(0, -1).map((column) => `<td>${escapeHtml(column.cell(step))}</td>`);
+    const cells = STEP_COLUMNS.slice(0, -1).map(
+      (column) => `<td${column.header === 'errors' ? ' class="text"' : ''}>${escapeHtml(column.cell(step))}</td>`,
+    );
     const verdict = step.valid
       ? `<td class="verdict">${escapeHtml(valid.cell(step))}</td>`
       : `<td class="verdict"><strong class="invalid-mark">✗ INVALID</strong> <span class="invalid-reason">${escapeHtml(step.invalidReason ?? 'no reason recorded')}</span></td>`;
     return `<tr data-step="${step.concurrency}" data-valid="${step.valid}"${step.valid ? '' : ' class="invalid"'}>${cells.join('')}${verdict}</tr>`;
   });
   return table(headers, rows, ' id="steps"');
+}
+
+/** A step's books as recorded (`StepAccounting`, read field by field: older and newer summaries differ). */
+type Books = Record<string, unknown>;
+
+const signed = (value: unknown) =>
+  typeof value !== 'number' ? '-' : value > 0 ? `+${value.toLocaleString('en-US')}` : value.toLocaleString('en-US');
+
+/** The books' columns: the client's counts, the engines' counts, the differences. */
+const BOOK_COLUMNS: ReadonlyArray<{ header: string; fields: readonly string[]; cell(books: Books): string }> = [
+  { header: 'engine-side source', fields: ['source'], cell: (books) => valueText(books.source) },
+  { header: 'client sent', fields: ['sent'], cell: (books) => valueText(books.sent) },
+  { header: 'client outcomes (ok + failed)', fields: ['outcomes'], cell: (books) => valueText(books.outcomes) },
+  { header: 'unsettled at step end', fields: ['unsettled'], cell: (books) => valueText(books.unsettled) },
+  { header: 'client answered whole', fields: ['answered'], cell: (books) => valueText(books.answered) },
+  {
+    header: 'client attempts (+ stale re-sends)',
+    fields: ['attempts', 'staleRetries'],
+    cell: (books) =>
+      `${valueText(books.attempts)}${typeof books.staleRetries === 'number' && books.staleRetries > 0 ? ` (+${books.staleRetries})` : ''}`,
+  },
+  { header: 'engines received', fields: ['engineReceived'], cell: (books) => valueText(books.engineReceived) },
+  { header: 'engines answered', fields: ['engineAnswered'], cell: (books) => valueText(books.engineAnswered) },
+  {
+    header: 'engines finished by reason',
+    fields: ['engineFinished'],
+    cell: (books) => valueText(books.engineFinished),
+  },
+  {
+    header: 'in flight at start / end: engines; client',
+    fields: ['engineInFlightAtStart', 'engineInFlightAtEnd', 'clientInFlightAtStart', 'clientInFlightAtEnd'],
+    cell: (books) =>
+      books.engineInFlightAtStart === null || books.engineInFlightAtStart === undefined
+        ? '-'
+        : `${valueText(books.engineInFlightAtStart)} / ${valueText(books.engineInFlightAtEnd)}; ${valueText(books.clientInFlightAtStart)} / ${valueText(books.clientInFlightAtEnd)}`,
+  },
+  {
+    header: 'client answered between boundaries',
+    fields: ['clientAnsweredBetween'],
+    cell: (books) => valueText(books.clientAnsweredBetween),
+  },
+  {
+    header: 'difference: outcomes / answered / received',
+    fields: ['outcomeDifference', 'answeredDifference', 'receivedDifference'],
+    cell: (books) =>
+      `${signed(books.outcomeDifference)} / ${signed(books.answeredDifference)} / ${signed(books.receivedDifference)}`,
+  },
+];
+const KNOWN_BOOK_FIELDS = new Set(['offBy', 'explanation', ...BOOK_COLUMNS.flatMap((column) => column.fields)]);
+
+/**
+ * The books of each step (`step.accounting`): what the client sent and counted against what the engines say they
+ * received and answered, the differences, and whether they balance; a step off the books is marked with why.
+ */
+function booksTable(summary: Summary): string {
+  const booksOf = (step: StepRow) => {
+    const books = (step as unknown as { accounting?: unknown }).accounting;
+    return typeof books === 'object' && books !== null ? (books as Books) : undefined;
+  };
+  if (!summary.steps.some((step) => booksOf(step) !== undefined))
+    return '<p id="books" class="note">No books against the engines in this summary (written by a sweep that did not reconcile its counts with the engines).</p>';
+  const extra = [
+    ...new Set(
+      summary.steps.flatMap((step) => Object.keys(booksOf(step) ?? {}).filter((key) => !KNOWN_BOOK_FIELDS.has(key))),
+    ),
+  ];
+  // A column no step has figures for (vLLM's boundaries under fake-vllm tallies, say) is left out.
+  const columns = BOOK_COLUMNS.filter((column) =>
+    summary.steps.some((step) =>
+      column.fields.some((field) => {
+        const value = booksOf(step)?.[field];
+        return value !== null && value !== undefined;
+      }),
+    ),
+  );
+  const headers = ['step', ...columns.map((column) => column.header), ...extra, 'books'];
+  const rows = summary.steps.map((step) => {
+    const books = booksOf(step);
+    if (books === undefined)
+      return `<tr data-step="${step.concurrency}" data-books="none"><td>${escapeHtml(stepLabel(summary, step))}</td><td colspan="${headers.length - 1}">not recorded</td></tr>`;
+    const offBy = typeof books.offBy === 'number' ? books.offBy : undefined;
+    const balanced = offBy === 0;
+    const verdict = balanced
+      ? '<td class="verdict">balance</td>'
+      : `<td class="verdict"><strong class="books-off">✗ OFF BY ${escapeHtml(valueText(offBy))}</strong> <span class="books-explanation">${escapeHtml(valueText(books.explanation))}</span></td>`;
+    return `<tr data-step="${step.concurrency}" data-books="${balanced ? 'balance' : 'off'}"${balanced ? '' : ' class="invalid"'}><td>${escapeHtml(stepLabel(summary, step))}</td>${[
+      ...columns.map((column) => column.cell(books)),
+      ...extra.map((key) => valueText(books[key])),
+    ]
+      .map((text) => `<td>${escapeHtml(text)}</td>`)
+      .join('')}${verdict}</tr>`;
+  });
+  return table(headers, rows, ' id="books"');
 }
 
 /**
@@ -136,18 +232,19 @@ function accountingTable(summary: Summary): string {
   const rows = summary.steps.map((step) => {
     const errorSum = Object.values(step.errors).reduce((total, count) => total + count, 0);
     const unaccounted = step.sent - step.completed - step.failed;
-    const cell = (text: string, off = false) => `<td${off ? ' class="off"' : ''}>${escapeHtml(text)}</td>`;
+    const cell = (text: string, className?: string) =>
+      `<td${className ? ` class="${className}"` : ''}>${escapeHtml(text)}</td>`;
     const record = step as unknown as Record<string, unknown>;
     return `<tr data-step="${step.concurrency}">${[
       cell(stepLabel(summary, step)),
       cell(valueText(step.sent)),
       cell(valueText(step.completed)),
       cell(valueText(step.failed)),
-      cell(valueText(unaccounted), unaccounted !== 0),
+      cell(valueText(unaccounted), unaccounted !== 0 ? 'off' : undefined),
       cell(valueText(step.verified)),
-      cell(valueText(errorSum), errorSum !== step.failed),
-      cell(countsText(step.errors)),
-      cell(countsText(step.faultsInjected)),
+      cell(valueText(errorSum), errorSum !== step.failed ? 'off' : undefined),
+      cell(countsText(step.errors), 'text'),
+      cell(countsText(step.faultsInjected), 'text'),
       cell(`${step.retries} / ${step.staleRetries} / ${step.resumes}`),
       cell(valueText(step.capped)),
       cell(valueText(step.skippedLate)),
@@ -319,10 +416,11 @@ export function reportHtml(summary: Summary): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Load sweep ${escapeHtml(summary.startedAt)}</title>
 <style>
-body{font:14px system-ui,sans-serif;margin:24px;max-width:1400px}canvas{max-height:360px}section{margin:28px 0}
+body{font:14px system-ui,sans-serif;margin:24px;max-width:1400px}div.chart{position:relative;height:360px}section{margin:28px 0}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
+td.text,td.verdict{min-width:12em;max-width:28em;overflow-wrap:anywhere}
 table.facts th{text-align:left;font-weight:normal;color:#555}table.facts td{text-align:left}
-tr.invalid{background:#fde8e8}.invalid-mark{color:#c00}.invalid-reason{color:#900}td.verdict{text-align:left}
+tr.invalid{background:#fde8e8}.invalid-mark,.books-off{color:#c00}.books-explanation{color:#900}.invalid-reason{color:#900}td.verdict{text-align:left}
 td.off{background:#c00;color:#fff;font-weight:bold}#verdict.bad{border:2px solid #c00;background:#fde8e8;padding:8px 12px}
 #verdict.ok{color:#070}.note{color:#555}pre{white-space:pre-wrap;word-break:break-all}.scroll{overflow-x:auto}
 </style>
@@ -331,17 +429,22 @@ td.off{background:#c00;color:#fff;font-weight:bold}#verdict.bad{border:2px solid
 ${facts('meta', headline)}
 ${verdict}
 <section id="steps-section"><h2>Steps</h2><p class="note">The table the terminal prints. A step is invalid when its figures cannot be trusted as a measure of the engines (e.g. the client was the bottleneck); the reason is given on its row.</p><div class="scroll">${stepTable(summary)}</div></section>
-<section><h2>Throughput vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><canvas id="throughput"></canvas></section>
-<section><h2>Latency percentiles vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><canvas id="latency"></canvas></section>
-<section><h2>Latency decomposition (p50 of each part, ms)</h2><canvas id="decomposition"></canvas></section>
-<section><h2>Errors by kind</h2><canvas id="errors"></canvas></section>
-<section id="accounting-section"><h2>Accounting</h2><p class="note">Every request the client sent in a step's window, and where it went. A red cell does not balance.</p><div class="scroll">${accountingTable(summary)}</div></section>
+<section><h2>Throughput vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><div class="chart"><canvas id="throughput"></canvas></div></section>
+<section><h2>Latency percentiles vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><div class="chart"><canvas id="latency"></canvas></div></section>
+<section><h2>Latency decomposition (p50 of each part, ms)</h2><div class="chart"><canvas id="decomposition"></canvas></div></section>
+<section><h2>Errors by kind</h2><div class="chart"><canvas id="errors"></canvas></div></section>
+<section id="accounting-section"><h2>Accounting</h2>
+<h3>Books: the client against the engines</h3><p class="note">Per step, the requests the client dispatched in the measure window and the outcomes it counted, set against what the engines counted on their side (embedded fake-vllm: its per-window tallies, exact; <code>--target</code> vLLM: its Prometheus counters diffed across the step, exact up to the requests in flight at the two boundaries). A step whose books do not balance is invalid and says by how much.</p><div class="scroll">${booksTable(summary)}</div>
+<h3>Client outcomes</h3><p class="note">Where the window's requests went, as the client counted them. A red cell does not add up.</p><div class="scroll">${accountingTable(summary)}</div></section>
 ${configuration(summary)}
 ${machine(summary)}
 <script>${chartJs}</script>
 <script>
 // A report is read, not watched: no animation, so what prints or screenshots is the final state.
 Chart.defaults.animation = false;
+// Each canvas fills a box of fixed height: with the aspect ratio kept, a resize (printing, a full-page screenshot)
+// shrank the charts to a few pixels.
+Chart.defaults.maintainAspectRatio = false;
 const summary = ${scriptJson(chartData)};
 const RED = '#c00';
 const invalid = summary.steps.map((s) => !s.valid);
@@ -366,13 +469,22 @@ const marked = (dataset) => ({ ...dataset,
   pointStyle: invalid.map((bad) => (bad ? 'crossRot' : 'circle')),
   pointRadius: invalid.map((bad) => (bad ? 9 : 3)),
   pointBorderWidth: invalid.map((bad) => (bad ? 3 : 1)),
-  pointBorderColor: invalid.map((bad) => (bad ? RED : undefined)) });
+  pointBorderColor: (context) => (invalid[context.dataIndex] ? RED : context.dataset.borderColor) });
 // The legend entry, and a marker at the top of each invalid step (its own stack, so stacked bars do not carry it).
 const marker = (top, extra) => ({ label: '✗ invalid step (reason in the table)', type: 'line', invalidMarker: true,
   data: invalid.map((bad, index) => (bad ? top(index) : null)), showLine: false, stack: 'invalid-marker',
   pointStyle: 'crossRot', pointRadius: 12, pointBorderWidth: 3, borderColor: RED, backgroundColor: RED, ...extra });
 const highest = (series) => (index) => Math.max(0, ...series.map((values) => values[index] ?? 0));
-const chart = (id, config) => new Chart(document.getElementById(id), { ...config, plugins: [invalidBand] });
+// Series colours are set here, red left out for the invalid marks (Chart.js's own palette turns itself off as soon
+// as one dataset, the marker, has a colour).
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd', '#8c564b', '#17becf', '#bcbd22', '#7f7f7f', '#e377c2'];
+const chart = (id, config) => {
+  config.data.datasets.filter((set) => !set.invalidMarker).forEach((set, index) => {
+    set.borderColor ??= PALETTE[index % PALETTE.length];
+    set.backgroundColor ??= set.borderColor + (config.type === 'bar' ? 'cc' : '');
+  });
+  return new Chart(document.getElementById(id), { ...config, plugins: [invalidBand] });
+};
 window.charts = [];
 const throughput = [summary.steps.map((s) => s.requestsPerSecond), summary.steps.map((s) => s.goodputPerSecond)];
 window.charts.push(chart('throughput', { type: 'line', data: { labels, datasets: [
