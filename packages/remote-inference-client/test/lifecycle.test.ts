@@ -33,6 +33,50 @@ describe('resources', () => {
     expect(openFds()).toBeLessThanOrEqual(baseline);
   });
 
+  it('reuses the undici Clients of connections the server closed while idle, and leaks nothing after close()', async () => {
+    // The RL step's shape: a burst, an idle gap in which the server closes every socket (uvicorn does after 5 s; 1 s
+    // here), then a burst again. The second burst opens new sockets on the Clients kept as spares.
+    const shortKeepAlive = await startFakeVllm({
+      engines: 1,
+      processes: 1,
+      ttftMs: 2,
+      itlMs: 2,
+      jitter: 0,
+      keepAliveTimeoutMs: 1000,
+    });
+    const baseline = openFds();
+    const client = new RemoteInferenceClient({ engines: [shortKeepAlive.url], transport: { shared: false } });
+    const burst = () =>
+      Promise.all(
+        Array.from({ length: 50 }, (_, index) =>
+          client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 3, seed: 1 } }),
+        ),
+      );
+    try {
+      const verify = (results: Awaited<ReturnType<typeof burst>>) =>
+        results.every(
+          (result, index) => result.choices[0]!.token_ids.join() === expectedTokens([index + 1], 1, 3).join(),
+        );
+      expect(verify(await burst())).toBe(true);
+      const opened = client.stats().engines[0]!.connections.opened;
+      expect(opened).toBeGreaterThan(10);
+      await eventually(() => client.stats().engines[0]!.connections.open === 0, 10_000);
+      expect(client.stats().engines[0]!.connections.spare).toBe(opened);
+      expect(verify(await burst())).toBe(true);
+      const after = client.stats().engines[0]!.connections;
+      // Every socket of the second burst is new (none was reused across the gap), and each new one took a spare
+      // Client before any Client was built.
+      expect(after.reused).toBe(0);
+      expect(after.opened).toBeGreaterThan(opened);
+      expect(after.spare).toBe(Math.max(0, opened - (after.opened - opened)));
+    } finally {
+      await client.close();
+      await shortKeepAlive.close();
+    }
+    await eventually(() => openFds() <= baseline, 5000);
+    expect(openFds()).toBeLessThanOrEqual(baseline);
+  });
+
   it('aborts in-flight requests on close() and rejects new ones', async () => {
     const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
     const pending = client.completions.create({ prompt: 'x', max_tokens: 100_000 }).catch((error: unknown) => error);

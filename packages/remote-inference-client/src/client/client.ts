@@ -268,6 +268,7 @@ export class RemoteInferenceClient {
           idle: 0,
           busy: 0,
           connecting: 0,
+          spare: 0,
           waiting: 0,
           opened: 0,
           reused: 0,

@@ -27,6 +27,10 @@ export class PooledConnection {
   dead = false;
   /** Handed to a request and not yet released. */
   busy = false;
+  /** On the idle stack (a closed one stays there until popped, then becomes a spare). */
+  idle = false;
+  /** `Client.destroy()` was called: never reused. */
+  destroyed = false;
   connected = false;
   /** `performance.now()` when TCP connected. */
   connectedAtMs: number | undefined;
@@ -35,6 +39,16 @@ export class PooledConnection {
     readonly client: Client,
     readonly localAddress: string | undefined,
   ) {}
+
+  /** Makes a spare (its socket closed, its `Client` kept) ready for a new socket. */
+  reuse(): void {
+    this.idleSinceMs = 0;
+    this.served = 0;
+    this.dead = false;
+    this.busy = false;
+    this.connected = false;
+    this.connectedAtMs = undefined;
+  }
 }
 
 interface Waiter {
@@ -50,6 +64,15 @@ export type { PoolStats } from './pool-stats.js';
 const STALE_MARGIN_MS = 250;
 
 /**
+ * The reason handed to `Client.destroy()` for connections this pool closes itself (idle, stale, not reusable): none
+ * has a request on it, so nobody sees it. One shared instance because undici builds a `ClientDestroyedError` per
+ * destroy otherwise and Node formats its stack when destroying the socket: ~60 µs a connection, measured in the
+ * RL-burst profile (bench/rl-burst.mjs), where every socket closes after the idle gap.
+ */
+const CLOSED_BY_POOL = new Error('Connection closed by the pool (idle, stale or not reusable)');
+const ignore = (): void => {};
+
+/**
  * The connections to one engine. Picking an idle connection is O(1): a stack, most-recently-used on top (the
  * socket least likely to have been closed by the server). undici's `Pool` instead scans every connection per
  * request, which costs ~1 s of client time for a 10,000-request burst (measured, see measured-facts).
@@ -59,6 +82,13 @@ const STALE_MARGIN_MS = 250;
 export class ConnectionPool {
   private readonly idle: PooledConnection[] = [];
   private readonly all = new Set<PooledConnection>();
+  /**
+   * Connections whose socket closed while idle (undici's keep-alive timer or the server), their `Client` kept: the
+   * next new connection reuses one instead of building a `Client` (the pattern of an RL step: every socket closes
+   * during training, then thousands connect again at once). They hold no socket; their number never exceeds the
+   * most connections this pool had open.
+   */
+  private readonly spares: PooledConnection[] = [];
   private readonly waiters: Waiter[] = [];
   private waitersHead = 0;
   private connecting = 0;
@@ -123,6 +153,7 @@ export class ConnectionPool {
       this.discard(connection);
     } else if (!this.handToWaiter(connection)) {
       connection.idleSinceMs = performance.now();
+      connection.idle = true;
       this.idle.push(connection);
     }
     this.pump();
@@ -132,7 +163,11 @@ export class ConnectionPool {
   evictIdle(): number {
     let evicted = 0;
     for (const connection of this.idle.splice(0)) {
-      if (connection.dead) continue;
+      connection.idle = false;
+      if (connection.dead) {
+        this.keepSpare(connection);
+        continue;
+      }
       evicted++;
       this.discard(connection);
     }
@@ -141,12 +176,18 @@ export class ConnectionPool {
 
   stats(): PoolStats {
     let idle = 0;
-    for (const connection of this.idle) if (!connection.dead) idle++;
+    // A closed connection stays on the idle stack until popped; it is a spare already.
+    let spare = this.spares.length;
+    for (const connection of this.idle) {
+      if (!connection.dead) idle++;
+      else if (!connection.destroyed) spare++;
+    }
     return {
       open: this.all.size,
       idle,
       busy: this.busy,
       connecting: this.connecting,
+      spare,
       waiting: this.waiters.length - this.waitersHead,
       ...this.counters,
     };
@@ -162,9 +203,11 @@ export class ConnectionPool {
     }
     this.waiters.length = 0;
     this.waitersHead = 0;
+    for (const connection of this.idle) if (connection.dead && !connection.destroyed) this.spares.push(connection);
     this.idle.length = 0;
-    await Promise.all([...this.all].map((connection) => connection.client.destroy().catch(() => undefined)));
+    const clients = [...this.all, ...this.spares.splice(0)].map((connection) => connection.client);
     this.all.clear();
+    await Promise.all(clients.map((client) => client.destroy().catch(ignore)));
   }
 
   private takeIdle(): PooledConnection | undefined {
@@ -172,7 +215,11 @@ export class ConnectionPool {
     const trustedForMs = this.settings.keepAliveTimeoutMs - STALE_MARGIN_MS;
     while (this.idle.length > 0) {
       const connection = this.idle.pop()!;
-      if (connection.dead) continue;
+      connection.idle = false;
+      if (connection.dead) {
+        this.keepSpare(connection);
+        continue;
+      }
       // A socket idle close to our keep-alive may be closed by undici's timer or the server at any moment.
       if (now - connection.idleSinceMs >= trustedForMs) {
         this.counters.staleDiscarded++;
@@ -188,6 +235,14 @@ export class ConnectionPool {
   private tryCreate(): PooledConnection | undefined {
     if (this.all.size >= this.settings.maxConnectionsPerEngine || this.connecting >= this.settings.maxConnecting) {
       return undefined;
+    }
+    const spare = this.spares.pop();
+    if (spare) {
+      spare.reuse();
+      this.all.add(spare);
+      this.connecting++;
+      this.counters.opened++;
+      return spare;
     }
     const { sourceIps } = this.settings;
     const localAddress = sourceIps.length > 0 ? sourceIps[this.sourceIndex++ % sourceIps.length] : undefined;
@@ -230,14 +285,28 @@ export class ConnectionPool {
       // UND_ERR_DESTROYED, which is not retried (seen against real uvicorn). release() discards it afterwards.
       connection.dead = true;
       connectDone();
-      if (!connection.busy && this.all.delete(connection)) void client.destroy().catch(() => undefined);
+      if (!connection.busy && this.all.delete(connection) && !connection.idle) this.keepSpare(connection);
     });
     return connection;
   }
 
   private discard(connection: PooledConnection): void {
     connection.dead = true;
-    if (this.all.delete(connection)) void connection.client.destroy().catch(() => undefined);
+    if (this.all.delete(connection)) {
+      connection.destroyed = true;
+      connection.client.destroy(CLOSED_BY_POOL, ignore);
+    }
+  }
+
+  /** A connection whose socket closed while nobody used it: its `Client` waits for the next new connection. */
+  private keepSpare(connection: PooledConnection): void {
+    if (connection.destroyed) return;
+    if (this.closed) {
+      connection.destroyed = true;
+      connection.client.destroy(CLOSED_BY_POOL, ignore);
+    } else {
+      this.spares.push(connection);
+    }
   }
 
   private handToWaiter(connection: PooledConnection): boolean {

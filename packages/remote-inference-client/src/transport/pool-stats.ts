@@ -4,6 +4,11 @@ export interface PoolStats {
   idle: number;
   busy: number;
   connecting: number;
+  /**
+   * Connections whose socket closed while idle (the keep-alive timer or the server), kept without a socket so the
+   * next new connection reuses them instead of building another undici `Client`. Not counted in `open`.
+   */
+  spare: number;
   /** Requests waiting for a connection (the ceiling or connect pacing). */
   waiting: number;
   opened: number;
