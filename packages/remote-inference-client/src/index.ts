@@ -14,6 +14,7 @@ export { isRetryable, parseRetryAfter } from './client/retry-policy.js';
 export type * from './client/wire-types.js';
 export * from './errors.js';
 export type { LimitsOptions } from './limits/admission.js';
+export type { AdaptiveCapOptions, CapState } from './limits/engine-capacity.js';
 export type { RedisLimitsOptions } from './limits/qps-limiter.js';
 export type { EngineHealthState, HealthOptions } from './routing/engine-health.js';
 export {
@@ -24,6 +25,8 @@ export {
   type RoutingContext,
   type RoutingPolicy,
   type RoutingPolicyName,
+  type RoutingPreference,
+  type SessionAffinityOptions,
   SessionAffinityPolicy,
 } from './routing/policies.js';
 export { ChunkStream } from './streaming/chunk-stream.js';

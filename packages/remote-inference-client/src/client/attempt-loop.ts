@@ -243,6 +243,7 @@ export class RequestExecutor {
         priority: run.options.priority ?? 0,
         sessionId: run.options.sessionId,
         avoid: options.retry.failover ? run.avoid : undefined,
+        retry: run.attempts > 1,
       });
       const ticket = granted instanceof Promise ? await granted : granted;
       run.queueMs += performance.now() - admitted;

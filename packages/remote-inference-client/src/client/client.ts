@@ -8,6 +8,7 @@ import {
   isInferenceError,
 } from '../errors.js';
 import { type EngineEntry, resolveLimits, Scheduler } from '../limits/admission.js';
+import type { CapState } from '../limits/engine-capacity.js';
 import { resolvePolicy } from '../routing/policies.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import { sendAttempt } from '../transport/attempt.js';
@@ -16,6 +17,7 @@ import { sharedTransport, Transport } from '../transport/transport.js';
 import { startActiveHealthChecks } from './active-health.js';
 import { RequestExecutor } from './attempt-loop.js';
 import { ControlPlane } from './control-plane.js';
+import { EngineLoadPoller } from './engine-metrics.js';
 import {
   normalizeEngine,
   type RemoteInferenceClientOptions,
@@ -65,6 +67,22 @@ export interface ClientStats {
     requests: number;
     errors: Record<string, number>;
     connections: EngineConnectionStats;
+    /** In flight this engine may have now: the fixed `perEngine.maxConcurrency`, or the learned cap. */
+    maxConcurrency: number;
+    /**
+     * With `limits.perEngine.adaptive`: where the cap stands (`learning` until the engine was seen full, `learned`,
+     * `no-metrics` when it exports no vLLM gauges and the fixed cap applies), the capacity learned (this client's
+     * requests it runs at once), the last gauges read, and restarts seen. Absent with a fixed cap.
+     */
+    capacity?: {
+      state: CapState;
+      learned: number;
+      samples: number;
+      restarts: number;
+      running: number | undefined;
+      waiting: number | undefined;
+      kvCacheUsage: number | undefined;
+    };
   }>;
   limits: { maxInFlightSeen: number; maxQueuedSeen: number; rejectedQueueFull: number };
 }
@@ -83,6 +101,7 @@ export class RemoteInferenceClient {
   private readonly executor: RequestExecutor;
   private closing: Promise<void> | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
+  private readonly loadPoller: EngineLoadPoller | undefined;
 
   /** `/v1/completions`. */
   readonly completions: Completions;
@@ -123,6 +142,16 @@ export class RemoteInferenceClient {
       this.options,
       () => this.evictIdleConnections(),
     );
+    const adaptive = this.scheduler.limits.perEngineAdaptive;
+    if (adaptive) {
+      this.loadPoller = new EngineLoadPoller(
+        this.scheduler,
+        (endpoint) => this.transport.pool(endpoint),
+        adaptive,
+        this.options.headers,
+        this.options.timeouts.connectMs,
+      );
+    }
     const activeCheckMs = options.health?.activeCheckIntervalMs ?? 0;
     if (activeCheckMs > 0) {
       this.healthTimer = startActiveHealthChecks(
@@ -275,6 +304,18 @@ export class RemoteInferenceClient {
           staleDiscarded: 0,
           connectErrors: 0,
         },
+        maxConcurrency: entry.maxConcurrency,
+        ...(entry.capacity && {
+          capacity: {
+            state: entry.capacity.state,
+            learned: entry.capacity.capacity,
+            samples: entry.capacity.samples,
+            restarts: entry.capacity.restarts,
+            running: entry.capacity.last?.running,
+            waiting: entry.capacity.last?.waiting,
+            kvCacheUsage: entry.capacity.last?.kvCacheUsage,
+          },
+        }),
       };
     });
     const connections = { open: 0, idle: 0, busy: 0, connecting: 0, opened: 0, reused: 0 };
@@ -307,6 +348,7 @@ export class RemoteInferenceClient {
     this.closing ??= (async () => {
       this.executor.closed = true;
       clearInterval(this.healthTimer);
+      this.loadPoller?.close();
       for (const run of this.executor.runs) run.controller.abort(new AbortError('The client was closed'));
       await this.scheduler.close();
       await this.transport.release();

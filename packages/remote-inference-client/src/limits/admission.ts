@@ -4,6 +4,12 @@ import { AbortError, EngineUnavailableError, InvalidOptionsError, QueueFullError
 import { EngineHealth, type HealthOptions, resolveHealthOptions } from '../routing/engine-health.js';
 import type { EngineView, RoutingPolicy } from '../routing/policies.js';
 import { ClusterConcurrency } from './cluster-concurrency.js';
+import {
+  type AdaptiveCapOptions,
+  EngineCapacity,
+  type ResolvedAdaptiveCapOptions,
+  resolveAdaptiveCapOptions,
+} from './engine-capacity.js';
 import { LeasedRateLimiter, type RedisLimitsOptions, TokenBucket } from './qps-limiter.js';
 
 /** Admission limits: hard totals and soft per-engine protections, for concurrency and for requests per second. */
@@ -15,10 +21,19 @@ export interface LimitsOptions {
   /** Requests waiting for admission at most; beyond it requests fail with ERR_QUEUE_FULL. @default unlimited */
   maxQueued?: number;
   perEngine?: {
-    /** In flight per engine (async-mutex semaphore). @default 512, as reference trainers */
+    /**
+     * In flight per engine (async-mutex semaphore): a fixed cap. With `adaptive`, the most the learned cap may
+     * reach. @default 512, as reference trainers
+     */
     maxConcurrency?: number;
     /** Started per second per engine. @default unlimited */
     maxQps?: number;
+    /**
+     * Late binding: learn each engine's capacity from its `/metrics` gauges and send it about as many requests as
+     * it can run; the rest wait in the client's queue for the engine that frees a slot first. `true` for the
+     * defaults ({@link AdaptiveCapOptions}). @default false (the fixed `maxConcurrency`)
+     */
+    adaptive?: boolean | AdaptiveCapOptions;
   };
   /** Share `maxQps` and `maxConcurrency` with every process and host using the same Redis id. */
   redis?: RedisLimitsOptions;
@@ -45,6 +60,21 @@ class SemaphorePermits implements EnginePermits {
   }
   give(): void {
     this.semaphore.release();
+  }
+}
+
+/** Permits up to a learned cap that moves (see {@link EngineCapacity}); a cap that shrinks takes effect as requests end. */
+class LearnedPermits implements EnginePermits {
+  private held = 0;
+  constructor(private readonly capacity: EngineCapacity) {}
+  available(): boolean {
+    return this.held < this.capacity.cap;
+  }
+  take(): void {
+    this.held++;
+  }
+  give(): void {
+    this.held--;
   }
 }
 
@@ -83,22 +113,44 @@ export class EngineEntry implements EngineView {
   readonly permits: EnginePermits;
   readonly health: EngineHealth;
   readonly qps: TokenBucket | undefined;
+  /** The learned cap, with `limits.perEngine.adaptive`; undefined: the fixed cap. */
+  readonly capacity: EngineCapacity | undefined;
 
   constructor(
     readonly endpoint: string,
     public index: number,
-    maxConcurrency: number,
+    private readonly fixedCap: number,
     maxQps: number | undefined,
     health: Required<HealthOptions>,
+    adaptive?: { options: ResolvedAdaptiveCapOptions; onChange: () => void },
   ) {
-    this.permits = createPermits(maxConcurrency);
+    if (adaptive) {
+      this.capacity = new EngineCapacity(adaptive.options, fixedCap, adaptive.onChange);
+      this.permits = new LearnedPermits(this.capacity);
+    } else {
+      this.permits = createPermits(fixedCap);
+    }
     this.health = new EngineHealth(health);
     this.qps = maxQps === undefined ? undefined : new TokenBucket(maxQps);
+  }
+
+  get capIsLearned(): boolean {
+    return this.capacity !== undefined && this.capacity.state !== 'no-metrics';
+  }
+
+  /** In flight this engine may have now: the learned cap, or the fixed one. */
+  get maxConcurrency(): number {
+    return this.capacity ? this.capacity.cap : this.fixedCap;
   }
 
   /** Can take one more request right now. */
   hasRoom(): boolean {
     return !this.draining && this.permits.available() && this.health.available();
+  }
+
+  /** Neither draining nor in cooldown (it may still be full). */
+  isUp(): boolean {
+    return !this.draining && this.health.available();
   }
 }
 
@@ -120,7 +172,12 @@ export interface AdmissionRequest {
   sessionId: string | undefined;
   /** Engines to avoid (failover), used only when another engine has room. */
   avoid: ReadonlySet<string> | undefined;
+  /** A retry or resume: it has waited once already, so it goes to the front of its priority's queue. */
+  retry?: boolean;
 }
+
+/** What {@link Scheduler.tryGrant} says when a request waits for its session's engine and others may go first. */
+const WAIT_FOR_PREFERRED = Symbol('wait-for-preferred');
 
 interface Waiter {
   request: AdmissionRequest;
@@ -138,6 +195,8 @@ export interface ResolvedLimits {
   maxQueued: number;
   perEngineConcurrency: number;
   perEngineQps: number | undefined;
+  /** The learned per-engine cap's settings; undefined: the fixed cap. */
+  perEngineAdaptive: ResolvedAdaptiveCapOptions | undefined;
   redis: RedisLimitsOptions | undefined;
 }
 
@@ -186,6 +245,7 @@ export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
     maxQueued: limits.maxQueued ?? Number.POSITIVE_INFINITY,
     perEngineConcurrency: limits.perEngine?.maxConcurrency ?? 512,
     perEngineQps: limits.perEngine?.maxQps,
+    perEngineAdaptive: resolveAdaptiveCapOptions(limits.perEngine?.adaptive, limits.perEngine?.maxConcurrency),
     redis: limits.redis,
   };
 }
@@ -207,7 +267,10 @@ export class Scheduler {
   private readonly cluster: ClusterConcurrency | undefined;
   private readonly health: Required<HealthOptions>;
   private wakeTimer: NodeJS.Timeout | undefined;
+  private preferredTimer: NodeJS.Timeout | undefined;
+  private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
+  private repump = false;
   readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
 
   constructor(
@@ -247,6 +310,7 @@ export class Scheduler {
           this.limits.perEngineConcurrency,
           this.limits.perEngineQps,
           this.health,
+          this.limits.perEngineAdaptive && { options: this.limits.perEngineAdaptive, onChange: () => this.pump() },
         );
         if (entry.qps) entry.qps.onAvailable = () => this.pump();
         this.byEndpoint.set(endpoint, entry);
@@ -280,7 +344,7 @@ export class Scheduler {
   admit(request: AdmissionRequest): Ticket | Promise<Ticket> {
     if (this.queued === 0) {
       const ticket = this.tryGrant(request, performance.now());
-      if (ticket) return ticket;
+      if (ticket && ticket !== WAIT_FOR_PREFERRED) return ticket;
     }
     if (this.queued >= this.limits.maxQueued) {
       this.counters.rejectedQueueFull++;
@@ -343,55 +407,99 @@ export class Scheduler {
         this.queues.set(request.priority, queue);
         this.priorities = [...this.queues.keys()].sort((a, b) => b - a);
       }
-      queue.push(waiter);
+      // A retry has waited its turn once: behind a step's whole queue it would end the step last.
+      if (request.retry) queue.unshift(waiter);
+      else queue.push(waiter);
       this.queued++;
       this.counters.maxQueued = Math.max(this.counters.maxQueued, this.queued);
       this.scheduleWake();
     });
   }
 
-  /** Fails every waiting request whose engines are all gone (called when health changes), and re-runs the queue. */
+  /**
+   * Grants waiting requests in order (priorities, FIFO within one) while some engine has room. The head that cannot
+   * be granted blocks everyone behind it (no overtaking), except a request waiting for its session's engine
+   * (`RoutingPolicy.preferred`): it keeps its place and lets others take the engines that are free.
+   */
   pump(): void {
-    if (this.pumping) return;
+    if (this.pumping) {
+      this.repump = true; // a cap grew or a request left while granting: go round once more
+      return;
+    }
     this.pumping = true;
     try {
-      const now = performance.now();
-      for (const priority of this.priorities) {
-        const queue = this.queues.get(priority);
-        if (!queue) continue;
-        let head = 0;
-        while (head < queue.length) {
-          const waiter = queue[head]!;
-          if (waiter.settled) {
-            head++;
-            continue;
-          }
-          const failure = this.qps?.failure ?? this.cluster?.failure;
-          if (failure) {
-            waiter.settled = true;
-            this.queued--;
-            waiter.cleanup();
-            waiter.reject(failure);
-            head++;
-            continue;
-          }
-          const ticket = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
-          if (!ticket) break; // FIFO: nobody behind the head may overtake it
-          waiter.settled = true;
-          this.queued--;
-          waiter.cleanup();
-          waiter.resolve(ticket);
-          head++;
-        }
-        queue.splice(0, head);
-        if (queue.length > 0) {
-          this.scheduleWake();
-          return; // a blocked higher priority blocks lower ones: no starvation of the head
-        }
-      }
+      do {
+        this.repump = false;
+        this.pumpOnce();
+      } while (this.repump);
     } finally {
       this.pumping = false;
     }
+  }
+
+  private pumpOnce(): void {
+    const now = performance.now();
+    for (const priority of this.priorities) {
+      const queue = this.queues.get(priority);
+      if (!queue) continue;
+      // Waiters before `index` are settled, except those kept (waiting for their engine), moved to [0, kept).
+      let kept = -1;
+      let index = 0;
+      let blocked = false;
+      for (; index < queue.length; index++) {
+        const waiter = queue[index]!;
+        if (waiter.settled) continue;
+        const failure = this.qps?.failure ?? this.cluster?.failure;
+        if (failure) {
+          waiter.settled = true;
+          this.queued--;
+          waiter.cleanup();
+          waiter.reject(failure);
+          continue;
+        }
+        const ticket = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
+        if (ticket === undefined) {
+          blocked = true; // FIFO: nobody behind the head may overtake it
+          break;
+        }
+        if (ticket === WAIT_FOR_PREFERRED) {
+          if (kept < 0) kept = 0;
+          queue[kept++] = waiter;
+          continue;
+        }
+        waiter.settled = true;
+        this.queued--;
+        waiter.cleanup();
+        waiter.resolve(ticket);
+      }
+      if (kept < 0) {
+        queue.splice(0, index);
+      } else {
+        const rest = queue.length - index;
+        queue.copyWithin(kept, index);
+        queue.length = kept + rest;
+      }
+      if (blocked) {
+        this.scheduleWake();
+        return; // a blocked higher priority blocks lower ones: no starvation of the head
+      }
+    }
+  }
+
+  /** Wakes the queue when the first request waiting for its session's engine may stop waiting. */
+  private schedulePreferredWake(atMs: number): void {
+    if (atMs >= this.preferredWakeAtMs && this.preferredTimer) return;
+    clearTimeout(this.preferredTimer);
+    this.preferredWakeAtMs = atMs;
+    this.preferredTimer = setTimeout(
+      () => {
+        this.preferredTimer = undefined;
+        this.preferredWakeAtMs = Number.POSITIVE_INFINITY;
+        this.pump();
+      },
+      Math.max(0, atMs - performance.now()) + 1,
+    );
+    this.preferredTimer.unref();
   }
 
   /** Wakes the queue when a cooldown ends (nothing else would). */
@@ -410,7 +518,29 @@ export class Scheduler {
     this.wakeTimer.unref();
   }
 
-  private tryGrant(request: AdmissionRequest, now: number, enqueuedAtMs = now): Ticket | undefined {
+  /**
+   * The engine a session's request should wait for, while it is full and the wait is not over: the policy's
+   * preference among the engines that are up and not to be avoided.
+   */
+  private waitsForPreferred(request: AdmissionRequest, now: number, enqueuedAtMs: number): boolean {
+    if (request.sessionId === undefined || this.policy.preferred === undefined) return false;
+    const up = this.engines.filter((engine) => engine.isUp() && !request.avoid?.has(engine.endpoint));
+    if (up.length < 2) return false;
+    const preference = this.policy.preferred(up, { sessionId: request.sessionId });
+    if (!preference) return false;
+    const engine = preference.engine as EngineEntry;
+    if (engine.hasRoom() && (engine.qps === undefined || engine.qps.peek())) return false;
+    const until = enqueuedAtMs + preference.maxWaitMs;
+    if (now >= until) return false;
+    this.schedulePreferredWake(until);
+    return true;
+  }
+
+  private tryGrant(
+    request: AdmissionRequest,
+    now: number,
+    enqueuedAtMs = now,
+  ): Ticket | typeof WAIT_FOR_PREFERRED | undefined {
     if (this.inFlight >= this.limits.maxConcurrency) return undefined;
     if (this.cluster) {
       if (this.cluster.failure) throw this.cluster.failure;
@@ -422,6 +552,7 @@ export class Scheduler {
     if (this.qps?.failure) throw this.qps.failure;
     let candidates = this.engines.filter((engine) => engine.hasRoom());
     if (candidates.length === 0) return undefined;
+    if (this.waitsForPreferred(request, now, enqueuedAtMs)) return WAIT_FOR_PREFERRED;
     if (request.avoid && request.avoid.size > 0) {
       const preferred = candidates.filter((engine) => !request.avoid!.has(engine.endpoint));
       if (preferred.length > 0) candidates = preferred;
@@ -460,6 +591,7 @@ export class Scheduler {
 
   async close(): Promise<void> {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    clearTimeout(this.preferredTimer);
     for (const queue of this.queues.values()) {
       for (const waiter of queue) {
         if (waiter.settled) continue;

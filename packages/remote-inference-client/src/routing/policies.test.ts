@@ -55,4 +55,36 @@ describe('routing policies', () => {
     const loaded = engines(home === 0 ? [100, 0] : [0, 100]);
     expect(policy.pick(loaded, { sessionId: 'hot' }).index).toBe(1 - home);
   });
+
+  it('a session follows the engine it last ran on, and prefers it while it is up', () => {
+    const policy = new SessionAffinityPolicy({ maxWaitMs: 700 });
+    const all = engines([0, 0, 0]);
+    const first = policy.pick(all, { sessionId: 'agent-1' });
+    // Its engine is full: the scheduler offers only the others, and the session spills to one of them.
+    const spilled = policy.pick(
+      all.filter((engine) => engine.endpoint !== first.endpoint),
+      { sessionId: 'agent-1' },
+    );
+    expect(spilled.endpoint).not.toBe(first.endpoint);
+    // Its prefix is now there: that is where it prefers to wait, and where it goes next.
+    expect(policy.preferred(all, { sessionId: 'agent-1' })).toEqual({ engine: spilled, maxWaitMs: 700 });
+    expect(policy.pick(all, { sessionId: 'agent-1' }).endpoint).toBe(spilled.endpoint);
+    expect(policy.preferred(all, { sessionId: 'never-seen' })).toBeUndefined();
+    expect(new SessionAffinityPolicy({ maxWaitMs: 0 }).preferred(all, { sessionId: 'agent-1' })).toBeUndefined();
+  });
+
+  it('with learned caps a session keeps an engine that has room, however loaded against the others', () => {
+    const policy = new SessionAffinityPolicy(1.25);
+    const home = policy.pick(engines([0, 0]), { sessionId: 'hot' }).index;
+    const loaded = engines(home === 0 ? [100, 0] : [0, 100]).map((engine) => ({ ...engine, capIsLearned: true }));
+    expect(policy.pick(loaded, { sessionId: 'hot' }).index).toBe(home);
+  });
+
+  it('remembers at most maxSessions sessions', () => {
+    const policy = new SessionAffinityPolicy({ maxSessions: 2 });
+    const all = engines([0, 0, 0, 0]);
+    for (const session of ['a', 'b', 'c']) policy.pick(all, { sessionId: session });
+    expect(policy.preferred(all, { sessionId: 'a' })).toBeUndefined();
+    expect(policy.preferred(all, { sessionId: 'c' })).toBeDefined();
+  });
 });

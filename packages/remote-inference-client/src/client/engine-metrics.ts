@@ -1,0 +1,140 @@
+import type { EngineEntry, Scheduler } from '../limits/admission.js';
+import type { EngineLoadSample, ResolvedAdaptiveCapOptions } from '../limits/engine-capacity.js';
+import { isAttemptFailure, sendAttempt } from '../transport/attempt.js';
+import type { ConnectionPool } from '../transport/connection-pool.js';
+
+/**
+ * The series the adaptive cap reads, named as vLLM's `PrometheusStatLogger` registers them
+ * (`vllm/v1/metrics/loggers.py`: gauges `vllm:num_requests_running`, `vllm:num_requests_waiting`,
+ * `vllm:kv_cache_usage_perc`; the counter `vllm:prompt_tokens`, exposed by prometheus_client as `_total`).
+ */
+const RUNNING = 'vllm:num_requests_running';
+const WAITING = 'vllm:num_requests_waiting';
+const KV_CACHE_USAGE = 'vllm:kv_cache_usage_perc';
+const PROMPT_TOKENS = 'vllm:prompt_tokens_total';
+
+/**
+ * The values of every sample of `name` in Prometheus text, one per label set (a data-parallel endpoint has one per
+ * engine). Scans for the name at line starts only: `# HELP`/`# TYPE` lines and longer names sharing the prefix
+ * (`vllm:num_requests_waiting_by_reason`) are skipped; label values may hold spaces, quotes and braces.
+ */
+function sampleValues(text: string, name: string): number[] {
+  const values: number[] = [];
+  let from = 0;
+  for (;;) {
+    const at = text.indexOf(name, from);
+    if (at < 0) return values;
+    from = at + name.length;
+    if (at > 0 && text.charCodeAt(at - 1) !== 10) continue;
+    let cursor = from;
+    const next = text[cursor];
+    if (next === '{') {
+      cursor++;
+      let quoted = false;
+      for (; cursor < text.length; cursor++) {
+        const char = text[cursor];
+        if (quoted) {
+          if (char === '\\') cursor++;
+          else if (char === '"') quoted = false;
+        } else if (char === '"') quoted = true;
+        else if (char === '}' || char === '\n') break;
+      }
+      if (text[cursor] !== '}') continue;
+      cursor++;
+    } else if (next !== ' ' && next !== '\t') {
+      continue;
+    }
+    let end = text.indexOf('\n', cursor);
+    if (end < 0) end = text.length;
+    const value = Number.parseFloat(text.slice(cursor, end).trim().split(/\s+/)[0] ?? '');
+    if (Number.isFinite(value)) values.push(value);
+  }
+}
+
+/**
+ * Reads an engine's load from its `/metrics` body: running and waiting summed over the endpoint's engines, KV-cache
+ * usage of the fullest. Undefined when the body holds no `vllm:num_requests_running` (not a vLLM server).
+ */
+export function parseEngineLoad(body: string): EngineLoadSample | undefined {
+  const running = sampleValues(body, RUNNING);
+  if (running.length === 0) return undefined;
+  const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
+  const kv = sampleValues(body, KV_CACHE_USAGE);
+  const counter = sampleValues(body, PROMPT_TOKENS);
+  return {
+    running: sum(running),
+    waiting: sum(sampleValues(body, WAITING)),
+    kvCacheUsage: kv.length === 0 ? undefined : Math.max(...kv),
+    counter: counter.length === 0 ? undefined : sum(counter),
+  };
+}
+
+/**
+ * Polls `GET /metrics` on every engine that has requests in flight or waiting, every `intervalMs`, and feeds the
+ * gauges to its learned cap. One poll per engine at a time; each bounded by `timeoutMs` and `maxBodyBytes`. An
+ * engine that refuses the connection counts as restarting (its cap starts over); one that answers without vLLM's
+ * gauges keeps the fixed cap. The timer does not keep the process alive.
+ */
+export class EngineLoadPoller {
+  private readonly polling = new Set<EngineEntry>();
+  private readonly timer: NodeJS.Timeout;
+  /** Polls sent and failed, for stats and tests. */
+  readonly counters = { polls: 0, failures: 0 };
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    private readonly pool: (endpoint: string) => ConnectionPool,
+    private readonly options: ResolvedAdaptiveCapOptions,
+    private readonly headers: Record<string, string>,
+    private readonly connectTimeoutMs: number,
+  ) {
+    this.timer = setInterval(() => this.round(), options.intervalMs);
+    this.timer.unref();
+  }
+
+  private round(): void {
+    const busy = this.scheduler.queuedCount > 0;
+    for (const entry of this.scheduler.list()) {
+      if (!entry.capacity || this.polling.has(entry)) continue;
+      if (entry.outstanding === 0 && !busy) continue; // an idle client learns nothing and costs nothing
+      this.polling.add(entry);
+      void this.poll(entry).finally(() => this.polling.delete(entry));
+    }
+  }
+
+  private async poll(entry: EngineEntry): Promise<void> {
+    const capacity = entry.capacity!;
+    const { timeoutMs, maxBodyBytes } = this.options;
+    this.counters.polls++;
+    try {
+      const result = await sendAttempt(
+        this.pool(entry.endpoint),
+        {
+          method: 'GET',
+          path: '/metrics',
+          headers: this.headers,
+          body: undefined,
+          ttfbTimeoutMs: timeoutMs,
+          idleTimeoutMs: timeoutMs,
+          maxResponseBytes: maxBodyBytes,
+          connectTimeoutMs: Math.min(timeoutMs, this.connectTimeoutMs),
+          signal: AbortSignal.timeout(timeoutMs),
+        },
+        undefined,
+      );
+      const sample = result.status === 200 && result.body ? parseEngineLoad(result.body.toString('latin1')) : undefined;
+      if (sample) capacity.observe(sample, entry.outstanding);
+      else capacity.noMetrics();
+    } catch (failure) {
+      this.counters.failures++;
+      const error = isAttemptFailure(failure) ? failure.error : undefined;
+      // A refused or reset connection: the engine is down or restarting. A slow answer says nothing.
+      if (error?.code === 'ERR_CONNECTION') capacity.unreachable();
+      else if (error?.code === 'ERR_STREAM_PARSE') capacity.noMetrics(); // over maxBodyBytes
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}
