@@ -95,19 +95,19 @@ function facts(id: string, entries: ReadonlyArray<[string, unknown]>): string {
   return `<table class="facts" id="${id}"><tbody>${rows.join('')}</tbody></table>`;
 }
 
-/** The step table: the terminal's columns, invalid rows marked with their reason. */
+/** The step table: the terminal's columns, invalid rows marked with their reason in the `valid` column. */
 function stepTable(summary: Summary): string {
-  const valid = STEP_COLUMNS.at(-1)!;
   const headers = STEP_COLUMNS.map((column) => column.header);
   if (openLoop(summary)) headers[0] = 'rate target (req/s)';
   const rows = summary.steps.map((step) => {
-    const cells = STEP_COLUMNS.slice(0, -1).map(
-      (column) => `<td${column.header === 'errors' ? ' class="text"' : ''}>${escapeHtml(column.cell(step))}</td>`,
-    );
-    const verdict = step.valid
-      ? `<td class="verdict">${escapeHtml(valid.cell(step))}</td>`
-      : `<td class="verdict"><strong class="invalid-mark">✗ INVALID</strong> <span class="invalid-reason">${escapeHtml(step.invalidReason ?? 'no reason recorded')}</span></td>`;
-    return `<tr data-step="${step.concurrency}" data-valid="${step.valid}"${step.valid ? '' : ' class="invalid"'}>${cells.join('')}${verdict}</tr>`;
+    const cells = STEP_COLUMNS.map((column) => {
+      if (column.header !== 'valid')
+        return `<td${column.header === 'errors' ? ' class="text"' : ''}>${escapeHtml(column.cell(step))}</td>`;
+      return step.valid
+        ? `<td class="verdict">${escapeHtml(column.cell(step))}</td>`
+        : `<td class="verdict"><strong class="invalid-mark">✗ INVALID</strong> <span class="invalid-reason">${escapeHtml(step.invalidReason ?? 'no reason recorded')}</span></td>`;
+    });
+    return `<tr data-step="${step.concurrency}" data-valid="${step.valid}"${step.valid ? '' : ' class="invalid"'}>${cells.join('')}</tr>`;
   });
   return table(headers, rows, ' id="steps"');
 }
