@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import type { StepAccounting } from './accounting.js';
 import { reportHtml, withoutSecrets } from './report-html.js';
 import { STEP_COLUMNS } from './step-columns.js';
 
@@ -39,6 +40,11 @@ export interface StepRow {
   skippedLate: number;
   errors: Record<string, number>;
   faultsInjected: Record<string, number>;
+  /**
+   * The step's books: the client's dispatches and outcomes set against the engines' own counts (fake-vllm tallies,
+   * or vLLM's Prometheus counters). `accounting.offBy` > 0 makes the step invalid. Absent in older summaries.
+   */
+  accounting?: StepAccounting;
   valid: boolean;
   invalidReason: string | null;
 }

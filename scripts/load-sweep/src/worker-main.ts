@@ -1,2 +1,4 @@
-// Entry of a sweep worker process: one SDK client (or plain undici Agent) and its own event loop.
-import './worker.js';
+// Entry of a sweep worker process: one load generator (SDK client or plain undici Agent) and its own event loop.
+import { runWorker } from './worker-host.js';
+
+runWorker();

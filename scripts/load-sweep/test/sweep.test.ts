@@ -72,7 +72,10 @@ it('runs steps end to end against embedded fake-vllm: every request accounted fo
   expect(states.at(-1)!.failed).toBe(0);
   for (const step of summary.steps) {
     expect(step.sent).toBeGreaterThan(0);
-    expect(step.sent).toBe(step.completed + step.failed);
+    // The engines' own tallies of the window's requests: every request sent reached an engine once and was answered.
+    expect(step.accounting).toMatchObject({ source: 'fake-vllm tallies', offBy: 0, unsettled: 0 });
+    expect(step.accounting!.engineReceived).toBe(step.sent);
+    expect(step.accounting!.engineAnswered).toBe(step.completed);
     expect(step.failed).toBe(0);
     expect(step.verified).toBe(step.completed);
     expect(step.percentiles.ttft_p50).not.toBeNull();
@@ -112,10 +115,17 @@ it('with faults on, nothing is lost: failures are typed and counted, faults inje
   ]);
   const summary = await runSweep(options, () => {});
   const step = summary.steps[0]!;
-  expect(step.sent).toBe(step.completed + step.failed);
   expect(Object.values(step.faultsInjected).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   expect(step.retries + step.staleRetries).toBeGreaterThan(0);
-  expect(Object.values(step.errors).reduce((a, b) => a + b, 0)).toBe(step.failed);
+  // Retries mean the engines received more than the client sent: every attempt, within the stale re-sends that may
+  // not have arrived, and every whole answer the engines wrote was counted by the client once.
+  const books = step.accounting!;
+  expect(books).toMatchObject({ source: 'fake-vllm tallies', offBy: 0, unsettled: 0 });
+  expect(books.outcomes).toBe(step.sent);
+  expect(books.attempts).toBeGreaterThan(step.sent);
+  expect(books.engineReceived).toBeGreaterThanOrEqual(books.attempts);
+  expect(books.engineReceived).toBeLessThanOrEqual(books.attempts + books.staleRetries);
+  expect(books.engineAnswered).toBe(books.answered);
   expect(step.verified).toBe(step.completed);
 });
 
@@ -140,7 +150,10 @@ it('with --resume, streams cut mid-way are resumed by the SDK and every resumed 
   // stream fails and `failed` approaches `resumes`.
   expect(step.failed).toBe(step.errors['retries_exhausted:stream_interrupted'] ?? 0);
   expect(step.failed).toBeLessThan(step.resumes / 10);
-  expect(step.sent).toBe(step.completed + step.failed);
+  // Each resume is one more request the engines received (and answered, or cut again); the client counted each one
+  // as an attempt of the request it resumed, and the books balance.
+  expect(step.accounting).toMatchObject({ source: 'fake-vllm tallies', offBy: 0 });
+  expect(step.accounting!.attempts).toBeGreaterThan(step.sent);
   expect(step.verified).toBe(step.completed);
 });
 
@@ -167,7 +180,11 @@ it('--target engines: the sweep drives engines it did not start (chat endpoint),
     expect(summary.target).toBe(urls.join(', '));
     const step = summary.steps[0]!;
     expect(step.sent).toBeGreaterThan(0);
-    expect(step.sent).toBe(step.completed + step.failed);
+    // Engines the sweep did not start: their vLLM counters (/metrics) diffed across the step.
+    const books = step.accounting!;
+    expect(books).toMatchObject({ source: 'vllm metrics', offBy: 0, outcomeDifference: 0 });
+    expect(books.engineAnswered).toBeGreaterThan(0);
+    expect(books.clientAnsweredBetween).toBeGreaterThan(0);
     expect(step.failed).toBe(0);
     expect(step.verified).toBe(0); // only the embedded fake's outputs are known in advance
     expect(step.serverLoopLagP99Ms).toBeNull();
@@ -207,7 +224,8 @@ it('open loop: Poisson arrivals at a rate, every arrival accounted for (sent, ca
   const summary = await runSweep(options, () => {});
   for (const step of summary.steps) {
     expect(step.sent).toBeGreaterThan(0);
-    expect(step.sent).toBe(step.completed + step.failed);
+    expect(step.accounting).toMatchObject({ source: 'fake-vllm tallies', offBy: 0, unsettled: 0 });
+    expect(step.accounting!.engineReceived).toBe(step.sent);
     expect(step.failed).toBe(0);
     expect(step.verified).toBe(step.completed);
     expect(step.percentiles.scheduleLag_p50).not.toBeNull();
