@@ -170,7 +170,7 @@ function booksTable(summary: Summary): string {
     return typeof books === 'object' && books !== null ? (books as Books) : undefined;
   };
   if (!summary.steps.some((step) => booksOf(step) !== undefined))
-    return '<p id="books" class="note">No books against the engines in this summary (written by a sweep that did not reconcile its counts with the engines).</p>';
+    return '<p id="books" class="note">No step in this summary has books against the engines (a step that could not measure has none, and sweeps before the books kept none).</p>';
   const extra = [
     ...new Set(
       summary.steps.flatMap((step) => Object.keys(booksOf(step) ?? {}).filter((key) => !KNOWN_BOOK_FIELDS.has(key))),
@@ -386,7 +386,7 @@ export function reportHtml(summary: Summary): string {
   const verdict =
     invalid.length === 0
       ? `<p id="verdict" class="ok">All ${summary.steps.length} steps valid.</p>`
-      : `<div id="verdict" class="bad"><strong>${invalid.length} of ${summary.steps.length} steps invalid</strong>: their figures measure the client, not the engines. Marked ✗ in the table and on every chart.<ul>${invalid
+      : `<div id="verdict" class="bad"><strong>${invalid.length} of ${summary.steps.length} steps invalid</strong>: their figures are not a measure of the engines, for the reason given on each. Marked ✗ in the table and on every chart.<ul>${invalid
           .map(
             (step) =>
               `<li>${escapeHtml(stepLabel(summary, step))}: <span class="invalid-reason">${escapeHtml(step.invalidReason ?? 'no reason recorded')}</span></li>`,
@@ -418,7 +418,7 @@ export function reportHtml(summary: Summary): string {
 <style>
 body{font:14px system-ui,sans-serif;margin:24px;max-width:1400px}div.chart{position:relative;height:360px}section{margin:28px 0}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
-td.text,td.verdict{min-width:12em;max-width:28em;overflow-wrap:anywhere}
+td.text,td.verdict{min-width:10em;max-width:28em;overflow-wrap:anywhere}#steps,#books,#accounting{font-size:12px}
 table.facts th{text-align:left;font-weight:normal;color:#555}table.facts td{text-align:left}
 tr.invalid{background:#fde8e8}.invalid-mark,.books-off{color:#c00}.books-explanation{color:#900}.invalid-reason{color:#900}td.verdict{text-align:left}
 td.off{background:#c00;color:#fff;font-weight:bold}#verdict.bad{border:2px solid #c00;background:#fde8e8;padding:8px 12px}
@@ -455,7 +455,7 @@ const x = { ticks: { color: (context) => (invalid[context.index] ? RED : '#666')
 // A translucent band behind each invalid step.
 const invalidBand = { id: 'invalidBand', beforeDatasetsDraw(chart) {
   const scale = chart.scales.x, area = chart.chartArea, ctx = chart.ctx;
-  const half = labels.length > 1 ? Math.abs(scale.getPixelForValue(1) - scale.getPixelForValue(0)) / 2 : (area.right - area.left) / 2;
+  const half = labels.length > 1 ? Math.abs(scale.getPixelForValue(1) - scale.getPixelForValue(0)) / 2 : area.right - area.left;
   ctx.save(); ctx.fillStyle = 'rgba(204, 0, 0, 0.12)';
   invalid.forEach((bad, index) => {
     if (!bad) return;
