@@ -165,8 +165,9 @@ switch (task) {
     if (status === 0) status = run('node', [join(root, 'scripts/load-sweep/dist/cli.js'), ...rest]);
     break;
   case 'bench':
+  case 'bench:rollouts':
     status = run('turbo', ['run', 'build', '--output-logs=errors-only']);
-    if (status === 0) status = run('pnpm', ['--filter', 'remote-inference-client', 'run', 'bench', ...rest]);
+    if (status === 0) status = run('pnpm', ['--filter', 'remote-inference-client', 'run', task, ...rest]);
     break;
   default:
     status = run(task, rest);

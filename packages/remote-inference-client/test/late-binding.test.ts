@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { RemoteInferenceClient, SessionAffinityPolicy } from '../src/index.js';
+import { AbortError, RemoteInferenceClient, SessionAffinityPolicy, TimeoutError } from '../src/index.js';
 import { eventually, freePort } from './helpers.js';
 
 // Late binding: each engine gets about what it can run, the rest waits in the client's queue for the engine that
@@ -177,5 +177,49 @@ describe('late binding', () => {
     }
     // The background requests were not held up behind the waiting sessions: every engine served them.
     for (const engine of engines) expect(engine.completed).toBeGreaterThan(turns);
+  });
+
+  it('a request waiting for its session engine leaves the queue at once on abort or deadline, with a typed error', async () => {
+    const fake = await startFakeVllm({ engines: 2, maxNumSeqs: 1, ttftMs: 1, itlMs: 20, jitter: 0 });
+    fakes.push(fake);
+    const client = new RemoteInferenceClient({
+      engines: fake.engines.map((engine) => engine.url),
+      routing: new SessionAffinityPolicy({ maxWaitMs: 600_000 }),
+      limits: { perEngine: { maxConcurrency: 1 } },
+      transport: { shared: false },
+    });
+    clients.push(client);
+    const first = await client.generate(
+      { token_ids: [1], sampling_params: { max_tokens: 1 } },
+      { sessionId: 'agent', headers: { 'x-fake-tally': 'agent' } },
+    );
+    expect(first.choices[0]!.token_ids).toHaveLength(1);
+    const home = (await fake.control.stats()).engines.findIndex((engine) => engine.tallies.agent?.received === 1);
+    // Its engine busy with a long request; the other engine is free, but the session waits for its own.
+    const blocker = client.generate(
+      { token_ids: [2], sampling_params: { max_tokens: 3000 } },
+      { sessionId: 'agent', headers: { 'x-fake-tally': 'blocker' } },
+    );
+    await eventually(async () => (await fake.control.stats()).engines[home]!.running === 1);
+    const controller = new AbortController();
+    const aborted = client.generate(
+      { token_ids: [3], sampling_params: { max_tokens: 1 } },
+      { sessionId: 'agent', signal: controller.signal },
+    );
+    await eventually(() => client.stats().queued === 1);
+    controller.abort();
+    await expect(aborted).rejects.toBeInstanceOf(AbortError);
+    const timedOut = client.generate(
+      { token_ids: [4], sampling_params: { max_tokens: 1 } },
+      { sessionId: 'agent', timeoutMs: 300 },
+    );
+    await expect(timedOut).rejects.toBeInstanceOf(TimeoutError);
+    // Both left while the blocker still ran, and neither reached the free engine.
+    expect(client.stats().queued).toBe(0);
+    const engines = (await fake.control.stats()).engines;
+    expect(engines[home]!.running).toBe(1);
+    expect(engines[1 - home]!.requests).toBe(0);
+    await client.close();
+    await blocker.catch(() => {});
   });
 });
