@@ -3,6 +3,7 @@ import { Engine, InFlightGauge, type PauseMode } from './engine.js';
 import { EngineMetrics } from './engine-metrics.js';
 import { FakeVllmConfigError } from './errors.js';
 import { FAULT_HEADER, FaultInjector, type FaultName, type FaultSpec, parseFaultHeader } from './faults.js';
+import { MultiModalCache } from './multimodal.js';
 import type { ResolvedEngineOptions } from './options.js';
 import { presetRoutes } from './presets/presets.js';
 import { HttpError, type ParseContext } from './protocol.js';
@@ -140,6 +141,7 @@ export class EngineHost {
       eosProbability: options.eosProbability,
       maxRequestTokens: options.maxRequestTokens,
       loraNames: this.loras,
+      mmCache: new MultiModalCache(),
     };
     // A preset's routes, then extra routes, come last so they replace a built-in route with the same method and path.
     const routes = [...builtinRoutes, ...presetRoutes(options.preset), ...extraRoutes];

@@ -1,5 +1,16 @@
 import { createHash } from 'node:crypto';
 import type { EngineRequest, Sequence } from './engine.js';
+import {
+  checkImageCount,
+  featuresOf,
+  type ImageItem,
+  imageTokenId,
+  type MultiModalCache,
+  type MultiModalFeatures,
+  type PlaceholderRange,
+  parseContentPart,
+  parseFeatures,
+} from './multimodal.js';
 import { checkBatchSize, checkPromptText, checkRequestSize } from './request-bounds.js';
 import {
   CONTEXT_WINDOW,
@@ -216,6 +227,11 @@ export interface GenerationJob {
    * (`openai/completion/serving.py` completion_stream_generator's `except`).
    */
   engineError: HttpError | undefined;
+  /**
+   * The prompt's images (`MultiModalFeatures`): rendered from chat content parts, or sent to
+   * `/inference/v1/generate`; null or absent for text-only prompts.
+   */
+  features?: MultiModalFeatures | null;
 }
 
 /** Engine-side facts the parser needs. */
@@ -230,6 +246,8 @@ export interface ParseContext {
   eosProbability?: number;
   /** LoRA adapters loaded at run time (`/v1/load_lora_adapter`): also valid as `model`. @default none */
   loraNames?: { has(name: string): boolean };
+  /** The engine's multimodal cache: items a request may name by hash alone (`kwargs_data` null). @default none */
+  mmCache?: MultiModalCache;
 }
 
 function isObject(value: unknown): value is Json {
@@ -622,6 +640,66 @@ export function renderChatPrompt(messages: readonly { role: string; content: unk
   return `${text}<|assistant|>\n`;
 }
 
+/** A chat rendered for the fake model: its text (without images) and tokens with each image's placeholder run. */
+export interface RenderedChat {
+  text: string;
+  tokens: number[];
+  images: ImageItem[];
+  placeholders: PlaceholderRange[];
+}
+
+/**
+ * The toy chat template applied to messages whose content may hold images (`vllm/entrypoints/chat_utils.py`
+ * content parts): text as {@link renderChatPrompt} renders it, and each image, where its part stands, as its run
+ * of image tokens. Without images the tokens are `tokenize(renderChatPrompt(messages))`. `checkText` sees the text
+ * before it is tokenized (the prompt-length bound).
+ */
+export function renderChatTokens(
+  messages: readonly { role: string; content: unknown }[],
+  vocabSize: number,
+  checkText: (text: string) => void = () => {},
+): RenderedChat {
+  // Text segments with the images between them: segments[i] comes before images[i].
+  const segments: string[] = [];
+  const images: ImageItem[] = [];
+  let current = '';
+  messages.forEach((message, messageIndex) => {
+    current += `<|${message.role}|>\n`;
+    const { content } = message;
+    if (typeof content === 'string') current += content;
+    else if (Array.isArray(content)) {
+      content.forEach((part, partIndex) => {
+        const piece = parseContentPart(part, `messages[${messageIndex}].content[${partIndex}]`);
+        if (piece === undefined) return;
+        if ('text' in piece) {
+          current += piece.text;
+          return;
+        }
+        checkImageCount(images.length + 1);
+        segments.push(current);
+        images.push(piece.image);
+        current = '';
+      });
+    }
+    current += '\n';
+  });
+  segments.push(`${current}<|assistant|>\n`);
+  const text = segments.join('');
+  checkText(text);
+  if (images.length === 0) return { text, tokens: tokenize(text, vocabSize), images, placeholders: [] };
+  const tokens: number[] = [];
+  const placeholders: PlaceholderRange[] = [];
+  const imageToken = imageTokenId(vocabSize);
+  segments.forEach((segment, index) => {
+    for (const token of tokenize(segment, vocabSize)) tokens.push(token);
+    const image = images[index];
+    if (!image) return;
+    placeholders.push({ offset: tokens.length, length: image.tokens });
+    for (let count = 0; count < image.tokens; count++) tokens.push(imageToken);
+  });
+  return { text, tokens, images, placeholders };
+}
+
 function messageText(content: unknown): string {
   if (typeof content === 'string') return content;
   let text = '';
@@ -631,8 +709,15 @@ function messageText(content: unknown): string {
   return text;
 }
 
-/** Validates a `/v1/chat/completions` body (`openai/chat_completion/protocol.py` + `serving.py`). */
-export function parseChatRequest(body: unknown, context: ParseContext): GenerationJob {
+/**
+ * Validates a `/v1/chat/completions` body (`openai/chat_completion/protocol.py` + `serving.py`). Its images are
+ * remembered in the engine's multimodal cache unless `skipMmCache` (the render endpoint's `skip_mm_cache=True`).
+ */
+export function parseChatRequest(
+  body: unknown,
+  context: ParseContext,
+  { skipMmCache = false }: { skipMmCache?: boolean } = {},
+): GenerationJob {
   if (!isObject(body)) throw notAnObjectError(body);
   checkStreamOptions(body);
   // check_logprobs
@@ -666,9 +751,10 @@ export function parseChatRequest(body: unknown, context: ParseContext): Generati
   const requestId = field(body, 'request_id', 'string') as string | undefined;
   checkModel(body, context);
   const typed = messages as { role: string; content: unknown }[];
-  const rendered = renderChatPrompt(typed);
-  checkPromptText(rendered, context.maxModelLen, requested);
-  const prompts = [tokenize(rendered, context.vocabSize)];
+  const rendered = renderChatTokens(typed, context.vocabSize, (text) =>
+    checkPromptText(text, context.maxModelLen, requested),
+  );
+  const prompts = [rendered.tokens];
   checkContextLength(prompts[0]!.length, Math.max(0, requested ?? 0), true, context);
   const fit = context.maxModelLen - prompts[0]!.length;
   const maxTokens = requested === undefined ? fit : Math.min(fit, requested);
@@ -694,9 +780,16 @@ export function parseChatRequest(body: unknown, context: ParseContext): Generati
     echo,
     requestId,
     stopOptions: resolved.stopOptions,
+    features: featuresOf(rendered.images, rendered.placeholders),
   };
   job.engineError = logprobsLimit(logprobs, promptLogprobs, context);
-  return withinBounds(job, context);
+  withinBounds(job, context);
+  if (!skipMmCache) {
+    rendered.images.forEach((image) => {
+      context.mmCache?.put(image.hash, image.tokens);
+    });
+  }
+  return job;
 }
 
 /** Validates an `/inference/v1/generate` body (`serve/disagg/protocol.py`, `serving.py`): tokens in, tokens out. */
@@ -749,6 +842,7 @@ export function parseGenerateRequest(body: unknown, context: ParseContext): Gene
   const resolved = validateSampling(fields, requested ?? 16, fail);
   const flags = streamFlags(body);
   checkModel(body, context);
+  const features = parseFeatures(body.features, body.token_ids, context.vocabSize, context.mmCache);
   const prompts = [body.token_ids];
   // No max_tokens: the rest of the context (serving.py); a larger one ends with "length" at max_model_len.
   const fit = Math.max(1, context.maxModelLen - body.token_ids.length);
@@ -768,6 +862,7 @@ export function parseGenerateRequest(body: unknown, context: ParseContext): Gene
     returnTokenIds: true,
     requestId: field(body, 'request_id', 'string') as string | undefined,
     stopOptions: resolved.stopOptions,
+    features,
   };
   const emptyPrompt = body.token_ids.length === 0 ? valueError('The decoder prompt cannot be empty') : undefined;
   job.engineError =

@@ -171,14 +171,23 @@ export const controlRoutes: FakeRoute[] = [
       response.send(200, {});
     },
   },
-  ...['/reset_mm_cache', '/reset_encoder_cache'].map(
-    (path): FakeRoute => ({
-      method: 'POST',
-      path,
-      devMode: true,
-      handler: ({ response }) => response.send(200, {}),
-    }),
-  ),
+  {
+    // Forgets the images requests may name by hash alone (serve/cache/api_router.py).
+    method: 'POST',
+    path: '/reset_mm_cache',
+    devMode: true,
+    handler: async ({ request, response, host }) => {
+      await request.body();
+      host.parseContext.mmCache?.clear();
+      response.send(200, {});
+    },
+  },
+  {
+    method: 'POST',
+    path: '/reset_encoder_cache',
+    devMode: true,
+    handler: ({ response }) => response.send(200, {}),
+  },
 ];
 
 export { SLEEP_TAGS };

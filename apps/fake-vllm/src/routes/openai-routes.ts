@@ -8,7 +8,7 @@ import {
   parseChatRequest,
   parseCompletionRequest,
   parseGenerateRequest,
-  renderChatPrompt,
+  renderChatTokens,
 } from '../protocol.js';
 import { checkPromptText } from '../request-bounds.js';
 import { detokenize, tokenize, tokenText } from '../tokens.js';
@@ -85,19 +85,20 @@ export const openaiRoutes: FakeRoute[] = [
   },
   {
     // vLLM renders the chat template and tokenizes, without generating: a GenerateRequest ready for
-    // /inference/v1/generate (serve/render/serving.py render_chat_request).
+    // /inference/v1/generate (serve/render/serving.py render_chat_request), images as `features` (its
+    // _extract_mm_features). It renders with skip_mm_cache=True: the engine's multimodal cache is left alone.
     method: 'POST',
     path: '/v1/chat/completions/render',
     handler: async ({ request, response, host }) => {
       checkJsonContentType(request.header('content-type'));
       const body = await request.json();
-      const job = parseChatRequest(body, host.parseContext);
+      const job = parseChatRequest(body, host.parseContext, { skipMmCache: true });
       const raw = body as { model?: unknown; stream?: unknown; stream_options?: unknown; cache_salt?: unknown };
       const { stopOptions } = job;
       sendJson(response, 200, {
         request_id: `chatcmpl-${randomUUID().replaceAll('-', '')}`,
         token_ids: job.prompts[0],
-        features: null,
+        features: job.features ?? null,
         sampling_params: {
           n: job.n,
           seed: job.seed,
@@ -168,15 +169,17 @@ export const openaiRoutes: FakeRoute[] = [
         return_token_strs?: unknown;
       };
       checkServedModel(host, body.model);
-      let text: string;
-      if (typeof body.prompt === 'string') text = body.prompt;
+      const { maxModelLen, vocabSize } = host.options;
+      let tokens: number[];
+      if (typeof body.prompt === 'string') tokens = tokenize(checkPromptText(body.prompt, maxModelLen, 0), vocabSize);
       else if (Array.isArray(body.messages)) {
-        text = renderChatPrompt(body.messages as { role: string; content: unknown }[]);
+        // Messages render as for generation, images as their placeholder tokens (vLLM's /tokenize renders the chat).
+        tokens = renderChatTokens(body.messages as { role: string; content: unknown }[], vocabSize, (text) =>
+          checkPromptText(text, maxModelLen, 0),
+        ).tokens;
       } else {
         throw new HttpError(400, 'Either `prompt` (string) or `messages` is required', 'BadRequestError', 'prompt');
       }
-      const { maxModelLen, vocabSize } = host.options;
-      const tokens = tokenize(checkPromptText(text, maxModelLen, 0), vocabSize);
       const tokenStrings = body.return_token_strs === true ? tokens.map((id) => tokenText(id, vocabSize)) : null;
       sendJson(response, 200, { count: tokens.length, max_model_len: maxModelLen, tokens, token_strs: tokenStrings });
     },
