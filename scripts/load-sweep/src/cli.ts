@@ -1,14 +1,15 @@
 #!/usr/bin/env node
+import { runBooksLine } from './accounting.js';
 import { LiveView } from './live.js';
 import { parseSweepArgs, SweepConfigError, usage } from './options.js';
-import { runSweep } from './sweep.js';
+import { runSweep, SweepIncompleteError } from './sweep.js';
 
 async function main(): Promise<void> {
   let parsed: ReturnType<typeof parseSweepArgs>;
   try {
     parsed = parseSweepArgs(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`load-sweep: ${(error as Error).message}\n\n${usage()}`);
+    process.stderr.write(`load-sweep: ${(error as Error).message} (--help lists every flag)\n`);
     process.exit(2);
   }
   if (parsed.help) {
@@ -17,15 +18,18 @@ async function main(): Promise<void> {
   }
   const started = performance.now();
   const view = new LiveView(process.stdout);
-  const summary = await runSweep(
-    parsed.options,
-    (line) => view.log(line),
-    (state) => view.update(state),
-  );
-  view.clear();
-  const lost = summary.steps.reduce((total, step) => total + (step.sent - step.completed - step.failed), 0);
+  let summary: Awaited<ReturnType<typeof runSweep>>;
+  try {
+    summary = await runSweep(
+      parsed.options,
+      (line) => view.log(line),
+      (state) => view.update(state),
+    );
+  } finally {
+    view.clear();
+  }
   process.stdout.write(
-    `done in ${((performance.now() - started) / 1000).toFixed(0)} s; unaccounted requests: ${lost}\n`,
+    `done in ${((performance.now() - started) / 1000).toFixed(0)} s; ${runBooksLine(summary.steps)}\n`,
   );
 }
 
@@ -33,6 +37,12 @@ main().catch((error: unknown) => {
   if (error instanceof SweepConfigError) {
     process.stderr.write(`load-sweep: ${error.message}\n`);
     process.exit(2);
+  }
+  if (error instanceof SweepIncompleteError) {
+    // summary.json and report.html are written: the steps measured before, and the one that could not measure.
+    const outDir = (error.summary.options as { outDir: string }).outDir;
+    process.stderr.write(`load-sweep: stopped, ${error.message}; results so far in ${outDir}/summary.json\n`);
+    process.exit(1);
   }
   process.stderr.write(`load-sweep: ${(error as Error).stack ?? String(error)}\n`);
   process.exit(1);

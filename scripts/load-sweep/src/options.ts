@@ -1,14 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+import { FakeVllmConfigError, type FaultProfile, parseFaultProfile, resolveFakeVllmOptions } from 'fake-vllm';
 import YAML from 'yaml';
+import { SweepConfigError } from './errors.js';
+import { DEFAULT_SLO, parseSlo } from './slo.js';
 
-/**
- * Bad input or a machine/engine the sweep cannot run against: the message names what was wrong and how to fix it.
- * The CLI prints it without a stack and exits 2.
- */
-export class SweepConfigError extends Error {
-  override readonly name = 'SweepConfigError';
-}
+export { SweepConfigError } from './errors.js';
 
 /** A length distribution for prompts or outputs, in tokens. */
 export type LengthDistribution =
@@ -31,8 +29,8 @@ export interface SweepOptions {
   /** Turns per session (sessions routed with affinity); 1 = independent requests. */
   sessionTurns: number;
   sourceIps: string[];
-  /** fake-vllm fault profile name or JSON, set through its control channel. */
-  faults: string | undefined;
+  /** fake-vllm fault profile (a built-in name, JSON or `@file.json`, parsed by fake-vllm's own rule), set through its control channel. */
+  faults: FaultProfile | string | undefined;
   mode: 'sdk' | 'direct';
   /** Generate streams cut mid-way are resumed by the SDK (prompt + tokens so far) instead of failing. */
   resume: boolean;
@@ -40,6 +38,12 @@ export interface SweepOptions {
   rampMs: number;
   warmupMs: number;
   measureMs: number;
+  /**
+   * Deadline of one request, retries included (the SDK's `timeouts.totalMs`; `--mode direct`: the same, plus undici's
+   * headers and body timeouts): a target that accepts and never answers fails requests instead of holding a step's
+   * drain. @default 60000 (ms)
+   */
+  requestTimeoutMs: number;
   /** Stop when a step's error rate exceeds this. */
   maxErrorRate: number;
   /** SLO thresholds, e.g. `{ ttft_p99_ms: 2000 }`. */
@@ -76,12 +80,14 @@ export const FLAG_HELP: Record<string, string> = {
   'output-tokens': 'Output length, same forms (default 16)',
   'session-turns': 'Turns per multi-turn session, routed with session affinity (default 1)',
   'source-ips': 'Local source IPs for outbound connections: a,b,c or auto:N (127.0.0.2..)',
-  faults: 'fake-vllm fault profile (none, chaos, idle-close-race, or JSON)',
+  faults: 'fake-vllm fault profile (none, chaos, idle-close-race, JSON or @file.json)',
   mode: 'sdk (remote-inference-client) | direct (plain undici, no SDK features) (default sdk)',
   resume: 'Resume generate streams cut mid-way (SDK `resume: true`) instead of failing them (default off)',
   'ramp-ms': "Time to add a step's slots (default 5000)",
   'warmup-ms': 'Excluded warmup after the ramp (default 3000)',
   'measure-ms': 'Steady-state measurement window (default 10000)',
+  'request-timeout-ms':
+    'Deadline of one request, retries included; a step drains within it (default 60000, at most 3600000)',
   'max-error-rate': 'Stop when a step exceeds this error rate (default 0.05)',
   slo: 'SLO for the knee and goodput, e.g. ttft_p99_ms=2000,itl_p99_ms=400',
   workers: 'Client worker processes (default: sized automatically)',
@@ -102,33 +108,102 @@ export const FLAG_HELP: Record<string, string> = {
   help: 'Show this help',
 };
 
+/**
+ * Upper bounds of every size the sweep can be told: each stops a typo (`--steps 1000000000` planned 2,000,000
+ * engines and 50,506 worker processes) before anything starts. They are far above what one host can drive.
+ */
+export const LIMITS = {
+  /** Steps in one sweep. */
+  steps: 50,
+  /** Concurrency (closed loop) or requests/s (open loop) of one step. */
+  step: 200_000,
+  fakeEngines: 1000,
+  fakeProcesses: 64,
+  fakeMaxNumSeqs: 100_000,
+  workers: 256,
+  /** Prompt and output length, tokens. */
+  tokens: 100_000,
+  sessionTurns: 1000,
+  maxConcurrency: 1_000_000,
+  sourceIps: 250,
+  /** Any duration: ramp, warmup, measure, request deadline, catch-up. */
+  durationMs: 3_600_000,
+} as const;
+
+/** Config-file keys (each flag, in kebab-case or camelCase). */
+const CONFIG_KEYS = new Set(
+  Object.keys(FLAG_HELP)
+    .filter((flag) => flag !== 'config' && flag !== 'help')
+    .flatMap((flag) => [flag, flag.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase())]),
+);
+
 function parseLength(text: string, flag: string): LengthDistribution {
-  const [kind, a, b] = text.split(':');
-  const number = (value: string | undefined) => {
+  const [kind, a, b, ...rest] = text.split(':');
+  const fail = (why: string) =>
+    new SweepConfigError(
+      `Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV (tokens, 1..${LIMITS.tokens}), got \`${text}\`${why}`,
+    );
+  const number = (value: string | undefined, min: number) => {
     const parsed = Number(value);
-    if (value === undefined || !Number.isFinite(parsed) || parsed < 0) {
-      throw new SweepConfigError(
-        `Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV, got \`${text}\``,
-      );
-    }
+    if (
+      value === undefined ||
+      value.trim() === '' ||
+      !Number.isFinite(parsed) ||
+      parsed < min ||
+      parsed > LIMITS.tokens
+    )
+      throw fail('');
     return parsed;
   };
-  if (kind === 'uniform') return { kind, min: number(a), max: number(b) };
-  if (kind === 'normal') return { kind, mean: number(a), stddev: number(b) };
-  return { kind: 'fixed', value: number(kind) };
+  if (kind === 'uniform' && rest.length === 0) {
+    const min = number(a, 1);
+    const max = number(b, 1);
+    if (min > max) throw fail(': MIN is above MAX');
+    return { kind, min, max };
+  }
+  if (kind === 'normal' && rest.length === 0) return { kind, mean: number(a, 1), stddev: number(b, 0) };
+  if (a !== undefined) throw fail('');
+  return { kind: 'fixed', value: number(kind, 1) };
 }
 
 function expandSourceIps(text: string): string[] {
   if (text.startsWith('auto:')) {
     const count = Number(text.slice(5));
-    if (!Number.isInteger(count) || count < 1 || count > 250)
-      throw new SweepConfigError(`Expected \`--source-ips auto:N\` with N in 1..250, got \`${text}\``);
+    if (!Number.isInteger(count) || count < 1 || count > LIMITS.sourceIps)
+      throw new SweepConfigError(`Expected \`--source-ips auto:N\` with N in 1..${LIMITS.sourceIps}, got \`${text}\``);
     return Array.from({ length: count }, (_, index) => `127.0.0.${index + 2}`);
   }
-  return text
+  const ips = text
     .split(',')
     .map((ip) => ip.trim())
     .filter(Boolean);
+  const bad = ips.find((ip) => isIP(ip) === 0);
+  if (bad !== undefined || ips.length === 0 || ips.length > LIMITS.sourceIps)
+    throw new SweepConfigError(
+      `Expected \`--source-ips\` to be 1..${LIMITS.sourceIps} comma-separated IP addresses or auto:N, got \`${bad ?? text}\``,
+    );
+  return ips;
+}
+
+function readConfig(path: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = YAML.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    throw new SweepConfigError(
+      `Cannot read the \`--config\` file ${path}: ${(error as Error).message.split('\n')[0]} (expected JSON or YAML)`,
+    );
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new SweepConfigError(
+      `Expected the \`--config\` file ${path} to hold a mapping of options (like {"steps": "500,1000"}), got ${Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed)}`,
+    );
+  for (const key of Object.keys(parsed))
+    if (!CONFIG_KEYS.has(key))
+      throw new SweepConfigError(
+        `Unknown option \`${key}\` in the \`--config\` file ${path}; see --help for the flags`,
+      );
+  return parsed as Record<string, unknown>;
 }
 
 /** Parses argv (and an optional config file) into options. Throws with the flag named on bad input. */
@@ -147,19 +222,19 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     ) as never,
     strict: true,
   }) as { values: Record<string, string | string[] | boolean | undefined> };
-  const file: Record<string, unknown> =
-    typeof values.config === 'string'
-      ? (YAML.parse(readFileSync(values.config, 'utf8')) as Record<string, unknown>)
-      : {};
+  const file: Record<string, unknown> = typeof values.config === 'string' ? readConfig(values.config) : {};
   const get = (flag: string): unknown =>
     values[flag] ?? file[flag] ?? file[flag.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase())];
   const quick = get('quick') === true;
-  const number = (flag: string, fallback: number): number => {
+  /** A number flag within [min, max] (whole when `integer`), or `fallback` when absent. */
+  const number = (flag: string, fallback: number, min: number, max: number, integer = false): number => {
     const raw = get(flag);
     if (raw === undefined) return fallback;
-    const parsed = Number(raw);
-    if (!Number.isFinite(parsed) || parsed < 0)
-      throw new SweepConfigError(`Expected \`--${flag}\` to be a number >= 0, got \`${String(raw)}\``);
+    const parsed = typeof raw === 'number' || (typeof raw === 'string' && raw.trim() !== '') ? Number(raw) : Number.NaN;
+    if (!Number.isFinite(parsed) || parsed < min || parsed > max || (integer && !Number.isInteger(parsed)))
+      throw new SweepConfigError(
+        `Expected \`--${flag}\` to be a ${integer ? 'whole number' : 'number'} in ${min}..${max}, got \`${String(raw)}\``,
+      );
     return parsed;
   };
   const stepsRaw = get('steps');
@@ -169,12 +244,22 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
         ? [50, 200, 500]
         : [500, 1000, 2000, 5000, 10000]
       : String(stepsRaw).split(',').map(Number);
-  if (steps.some((step) => !Number.isInteger(step) || step < 1))
-    throw new SweepConfigError(`Expected \`--steps\` to be whole numbers >= 1, got \`${String(stepsRaw)}\``);
+  if (steps.length > LIMITS.steps || steps.some((step) => !Number.isInteger(step) || step < 1 || step > LIMITS.step))
+    throw new SweepConfigError(
+      `Expected \`--steps\` to be at most ${LIMITS.steps} whole numbers in 1..${LIMITS.step}, got \`${String(stepsRaw)}\``,
+    );
   const targetsRaw = get('target');
   const targets = (Array.isArray(targetsRaw) ? targetsRaw : targetsRaw === undefined ? [] : [String(targetsRaw)])
     .flatMap((target) => String(target).split(','))
     .filter(Boolean);
+  for (const target of targets) {
+    let url: URL | undefined;
+    try {
+      url = new URL(target);
+    } catch {}
+    if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
+      throw new SweepConfigError(`Expected \`--target\` to be an http(s) URL, got \`${target}\``);
+  }
   const endpoint = String(get('endpoint') ?? 'generate');
   if (endpoint !== 'generate' && endpoint !== 'completions' && endpoint !== 'chat')
     throw new SweepConfigError(`Expected \`--endpoint\` to be generate, completions or chat, got \`${endpoint}\``);
@@ -185,65 +270,75 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
   if (!['closed', 'constant', 'poisson', 'gamma'].includes(arrival)) {
     throw new SweepConfigError(`Expected \`--arrival\` to be closed, constant, poisson or gamma, got \`${arrival}\``);
   }
-  const slo: Record<string, number> = {};
   const sloRaw = get('slo');
-  if (sloRaw !== undefined) {
-    for (const pair of String(sloRaw).split(',')) {
-      const [key, value] = pair.split('=');
-      if (!key || !/^(ttft|itl|tpot|e2e)_p(50|90|99|99\.9)_ms$/.test(key) || !Number.isFinite(Number(value))) {
-        throw new SweepConfigError(
-          `Expected \`--slo\` entries like ttft_p99_ms=2000 (metrics ttft, itl, tpot, e2e; p50/p90/p99/p99.9), got \`${pair}\``,
-        );
-      }
-      slo[key] = Number(value);
+  const faultsRaw = get('faults');
+  let faults: FaultProfile | string | undefined;
+  if (faultsRaw !== undefined) {
+    try {
+      faults = parseFaultProfile(typeof faultsRaw === 'string' ? faultsRaw : JSON.stringify(faultsRaw), '`--faults`');
+    } catch (error) {
+      if (error instanceof FakeVllmConfigError) throw new SweepConfigError(error.message);
+      throw error;
     }
   }
+  const duration = (flag: string, fallback: number) => number(flag, fallback, 0, LIMITS.durationMs);
   const options: SweepOptions = {
     steps,
     targets,
-    model: get('model') as string | undefined,
-    apiKey: get('api-key') as string | undefined,
+    model: get('model') === undefined ? undefined : String(get('model')),
+    apiKey: get('api-key') === undefined ? undefined : String(get('api-key')),
     endpoint,
     stream: get('stream') !== false,
     promptTokens: parseLength(String(get('prompt-tokens') ?? '64'), 'prompt-tokens'),
     outputTokens: parseLength(String(get('output-tokens') ?? '16'), 'output-tokens'),
-    sessionTurns: Math.max(1, Math.floor(number('session-turns', 1))),
+    sessionTurns: number('session-turns', 1, 1, LIMITS.sessionTurns, true),
     sourceIps: get('source-ips') === undefined ? [] : expandSourceIps(String(get('source-ips'))),
-    faults: get('faults') as string | undefined,
+    faults,
     mode,
     resume: get('resume') === true,
-    rampMs: number('ramp-ms', quick ? 1500 : 5000),
-    warmupMs: number('warmup-ms', quick ? 1000 : 3000),
-    measureMs: number('measure-ms', quick ? 4000 : 10_000),
-    maxErrorRate: number('max-error-rate', 0.05),
-    slo: Object.keys(slo).length > 0 ? slo : { ttft_p99_ms: 2000, itl_p99_ms: 1000 },
-    workers: Math.floor(number('workers', 0)),
+    rampMs: duration('ramp-ms', quick ? 1500 : 5000),
+    warmupMs: duration('warmup-ms', quick ? 1000 : 3000),
+    measureMs: number('measure-ms', quick ? 4000 : 10_000, 100, LIMITS.durationMs),
+    requestTimeoutMs: number('request-timeout-ms', 60_000, 1, LIMITS.durationMs),
+    maxErrorRate: number('max-error-rate', 0.05, 0, 1),
+    slo: sloRaw === undefined ? { ...DEFAULT_SLO } : parseSlo(sloRaw),
+    workers: number('workers', 0, 0, LIMITS.workers, true),
     outDir: String(get('out') ?? `sweep-results/${new Date().toISOString().replaceAll(':', '-').slice(0, 19)}`),
     fake: {
       // Real fleets run ~256-512 sequences per engine; a few huge engines would deliver unrealistically large
       // synchronized bursts (every stream of an engine gets its token in the same step). With 256 running
       // sequences per engine and one engine per 500 slots of the peak step, the fleet runs half the peak at once
       // and queues the rest inside the engines (no bytes sent), as an oversubscribed real fleet does.
-      engines: Math.max(1, Math.floor(number('fake-engines', Math.max(4, Math.ceil(Math.max(...steps) / 500))))),
-      processes: Math.floor(number('fake-processes', 2)),
-      maxNumSeqs: Math.max(1, Math.floor(number('fake-max-num-seqs', 256))),
-      ttftMs: number('fake-ttft-ms', 500),
-      itlMs: number('fake-itl-ms', 250),
-      nice: number('fake-nice', 19),
+      engines: number(
+        'fake-engines',
+        Math.min(LIMITS.fakeEngines, Math.max(4, Math.ceil(Math.max(...steps) / 500))),
+        1,
+        LIMITS.fakeEngines,
+        true,
+      ),
+      processes: number('fake-processes', 2, 0, LIMITS.fakeProcesses, true),
+      maxNumSeqs: number('fake-max-num-seqs', 256, 1, LIMITS.fakeMaxNumSeqs, true),
+      ttftMs: number('fake-ttft-ms', 500, 0, LIMITS.durationMs),
+      itlMs: number('fake-itl-ms', 250, 0, LIMITS.durationMs),
+      nice: number('fake-nice', 19, 0, 19, true),
     },
     quick,
-    seed: Math.floor(number('seed', 1)),
+    seed: number('seed', 1, 0, 2 ** 31 - 1, true),
     arrival: arrival as SweepOptions['arrival'],
-    gammaShape: number('gamma-shape', 0.5),
-    maxConcurrency: Math.max(1, Math.floor(number('max-concurrency', 10_000))),
-    maxCatchUpMs: number('max-catch-up-ms', 1000),
+    gammaShape: number('gamma-shape', 0.5, Number.MIN_VALUE, 1000),
+    maxConcurrency: number('max-concurrency', 10_000, 1, LIMITS.maxConcurrency, true),
+    maxCatchUpMs: duration('max-catch-up-ms', 1000),
   };
-  if (!Number.isInteger(options.fake.nice) || options.fake.nice > 19)
-    throw new SweepConfigError(
-      `Expected \`--fake-nice\` to be a whole number in 0..19, got \`${String(get('fake-nice'))}\``,
-    );
-  if (options.arrival === 'gamma' && !(options.gammaShape > 0))
-    throw new SweepConfigError(`Expected \`--gamma-shape\` > 0, got \`${options.gammaShape}\``);
+  // The embedded fleet is checked by fake-vllm's own rules, with the sweep's flag named.
+  try {
+    resolveFakeVllmOptions({ ...options.fake, maxModelLen: 1_000_000, control: false });
+  } catch (error) {
+    if (!(error instanceof FakeVllmConfigError)) throw error;
+    const flag = { ttftMs: 'fake-ttft-ms', itlMs: 'fake-itl-ms', maxNumSeqs: 'fake-max-num-seqs' }[
+      error.field as string
+    ];
+    throw new SweepConfigError(`Invalid \`--${flag ?? 'fake-*'}\` for the embedded fake-vllm: ${error.message}`);
+  }
   if (options.resume && (options.endpoint !== 'generate' || options.mode !== 'sdk'))
     throw new SweepConfigError(
       '`--resume` works with `--endpoint generate` and `--mode sdk` (token-in/token-out resume)',

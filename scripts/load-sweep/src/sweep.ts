@@ -1,69 +1,53 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { type FakeVllm, type FaultName, type FaultProfile, startFakeVllm } from 'fake-vllm';
-import { type Dispatcher, request } from 'undici';
+import { type FakeVllm, type FaultName, startFakeVllm } from 'fake-vllm';
+import {
+  clientCounts,
+  reconcileClientOnly,
+  reconcileWithTallies,
+  reconcileWithVllmMetrics,
+  type StepAccounting,
+  scrapeVllmCounters,
+} from './accounting.js';
 import { METRICS, MetricHistograms } from './histograms.js';
 import { findKnee } from './knee.js';
 import { type LiveState, ProgressTracker, type WorkerProgress } from './live.js';
-import { SweepConfigError, type SweepOptions } from './options.js';
+import { tallyLabel } from './load-generator.js';
+import type { SweepOptions } from './options.js';
+import {
+  checkClientOptions,
+  checkTargets,
+  openFileLimit,
+  peakInFlight,
+  preflight,
+  prepareOutDir,
+  WORKER_RESERVED_FDS,
+} from './preflight.js';
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
-import type { StepResult, ToWorker } from './worker.js';
+import type { ClientTotals, FromWorkerOf, StepResult, ToWorker } from './worker-protocol.js';
+import {
+  awaitWorkerMessage,
+  exitOf,
+  StepNotMeasuredError,
+  SweepIncompleteError,
+  unmeasuredRow,
+  WORKER_GRACE_MS,
+  WORKER_START_MS,
+} from './worker-supervision.js';
+
+export { checkTargets, openFileLimit, preflight } from './preflight.js';
+export { StepNotMeasuredError, SweepIncompleteError } from './worker-supervision.js';
 
 const PERCENTILES = [50, 90, 99, 99.9] as const;
 
-/** The soft open-file limit of this process (inherited by the workers), or Infinity when unknown. */
-export function openFileLimit(): number {
-  try {
-    const line = readFileSync('/proc/self/limits', 'utf8')
-      .split('\n')
-      .find((entry) => entry.startsWith('Max open files'));
-    const limit = Number(line?.split(/\s+/)[3]);
-    return Number.isFinite(limit) ? limit : Number.POSITIVE_INFINITY;
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
-}
-
-/** Descriptors a worker keeps for itself (IPC, the JSONL file, DNS, ...) besides one socket per request. */
-const WORKER_RESERVED_FDS = 200;
 /**
  * In-flight requests one worker carries by default. Measured at 10,000 streams on 2 cores: scavenge pauses grow with
  * the live per-request state of one heap (13-50 ms with 5,000 streams per worker, event-loop lag p99 110-175 ms;
  * with 2,500 per worker lag p99 ~28 ms, no further gain at 1,700).
  */
 const STREAMS_PER_WORKER = 2500;
-
-/** Reads the open-file limit and the ephemeral port range; fails fast with advice when a step cannot fit. */
-export function preflight(options: SweepOptions, workers: number, fileLimit = openFileLimit()): string[] {
-  const notes: string[] = [];
-  if (fileLimit === Number.POSITIVE_INFINITY) notes.push('open-file limit unknown (no /proc/self/limits)');
-  const peak = Math.max(...options.steps);
-  const perWorker = Math.ceil(peak / workers) + WORKER_RESERVED_FDS;
-  if (perWorker > fileLimit) {
-    throw new SweepConfigError(
-      `A worker would need ~${perWorker} descriptors but the limit is ${fileLimit}: raise \`ulimit -n\` or pass --workers ${Math.ceil(peak / (fileLimit - WORKER_RESERVED_FDS))}`,
-    );
-  }
-  try {
-    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    const ports = high! - low! + 1;
-    const engines = options.targets.length || options.fake.engines;
-    const perDestination = Math.ceil(peak / engines);
-    const sources = Math.max(1, options.sourceIps.length);
-    if (perDestination > ports * sources) {
-      throw new SweepConfigError(
-        `~${perDestination} connections per engine exceed ${ports} ephemeral ports x ${sources} source IP(s): add --source-ips auto:N or engines`,
-      );
-    }
-    notes.push(`file limit ${fileLimit}, ephemeral ports ${low}-${high}, ~${perWorker} sockets per worker`);
-  } catch (error) {
-    if ((error as Error).message.includes('exceed')) throw error;
-  }
-  return notes;
-}
 
 /**
  * Client worker processes: `--workers`, else one per {@link STREAMS_PER_WORKER} slots of the peak step, at most two
@@ -81,51 +65,11 @@ export function workerCount(
 }
 
 /**
- * `--target` engines: each must answer `GET /v1/models`, and serve `--model` when one is given; fails fast with
- * what the engine said, so a typo does not become a step of 100% errors. Engines without `/v1/models` (some
- * routers) only get a note.
+ * Test-only: start the workers from another entry (one that gives its {@link LoadGenerator} a seam), with arguments.
  */
-export async function checkTargets(options: SweepOptions, timeoutMs = 5000): Promise<string[]> {
-  const notes: string[] = [];
-  await Promise.all(
-    options.targets.map(async (target) => {
-      let response: Dispatcher.ResponseData;
-      try {
-        response = await request(`${target.replace(/\/+$/, '')}/v1/models`, {
-          headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
-          headersTimeout: timeoutMs,
-          bodyTimeout: timeoutMs,
-        });
-      } catch (error) {
-        const cause = (error as { code?: string }).code ?? (error as Error).message;
-        throw new SweepConfigError(
-          `\`--target ${target}\` did not answer GET /v1/models (${cause}): check the URL and that the engine is up`,
-        );
-      }
-      if (response.statusCode !== 200) {
-        await response.body.dump();
-        if (response.statusCode === 401 || response.statusCode === 403)
-          throw new SweepConfigError(
-            `\`--target ${target}\` refused GET /v1/models with ${response.statusCode}: pass its key with --api-key`,
-          );
-        notes.push(`${target}: GET /v1/models answered ${response.statusCode}; --model not checked`);
-        return;
-      }
-      const body = (await response.body.json()) as { data?: Array<{ id?: string }> };
-      const served = body.data?.map((model) => model.id) ?? [];
-      if (options.model !== undefined && !served.includes(options.model)) {
-        throw new SweepConfigError(
-          `\`--target ${target}\` serves ${served.map((id) => `\`${id}\``).join(', ') || 'no model'}, not \`--model ${options.model}\``,
-        );
-      }
-      notes.push(`${target} serves ${served.join(', ')}`);
-    }),
-  );
-  return notes;
-}
-
-function faultProfile(text: string): FaultProfile | string {
-  return text.trim().startsWith('{') ? (JSON.parse(text) as FaultProfile) : text;
+export interface WorkerOverride {
+  entry: string;
+  args?: string[];
 }
 
 /** Runs the whole sweep; returns the summary (also written to `options.outDir`). */
@@ -133,11 +77,13 @@ export async function runSweep(
   options: SweepOptions,
   log: (line: string) => void,
   onProgress?: (state: LiveState) => void,
+  workerOverride?: WorkerOverride,
 ): Promise<Summary> {
   const workers = workerCount(options);
   for (const note of preflight(options, workers)) log(`preflight: ${note}`);
+  await checkClientOptions(options);
   for (const note of await checkTargets(options)) log(`preflight: ${note}`);
-  mkdirSync(options.outDir, { recursive: true });
+  prepareOutDir(options.outDir);
   let fake: FakeVllm | undefined;
   let engines = options.targets;
   if (engines.length === 0) {
@@ -152,30 +98,24 @@ export async function runSweep(
       control: false,
     });
     engines = fake.engines.map((engine) => engine.url);
-    if (options.faults) await fake.control.setFaultProfile(faultProfile(options.faults));
+    if (options.faults) await fake.control.setFaultProfile(options.faults);
     log(
-      `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms, nice ${options.fake.nice}${options.faults ? `, faults ${options.faults}` : ''}`,
+      `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms, nice ${options.fake.nice}${options.faults ? `, faults ${typeof options.faults === 'string' ? options.faults : JSON.stringify(options.faults)}` : ''}`,
     );
   }
   // Under vitest this module runs from src/*.ts; worker processes must run the compiled JavaScript.
   const here = fileURLToPath(import.meta.url);
-  const entry = fileURLToPath(
-    new URL(here.endsWith('.ts') ? '../dist/worker-main.js' : './worker-main.js', import.meta.url),
-  );
+  const entry =
+    workerOverride?.entry ??
+    fileURLToPath(new URL(here.endsWith('.ts') ? '../dist/worker-main.js' : './worker-main.js', import.meta.url));
   const children: ChildProcess[] = [];
-  const next = (child: ChildProcess, type: string) =>
-    new Promise<unknown>((resolve, reject) => {
-      const onMessage = (message: { type: string }) => {
-        if (message.type !== type) return;
-        child.off('message', onMessage);
-        child.off('exit', onExit);
-        resolve(message);
-      };
-      const onExit = (code: number | null) =>
-        reject(new Error(`sweep worker ${child.pid} exited with ${code} while waiting for ${type}`));
-      child.on('message', onMessage);
-      child.once('exit', onExit);
-    });
+  // Every wait on a worker has a deadline and ends if the worker dies: the step then could not measure.
+  const next = (child: ChildProcess, type: string, deadlineMs: number) =>
+    awaitWorkerMessage<unknown>(child, type, deadlineMs, children.indexOf(child));
+  /** The step being run, for the row that says it could not measure. */
+  let running: number | undefined;
+  /** Why the sweep stopped before its end, when a step could not measure (or the workers could not start). */
+  let incomplete: string | undefined;
   const summary: Summary = {
     schema: 'load-sweep/summary@1',
     startedAt: new Date().toISOString(),
@@ -192,29 +132,41 @@ export async function runSweep(
     for (let index = 0; index < workers; index++) {
       // LOAD_SWEEP_WORKER_NODE_ARGS (e.g. "--cpu-prof") profiles the workers; Node refuses it in NODE_OPTIONS.
       const execArgv = (process.env.LOAD_SWEEP_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-      const child = fork(entry, [], {
+      const child = fork(entry, workerOverride?.args ?? [], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'advanced',
         execArgv,
       });
       children.push(child);
+      // A send to a worker that just died fails on the channel; unhandled, that 'error' would end the sweep.
+      child.on('error', () => {});
       child.on('message', (message: { type: string }) => {
         if (message.type === 'progress') progress.report(message as WorkerProgress);
       });
-      const ready = next(child, 'ready');
-      child.send({ type: 'init', options, engines, worker: index, verify: fake !== undefined } satisfies ToWorker);
+      const ready = next(child, 'ready', WORKER_START_MS);
+      const embedded = fake !== undefined;
+      child.send({
+        type: 'init',
+        options,
+        engines,
+        worker: index,
+        verify: embedded,
+        tally: embedded,
+      } satisfies ToWorker);
       await ready;
     }
     log(
       `${workers} client worker process(es), mode ${options.mode}, endpoint ${options.endpoint}${options.stream ? ' (stream)' : ''}`,
     );
+    let enginesDown = 0;
     for (const [stepIndex, concurrency] of options.steps.entries()) {
+      running = concurrency;
       const share = (index: number) => Math.floor(concurrency / workers) + (index < concurrency % workers ? 1 : 0);
       const openLoop = options.arrival !== 'closed';
       progress.phase(stepIndex, concurrency, 'ramp', options.rampMs);
       await Promise.all(
         children.map((child, index) => {
-          const ramped = next(child, 'ramped');
+          const ramped = next(child, 'ramped', options.rampMs + WORKER_GRACE_MS);
           child.send(
             openLoop
               ? ({
@@ -231,6 +183,10 @@ export async function runSweep(
       await new Promise((resolve) => setTimeout(resolve, options.warmupMs));
       const faultsBefore = fake ? (await fake.control.stats()).total.faults : undefined;
       await fake?.control.resetHighWaterMarks();
+      // --target: vLLM's counters are read before the clients' totals here, and after them at the end, so that every
+      // request the clients count between their two snapshots falls between the two reads (see accounting.ts).
+      const metricsBefore = fake ? undefined : await scrapeVllmCounters(engines, options.apiKey);
+      const totalsBefore = metricsBefore ? await clientTotals(children) : undefined;
       for (const child of children) child.send({ type: 'measure-start', step: stepIndex } satisfies ToWorker);
       const measureStart = performance.now();
       progress.phase(stepIndex, concurrency, 'measure', options.measureMs);
@@ -239,14 +195,40 @@ export async function runSweep(
       progress.phase(stepIndex, concurrency, 'drain', 0);
       const results = (await Promise.all(
         children.map((child) => {
-          const result = next(child, 'step-result');
+          const result = next(child, 'step-result', options.requestTimeoutMs + WORKER_GRACE_MS);
           child.send({ type: 'measure-end', step: stepIndex } satisfies ToWorker);
           return result;
         }),
       )) as StepResult[];
-      const after = fake ? (await fake.control.stats()).total : undefined;
+      const totalsAfter = metricsBefore ? await clientTotals(children) : undefined;
+      const metricsAfter = metricsBefore ? await scrapeVllmCounters(engines, options.apiKey) : undefined;
+      const fakeStats = fake ? await fake.control.stats() : undefined;
+      const after = fakeStats?.total;
       const faultsAfter = after?.faults;
       const row = aggregate(concurrency, measuredS, results);
+      if (row.sent === 0) {
+        // A closed loop whose every slot waits on a request started before the window sends nothing in it: a step
+        // of "0 sent, 0 failed" is not a valid measurement of anything.
+        throw new StepNotMeasuredError(
+          `no request started in the ${options.measureMs} ms window (${row.achievedConcurrency.toFixed(0)} in flight, all started before it and unanswered; each ends by --request-timeout-ms ${options.requestTimeoutMs}): is the target answering?`,
+        );
+      }
+      const client = clientCounts(results);
+      let accounting: StepAccounting;
+      if (fakeStats) {
+        const label = tallyLabel(stepIndex);
+        const engineTally = { received: 0, answered: 0 };
+        for (const engine of fakeStats.engines) {
+          engineTally.received += engine.tallies[label]?.received ?? 0;
+          engineTally.answered += engine.tallies[label]?.answered ?? 0;
+        }
+        accounting = reconcileWithTallies(client, engineTally);
+      } else if (metricsBefore && metricsAfter && totalsBefore && totalsAfter) {
+        accounting = reconcileWithVllmMetrics(client, metricsBefore, metricsAfter, totalsBefore, totalsAfter);
+      } else {
+        accounting = reconcileClientOnly(client);
+      }
+      applyAccounting(row, accounting);
       row.serverLoopLagP99Ms = after?.eventLoopLagP99Ms ?? null;
       if (faultsBefore && faultsAfter) {
         for (const [name, count] of Object.entries(faultsAfter)) {
@@ -254,28 +236,56 @@ export async function runSweep(
           if (delta > 0) row.faultsInjected[name] = delta;
         }
       }
+      // Embedded engines whose process died (killed, out of memory): the SDK routed around them, but the step
+      // measured a smaller fleet than configured, and so would every later one.
+      const downNow = fakeStats?.total.enginesDown ?? 0;
+      let fleetShrank: string | undefined;
+      if (downNow > enginesDown) {
+        fleetShrank = `${downNow - enginesDown} of ${engines.length} embedded engines went down during the step (their process died)`;
+        row.valid = false;
+        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${fleetShrank}` : fleetShrank;
+        enginesDown = downNow;
+      }
       summary.steps.push(row);
+      running = undefined;
       log(
-        `step ${options.arrival === 'closed' ? 'C' : 'rate'}=${concurrency}: achieved ${row.achievedConcurrency.toFixed(0)}, ${row.requestsPerSecond.toFixed(0)} req/s, ${row.outputTokensPerSecond.toFixed(0)} tok/s, TTFT p99 ${row.percentiles.ttft_p99?.toFixed(0)} ms, sent ${row.sent} = ok ${row.completed} + failed ${row.failed}${Object.keys(row.errors).length ? ` ${JSON.stringify(row.errors)}` : ''}${Object.keys(row.faultsInjected).length ? `, faults ${JSON.stringify(row.faultsInjected)}, recovered ${row.retries + row.staleRetries + row.resumes}` : ''}${row.capped || row.skippedLate ? `, capped ${row.capped}, skipped late ${row.skippedLate}` : ''}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`,
+        `step ${options.arrival === 'closed' ? 'C' : 'rate'}=${concurrency}: achieved ${row.achievedConcurrency.toFixed(0)}, ${row.requestsPerSecond.toFixed(0)} req/s, ${row.outputTokensPerSecond.toFixed(0)} tok/s, TTFT p99 ${row.percentiles.ttft_p99?.toFixed(0)} ms, sent ${row.sent}, ok ${row.completed}, failed ${row.failed}, ${booksText(accounting)}${Object.keys(row.errors).length ? ` ${JSON.stringify(row.errors)}` : ''}${Object.keys(row.faultsInjected).length ? `, faults ${JSON.stringify(row.faultsInjected)}, recovered ${row.retries + row.staleRetries + row.resumes}` : ''}${row.capped || row.skippedLate ? `, capped ${row.capped}, skipped late ${row.skippedLate}` : ''}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`,
       );
+      if (fleetShrank) {
+        summary.stoppedEarly = `${fleetShrank} at ${options.arrival === 'closed' ? 'C' : 'rate'}=${concurrency}; later steps would measure a smaller fleet`;
+        log(`stopping early: ${summary.stoppedEarly}`);
+        break;
+      }
       if (row.errorRate > options.maxErrorRate) {
         summary.stoppedEarly = `error rate ${(row.errorRate * 100).toFixed(1)}% at C=${concurrency} exceeds ${(options.maxErrorRate * 100).toFixed(1)}%`;
         log(`stopping early: ${summary.stoppedEarly}`);
         break;
       }
     }
+  } catch (error) {
+    // Whatever stopped the sweep mid-way (a worker killed, a deadline passed, an engine call failing), the steps
+    // already measured are written below, and the step that was running says why it has no figures.
+    const reason = (error as Error).message;
+    if (running !== undefined) summary.steps.push(unmeasuredRow(running, reason));
+    summary.stoppedEarly = `${running === undefined ? 'could not start' : `${options.arrival === 'closed' ? 'C' : 'rate'}=${running} could not measure`}: ${reason}`;
+    incomplete = summary.stoppedEarly;
+    log(`stopping: ${summary.stoppedEarly}`);
   } finally {
     progress.stop();
     await Promise.all(
       children.map(async (child) => {
-        if (child.exitCode !== null) return;
+        if (exitOf(child) !== undefined) return;
         const exited = once(child, 'exit');
         child.send({ type: 'stop' } satisfies ToWorker);
         await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
         child.kill('SIGKILL');
       }),
     );
-    await fake?.close();
+    try {
+      await fake?.close();
+    } catch (error) {
+      log(`embedded fake-vllm did not close cleanly: ${(error as Error).message}`);
+    }
   }
   summary.knee = findKnee(
     summary.steps.map((step) => ({ ...step, concurrency: step.concurrency })),
@@ -286,7 +296,41 @@ export async function runSweep(
   log(`\n${markdownTable(summary)}\n`);
   log(`knee (highest concurrency meeting ${JSON.stringify(options.slo)}): ${summary.knee ?? 'none'}`);
   log(`wrote ${options.outDir}/summary.json, summary.csv, report.html, requests-*.jsonl`);
+  if (incomplete !== undefined) throw new SweepIncompleteError(incomplete, summary);
   return summary;
+}
+
+/** Asks every worker for its {@link ClientTotals} and sums them. */
+async function clientTotals(children: readonly ChildProcess[]): Promise<ClientTotals> {
+  const answers = await Promise.all(
+    children.map((child, index) => {
+      const answer = awaitWorkerMessage<FromWorkerOf<'totals'>>(child, 'totals', WORKER_GRACE_MS, index);
+      child.send({ type: 'totals' } satisfies ToWorker);
+      return answer.then((message) => message.totals);
+    }),
+  );
+  const sum = { dispatched: 0, answered: 0, failed: 0, attempts: 0, staleRetries: 0, inFlight: 0 };
+  for (const totals of answers)
+    for (const key of Object.keys(sum) as Array<keyof ClientTotals>) sum[key] += totals[key];
+  return sum;
+}
+
+/** The books in a few words for the step's log line. */
+export function booksText(accounting: StepAccounting): string {
+  const engines =
+    accounting.engineReceived === null
+      ? 'no engine counters'
+      : `engines received ${accounting.engineReceived}, answered ${accounting.engineAnswered}`;
+  return `${engines}; ${accounting.offBy === 0 ? 'books balance' : `BOOKS OFF BY ${accounting.offBy}`}`;
+}
+
+/** Puts the step's books on its row; books that do not balance make the step invalid and say by how much. */
+export function applyAccounting(row: StepRow, accounting: StepAccounting): void {
+  row.accounting = accounting;
+  if (accounting.offBy === 0) return;
+  const reason = `books off by ${accounting.offBy}: ${accounting.explanation}`;
+  row.valid = false;
+  row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${reason}` : reason;
 }
 
 /** Merges the workers' results of one step into a row. */
