@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import struct
+import zlib
 from typing import Any, Dict, List, Optional
 
 import aiohttp
@@ -271,6 +274,115 @@ def test_render_chat_completion(fake, model):
     # What the client reads (_render_for_sample): the prompt's `token_ids`, and `features` when there are images.
     assert isinstance(response, dict)
     assert response["token_ids"] and all(isinstance(token, int) for token in response["token_ids"])
+    assert response["features"] is None
+
+
+# ---------------------------------------------------------------- sample() with images (the render path)
+
+
+def png(width: int, height: int) -> bytes:
+    """A real grayscale PNG of this size (signature, IHDR, IDAT, IEND with their CRCs), as PIL would open it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+async def render_for_sample(url: str, model: str, chunks: List[Dict[str, Any]], session_id: str) -> "tuple[List[int], Dict[str, Any]]":
+    """What RemoteInferenceClient._render_for_sample sends and how it reads the answer, for a prompt with images.
+
+    It renders a user message holding only the prompt's images (`image` chunks as base64 data URLs,
+    `image_asset_pointer` chunks by their `location`), cuts each image's placeholder tokens out of the rendered
+    `token_ids` at `features.mm_placeholders.image[i]`, splices them between the prompt's own text tokens, moves the
+    offsets to match, and passes `mm_hashes` and `kwargs_data` on unchanged.
+    """
+    images = [chunk for chunk in chunks if chunk["type"] in ("image", "image_asset_pointer")]
+    parts = []
+    for chunk in images:
+        if chunk["type"] == "image":
+            parts.append({"type": "image_url", "image_url": {"url": f"data:image/{chunk['format']};base64,{chunk['data']}"}})
+        else:
+            parts.append({"type": "image_url", "image_url": {"url": chunk["location"]}})
+    body = {"model": model, "messages": [{"role": "user", "content": parts}], "session_id": session_id}
+    status, rendered, _ = await call(
+        "POST", f"{url}/v1/chat/completions/render", json_body=body, headers={**JSON, "X-Session-ID": session_id}
+    )
+    assert status == 200, rendered
+    features = rendered["features"]
+    slices = [rendered["token_ids"][p["offset"] : p["offset"] + p["length"]] for p in features["mm_placeholders"]["image"]]
+    assert len(slices) == len(images)
+    token_ids: List[int] = []
+    placeholders: List[Dict[str, int]] = []
+    for chunk in chunks:
+        if chunk["type"] == "encoded_text":
+            token_ids.extend(chunk["tokens"])
+        else:
+            piece = slices[len(placeholders)]
+            placeholders.append({"offset": len(token_ids), "length": len(piece)})
+            token_ids.extend(piece)
+    return token_ids, {
+        "mm_hashes": features["mm_hashes"],
+        "mm_placeholders": {"image": placeholders},
+        "kwargs_data": features["kwargs_data"],
+    }
+
+
+def test_sample_with_images_renders_splices_and_generates(fake, model):
+    # RemoteInferenceClient.sample with a Tinker prompt of text, an inline image and an image by URL.
+    image = png(56, 84)  # 2 x 3 patches of 28 pixels: 6 placeholder tokens
+    chunks = [
+        {"type": "encoded_text", "tokens": [7, 8, 9]},
+        {"type": "image", "data": base64.b64encode(image).decode("ascii"), "format": "png"},
+        {"type": "encoded_text", "tokens": [10, 11]},
+        {"type": "image_asset_pointer", "location": "https://example.com/cat.png", "format": "png"},
+        {"type": "encoded_text", "tokens": [12]},
+    ]
+    token_ids, features = run(render_for_sample(fake.url, model, chunks, "trajectory-img"))
+    placeholders = features["mm_placeholders"]["image"]
+    assert placeholders[0] == {"offset": 3, "length": 6}
+    # The URL is not fetched: the fake counts it as a 224 x 224 image (64 tokens) and hashes the URL string.
+    assert placeholders[1] == {"offset": 11, "length": 64}
+    assert features["mm_hashes"] == {
+        "image": [hashlib.sha256(image).hexdigest(), hashlib.sha256(b"https://example.com/cat.png").hexdigest()]
+    }
+    assert len(features["kwargs_data"]["image"]) == 2 and all(isinstance(item, str) for item in features["kwargs_data"]["image"])
+    assert len(token_ids) == 3 + 6 + 2 + 64 + 1
+    # The generate payload sample() sends, with the features.
+    body = {
+        "sampling_params": {"n": 2, "logprobs": 0, "output_kind": 2, "prompt_logprobs": 1, "max_tokens": 4, "seed": 4},
+        "model": model,
+        "token_ids": token_ids,
+        "features": features,
+    }
+    headers = {**JSON, "X-Session-ID": "trajectory-img"}
+    status, response, _ = run(call("POST", f"{fake.url}/inference/v1/generate", json_body=body, headers=headers))
+    assert status == 200, response
+    assert len(response["choices"]) == 2
+    for choice in response["choices"]:
+        assert len(choice["token_ids"]) == 4 and len(logprob_values(choice)) == 4
+    # convert_vllm_prompt_logprobs walks prompt_logprobs along the spliced token_ids.
+    assert len(response["prompt_logprobs"]) == len(token_ids) and response["prompt_logprobs"][0] is None
+    # Placeholder ranges that do not cover the image tokens are refused, as a 400 with vLLM's error body.
+    shifted = {**features, "mm_placeholders": {"image": [{**placeholders[0], "offset": 0}, placeholders[1]]}}
+    status, response, _ = run(
+        call("POST", f"{fake.url}/inference/v1/generate", json_body={**body, "features": shifted}, headers=headers)
+    )
+    assert status == 400, response
+    assert set(response["error"]) == {"message", "type", "param", "code"} and response["error"]["code"] == 400
+
+
+def test_sample_with_bytes_that_are_no_image_is_a_400(fake, model):
+    # vLLM opens the bytes with PIL: anything that is not an image fails the render, and so the sample.
+    chunks = [{"type": "image", "data": base64.b64encode(b"hello").decode("ascii"), "format": "png"}]
+    body = {"model": model, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{chunks[0]['data']}"}}
+    ]}]}
+    status, response, _ = run(call("POST", f"{fake.url}/v1/chat/completions/render", json_body=body, headers=JSON))
+    assert status == 400
+    assert response["error"]["message"].startswith("Failed to load image: cannot identify image file")
 
 
 def test_completion(fake, model):
