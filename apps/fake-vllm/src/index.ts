@@ -14,13 +14,26 @@ export {
   parseFaultHeader,
   parseFaultProfile,
 } from './faults.js';
+export { BLOCK_SIZE, blockHash, KvBlockPool } from './kv-block-pool.js';
 export {
+  type CapacityOptions,
   type ControlChannelOptions,
   type EngineOptions,
   type FakeVllmOptions,
   type LatencyOptions,
+  PER_ENGINE_FIELDS,
+  type PerEngineOptions,
+  type RestartOptions,
   resolveFakeVllmOptions,
 } from './options.js';
+export {
+  drawOutputLength,
+  expectedOutputLength,
+  type OutputLengthOptions,
+  promptLengthKey,
+  type ResolvedOutputLengths,
+  resolveOutputLengths,
+} from './output-lengths.js';
 export { isPresetName, PRESETS, type PresetName, presetRoutes } from './presets/presets.js';
 export { packRoutedExperts, type SkyrlPresetOptions, type SkyrlSession, skyrlRoutes } from './presets/skyrl.js';
 export {

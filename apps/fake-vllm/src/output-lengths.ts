@@ -151,3 +151,18 @@ export function drawOutputLength(
   const gaussian = Math.sqrt(-2 * Math.log(first)) * Math.cos(2 * Math.PI * second);
   return Math.min(LONGEST_DRAW, Math.max(1, Math.round(lengths.medianTokens * Math.exp(lengths.sigma * gaussian))));
 }
+
+/**
+ * The natural length fake-vllm draws for a sequence, as a client computes it to plan or check a run (e.g. a
+ * benchmark's lower bound: the longest rollout and the total work). `seed` is the request's own `seed` field
+ * (omit it when the request sends none), `choice` the index among its `n`, `serverSeed` the fleet's `seed` option
+ * (used when `outputLengths.seed` is not set). The sequence ends at `min(length, max_tokens)`; undefined for
+ * `max-tokens`.
+ */
+export function expectedOutputLength(
+  promptTokenIds: readonly number[],
+  options: { outputLengths: OutputLengthOptions; seed?: number; choice?: number; serverSeed?: number },
+): number | undefined {
+  const lengths = resolveOutputLengths(options.outputLengths, options.serverSeed ?? 0);
+  return drawOutputLength(lengths, promptLengthKey(lengths, promptTokenIds), options.seed, options.choice ?? 0);
+}
