@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type FakeVllm, startFakeVllm } from '../src/index.js';
+import { ControlClient, type FakeVllm, startFakeVllm } from '../src/index.js';
 import { post } from './helpers.js';
 
 // An engine restarting mid-step, as a crashed vLLM: in-flight streams (running and queued) end with a connection
@@ -65,7 +65,10 @@ it('resets in-flight streams, refuses while down, and comes back with an empty p
   }
   expect((await server.control.stats()).engines[0]).toMatchObject({ running: 1, waiting: 1 });
 
-  await server.control.restartEngine({ downMs: 60_000 }, 0);
+  // Over the WebSocket control channel, as a benchmark in another process does it.
+  const control = await ControlClient.connect(server.control.url!);
+  await control.restartEngine({ downMs: 60_000 }, 0);
+  await control.close();
   // A stream the restart failed to cut would hang: give up after 10 s with a message instead.
   let guard: NodeJS.Timeout | undefined;
   const [runningEnd, queuedEnd] = await Promise.race([
@@ -103,7 +106,16 @@ it('resets in-flight streams, refuses while down, and comes back with an empty p
   expect((await server.control.stats()).engines[1]!.restarts).toBe(0);
 });
 
-it('rejects bad restart options with the field named', async () => {
+it('rejects bad restart and capacity options with the field named, in-process and over the channel', async () => {
   await expect(server.control.restartEngine({ downMs: -1 }, 1)).rejects.toThrow('downMs');
   await expect(server.control.restartEngine({}, 9)).rejects.toThrow('engine');
+  const control = await ControlClient.connect(server.control.url!);
+  try {
+    await expect(control.restartEngine({ downMs: -1 }, 1)).rejects.toThrow('downMs');
+    await expect(control.setCapacity({ kvCacheBlocks: 0 }, 1)).rejects.toThrow('kvCacheBlocks');
+    await control.setCapacity({ maxNumSeqs: 3, kvCacheBlocks: 100 }, 1);
+    expect((await control.stats()).engines[1]).toMatchObject({ maxNumSeqs: 3, kvCacheBlocks: 100, restarts: 0 });
+  } finally {
+    await control.close();
+  }
 });
