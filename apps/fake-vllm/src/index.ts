@@ -16,6 +16,17 @@ export {
 } from './faults.js';
 export { BLOCK_SIZE, blockHash, KvBlockPool } from './kv-block-pool.js';
 export {
+  IMAGE_PATCH_PIXELS,
+  imageTokenCount,
+  imageTokenId,
+  MAX_IMAGE_BYTES,
+  MAX_IMAGE_TOKENS,
+  MAX_IMAGES_PER_PROMPT,
+  type MultiModalFeatures,
+  mmHash,
+  REMOTE_IMAGE_TOKENS,
+} from './multimodal.js';
+export {
   type CapacityOptions,
   type ControlChannelOptions,
   type EngineOptions,
@@ -44,6 +55,7 @@ export {
   parseCompletionRequest,
   parseGenerateRequest,
   renderChatPrompt,
+  renderChatTokens,
 } from './protocol.js';
 export { type GenerationParser, serveGeneration } from './routes/generation-route.js';
 export { type FakeRouteSource, loadRoutes } from './routes/load-routes.js';
