@@ -135,13 +135,25 @@ const POLICIES = {
   'previous-default': () => ({ routing: 'least-outstanding', limits: { perEngine: { maxConcurrency: 512 } } }),
   'late-binding': () => ({ routing: 'least-outstanding', limits: { perEngine: { adaptive: true } } }),
 };
+// How long a turn waits for its session's engine before it spills: about what a spill costs, the TTFT of a
+// session's context prefilled on an engine that has none of it (scaled with the bench's timings, as the rest is).
+const AFFINITY_WAIT_MS = Math.round(
+  TTFT +
+    PREFILL *
+      (settings['session-prompt-tokens'] +
+        (settings.turns / 2) * (settings['median-tokens'] + settings['user-tokens'])),
+);
 const SESSION_POLICIES = {
   'skyrl-baseline': POLICIES['skyrl-baseline'],
   'late-binding, no affinity': POLICIES['late-binding'],
   'late-binding + affinity': () => ({
-    routing: new SessionAffinityPolicy(),
+    routing: new SessionAffinityPolicy({ maxWaitMs: AFFINITY_WAIT_MS }),
     limits: { perEngine: { adaptive: true } },
   }),
+};
+const failures = (errors, error) => {
+  const code = error?.code ?? 'untyped';
+  errors[code] = (errors[code] ?? 0) + 1;
 };
 
 function newClient(options, onRequestEnd) {
@@ -192,6 +204,7 @@ async function rolloutStep(policy, fleet, restartAtMs) {
   const lengths = new Array(prompts.length).fill(0);
   const ends = [];
   let failed = 0;
+  const failedBy = {};
   const start = performance.now();
   let restartTimer;
   if (fleet === 'restart') {
@@ -210,8 +223,9 @@ async function rolloutStep(policy, fleet, restartAtMs) {
         });
         lengths[index] = result.choices[0].token_ids.length;
         ends.push(performance.now() - start);
-      } catch {
+      } catch (error) {
         failed++;
+        failures(failedBy, error);
       }
     }),
   );
@@ -228,6 +242,7 @@ async function rolloutStep(policy, fleet, restartAtMs) {
     p99Ms: percentile(ends, 99),
     utilisation: utilisation(before, after, fleet, makespanMs),
     failed,
+    failedBy,
     lengths,
     servedPerEngine: after.map((engine, index) => engine.completed - before[index].completed),
     finalCaps: capStats,
@@ -247,6 +262,7 @@ async function sessionStep(policy) {
   const sessionEnds = [];
   const sessionWorkMs = [];
   let failed = 0;
+  const failedBy = {};
   const start = performance.now();
   await Promise.all(
     Array.from({ length: settings.sessions }, async (_, session) => {
@@ -267,8 +283,9 @@ async function sessionStep(policy) {
         }
         sessionEnds.push(performance.now() - start);
         sessionWorkMs.push(workMs);
-      } catch {
+      } catch (error) {
         failed++;
+        failures(failedBy, error);
       }
     }),
   );
@@ -288,6 +305,7 @@ async function sessionStep(policy) {
     p99Ms: percentile(sessionEnds, 99),
     utilisation: utilisation(before, after, 'uniform', makespanMs),
     failed,
+    failedBy,
     hitRate: queries === 0 ? 0 : hits / queries,
     ttftP50Ms: median(ttfts),
     engineTtftP50Ms: median(engineTtfts),
@@ -380,7 +398,7 @@ try {
     results[fleet] = { runs, summary };
     const title =
       fleet === 'multi-turn'
-        ? `multi-turn: ${settings.sessions} sessions x ${settings.turns} turns`
+        ? `multi-turn: ${settings.sessions} sessions x ${settings.turns} turns (affinity waits up to ${AFFINITY_WAIT_MS} ms)`
         : `${fleet} fleet: ${settings.rollouts} rollouts on ${ENGINES} engines x ${SLOTS} slots`;
     const header = ['policy', 'makespan s', 'vs baseline', 'p50 s', 'p99 s', 'utilisation', 'failed', 'lower bound s'];
     if (fleet === 'multi-turn') header.push('prefix hit rate', 'TTFT p50 ms', 'engine TTFT p50 ms');
@@ -400,7 +418,15 @@ try {
       }
       return cells;
     });
-    process.stdout.write(`\n${title} (medians of ${settings.rounds} round(s))\n${table(header, rows)}\n`);
+    const failedRuns = runs.filter((run) => run.failed > 0);
+    const failedNote = failedRuns
+      .map((run) => `  round ${run.round + 1} ${run.policy}: ${JSON.stringify(run.failedBy)}`)
+      .join('\n');
+    process.stdout.write(
+      `\n${title} (medians of ${settings.rounds} round(s))\n${table(header, rows)}\n${
+        failedNote ? `failed rollouts (their makespan counts only the others):\n${failedNote}\n` : ''
+      }`,
+    );
   }
 } finally {
   await fake.close();
@@ -422,7 +448,7 @@ const report = {
     'skyrl-baseline': 'routing round-robin, limits.perEngine.maxConcurrency 512',
     'previous-default': 'routing least-outstanding, limits.perEngine.maxConcurrency 512',
     'late-binding': 'routing least-outstanding, limits.perEngine.adaptive: true (defaults)',
-    'late-binding + affinity': 'new SessionAffinityPolicy() (defaults), limits.perEngine.adaptive: true',
+    'late-binding + affinity': `new SessionAffinityPolicy({ maxWaitMs: ${AFFINITY_WAIT_MS} }), limits.perEngine.adaptive: true`,
   },
   results,
 };

@@ -1,5 +1,7 @@
 import { describe, expectTypeOf, it } from 'vitest';
 import {
+  type AdaptiveCapOptions,
+  type CapState,
   type ChatCompletion,
   type ChatCompletionChunk,
   type ChunkStream,
@@ -10,6 +12,9 @@ import {
   type InferenceError,
   isInferenceError,
   type RemoteInferenceClient,
+  type RemoteInferenceClientOptions,
+  type RoutingPreference,
+  SessionAffinityPolicy,
   TimeoutError,
   type TimeoutPhase,
 } from '../src/index.js';
@@ -54,4 +59,18 @@ describe('public types', () => {
     if (isInferenceError(caught)) expectTypeOf(caught).toEqualTypeOf<InferenceError>();
     if (caught instanceof TimeoutError) expectTypeOf(caught.phase).toEqualTypeOf<TimeoutPhase>();
   });
+
+  it('late binding: the adaptive cap is an option beside the fixed one, and stats say where each cap stands', () =>
+    typesOf((client) => {
+      expectTypeOf<{ limits: { perEngine: { adaptive: true } } }>().toMatchTypeOf<
+        Pick<RemoteInferenceClientOptions, 'limits'>
+      >();
+      expectTypeOf<{ initialCap: number; intervalMs: number }>().toMatchTypeOf<AdaptiveCapOptions>();
+      const engine = client.stats().engines[0]!;
+      expectTypeOf(engine.maxConcurrency).toEqualTypeOf<number>();
+      expectTypeOf(engine.capacity?.state).toEqualTypeOf<CapState | undefined>();
+      expectTypeOf(new SessionAffinityPolicy({ maxWaitMs: 500 }).preferred).returns.toEqualTypeOf<
+        RoutingPreference | undefined
+      >();
+    }));
 });
