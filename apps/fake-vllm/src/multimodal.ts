@@ -255,9 +255,11 @@ export function parseContentPart(part: unknown, where: string): ContentPiece {
         const imageUrl = part.image_url;
         if (!isObject(imageUrl) || typeof imageUrl.url !== 'string') {
           // pydantic's TypeAdapter(ChatCompletionContentPartImageParam) error, a ValueError.
-          const missing = isObject(imageUrl)
-            ? 'image_url.url\n  Field required'
-            : 'image_url\n  Input should be a valid dictionary';
+          const missing = !isObject(imageUrl)
+            ? 'image_url\n  Input should be a valid dictionary'
+            : imageUrl.url === undefined
+              ? 'image_url.url\n  Field required'
+              : 'image_url.url\n  Input should be a valid string';
           throw valueError(`1 validation error for ChatCompletionContentPartImageParam\n${missing}`);
         }
         return imageFromUrl(imageUrl.url, uuid, where);

@@ -227,6 +227,14 @@ describe('image parts vLLM refuses, with its status and words (chat_utils.py, me
       'You must set `--enable-mm-embeds` to input `image_embeds`',
     ],
     ['a part without a type', { text: 'hi' }, 400, 'BadRequestError', "Missing 'type' field in multimodal part."],
+    [
+      'a url that is not a string',
+      { type: 'image_url', image_url: { url: 7 } },
+      400,
+      'BadRequestError',
+      'image_url.url\n  Input should be a valid string',
+    ],
+    ['a part that is null', null, 400, 'BadRequestError', 'messages[0].content[0] must be a string or an object'],
   ];
   it.each(cases)('%s', async (_name, part, status, type, message) => {
     const response = await render([part]);
