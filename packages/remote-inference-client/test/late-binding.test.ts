@@ -108,6 +108,26 @@ describe('the learned per-engine cap', () => {
   });
 });
 
+describe('the learned per-engine cap, live', () => {
+  it('follows an engine whose slots change while it runs: down at once, up by the headroom per poll', async () => {
+    const fake = await startFakeVllm({ engines: 1, maxNumSeqs: 8, ttftMs: 1, itlMs: 3, jitter: 0 });
+    fakes.push(fake);
+    const client = new RemoteInferenceClient({
+      engines: [fake.engines[0]!.url],
+      limits: { perEngine: { adaptive: { initialCap: 4, intervalMs: 20 } } },
+      transport: { shared: false },
+    });
+    clients.push(client);
+    const capacity = () => client.stats().engines[0]!.capacity!;
+    for (const slots of [8, 4, 12]) {
+      await fake.control.setCapacity({ maxNumSeqs: slots }, 0);
+      await loadUntil(client, () => capacity().state === 'learned' && capacity().learned === slots);
+      expect(client.stats().engines[0]!.maxConcurrency).toBe(slots + 1);
+    }
+    expect(capacity().restarts).toBe(0);
+  });
+});
+
 describe('late binding', () => {
   it('queued requests go to the engine that frees a slot first: the fast engine serves most of them', async () => {
     const fake = await startFakeVllm({ engines: 2, maxNumSeqs: 4, ttftMs: 1, itlMs: 2, jitter: 0 });
