@@ -26,11 +26,18 @@ it('prints exactly one ready line, and drains in-flight requests on SIGTERM befo
   expect(ready.event).toBe('ready');
   expect(ready.engines).toHaveLength(2);
   expect(ready.control).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
-  const inFlight = post(`${ready.engines[0]!.url}/v1/completions`, { prompt: [1], max_tokens: 60, stream: true });
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  child.kill('SIGTERM');
-  const response = await inFlight;
-  const chunks = sseChunks<{ choices: { finish_reason: string | null }[] }>(response.text);
+  const response = await request(`${ready.engines[0]!.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: [1], max_tokens: 60, stream: true }),
+  });
+  // SIGTERM once the first token is on the wire (not after a sleep): the request is surely in flight.
+  let text = '';
+  for await (const chunk of response.body) {
+    text += String(chunk);
+    if (text.includes('data: ') && !child.killed) child.kill('SIGTERM');
+  }
+  const chunks = sseChunks<{ choices: { finish_reason: string | null }[] }>(text);
   expect(chunks).toHaveLength(60);
   expect(chunks.at(-1)!.choices[0]!.finish_reason).toBe('length');
   const [code] = await once(child, 'exit');
