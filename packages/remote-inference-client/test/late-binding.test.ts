@@ -126,6 +126,34 @@ describe('the learned per-engine cap, live', () => {
     }
     expect(capacity().restarts).toBe(0);
   });
+
+  it('an engine without vLLM gauges keeps the fixed cap; an engine added later starts learning from initialCap', async () => {
+    const fake = await startFakeVllm({ engines: 1, maxNumSeqs: 8, ttftMs: 1, itlMs: 3, jitter: 0 });
+    const bare = await startFakeVllm({
+      engines: 1,
+      maxNumSeqs: 8,
+      ttftMs: 1,
+      itlMs: 3,
+      jitter: 0,
+      routes: [{ method: 'GET', path: '/metrics', response: { status: 404, body: { detail: 'Not Found' } } }],
+    });
+    fakes.push(fake, bare);
+    const client = new RemoteInferenceClient({
+      engines: [bare.engines[0]!.url],
+      limits: { perEngine: { maxConcurrency: 20, adaptive: { initialCap: 4, intervalMs: 20 } } },
+      transport: { shared: false },
+    });
+    clients.push(client);
+    const engine = (index: number) => client.stats().engines[index]!;
+    await loadUntil(client, () => engine(0).capacity!.state === 'no-metrics');
+    expect(engine(0).maxConcurrency).toBe(20);
+
+    client.setEngines([bare.engines[0]!.url, fake.engines[0]!.url]);
+    expect(engine(1).capacity!.state).toBe('learning');
+    expect(engine(1).maxConcurrency).toBe(4);
+    await loadUntil(client, () => engine(1).capacity!.state === 'learned' && engine(1).capacity!.learned === 8);
+    expect(engine(0).maxConcurrency).toBe(20);
+  });
 });
 
 describe('late binding', () => {
