@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { missingComponents, systemComponents } from '../packages/test-support/src/components.mjs';
+import { listBenchmarks } from './benchmarks.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [task, ...rest] = process.argv.slice(2);
@@ -165,10 +166,44 @@ switch (task) {
     if (status === 0) status = run('node', [join(root, 'scripts/load-sweep/dist/cli.js'), ...rest]);
     break;
   case 'bench':
-  case 'bench:rollouts':
+  case 'bench:rollouts': {
+    // `bench [NAME...] [-- FLAGS]`: every package's `bench:<name>` script (or the named ones), one after another —
+    // benchmarks measure the machine, so never two at once; FLAGS go to each. `bench --list` lists them and checks
+    // that every bench/*.mjs entry is wired and writes its JSON. `bench:rollouts` is `bench rollouts`.
+    const { benchmarks, problems } = listBenchmarks(root);
+    for (const problem of problems) log(`benchmark wiring: ${problem}`);
+    const split = rest.indexOf('--');
+    const names = task === 'bench' ? (split === -1 ? rest : rest.slice(0, split)) : [task.slice('bench:'.length)];
+    const flags = task === 'bench' ? (split === -1 ? [] : rest.slice(split + 1)) : rest;
+    if (names.includes('--list')) {
+      for (const benchmark of benchmarks)
+        process.stdout.write(`${benchmark.name.padEnd(20)} ${benchmark.packageName}: ${benchmark.command}\n`);
+      status = problems.length === 0 ? 0 : 1;
+      break;
+    }
+    const unknown = names.filter((name) => !benchmarks.some((benchmark) => benchmark.name === name));
+    if (problems.length > 0 || unknown.length > 0) {
+      if (unknown.length > 0)
+        log(
+          `unknown benchmark ${unknown.join(', ')}; known: ${benchmarks.map((benchmark) => benchmark.name).join(', ')}`,
+        );
+      status = 1;
+      break;
+    }
     status = run('turbo', ['run', 'build', '--output-logs=errors-only']);
-    if (status === 0) status = run('pnpm', ['--filter', 'remote-inference-client', 'run', task, ...rest]);
+    const chosen = benchmarks.filter((benchmark) => names.length === 0 || names.includes(benchmark.name));
+    const outcomes = [];
+    for (const benchmark of chosen) {
+      if (status !== 0) break;
+      log(
+        `benchmark ${benchmark.name} (${benchmark.packageName}): ${benchmark.command}${flags.length ? ` ${flags.join(' ')}` : ''}`,
+      );
+      status = run('pnpm', ['--filter', benchmark.packageName, 'run', `bench:${benchmark.name}`, ...flags]);
+      outcomes.push(`${benchmark.name}: ${status === 0 ? 'ok' : `failed (exit ${status})`}`);
+    }
+    if (outcomes.length > 0) log(`benchmarks: ${outcomes.join(', ')}`);
     break;
+  }
   default:
     status = run(task, rest);
 }

@@ -21,6 +21,8 @@ const { values } = parseArgs({
     'duration-ms': { type: 'string', default: '5000' },
     burst: { type: 'string', default: '10000' },
     'burst-only': { type: 'boolean', default: false },
+    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+    out: { type: 'string', default: fileURLToPath(new URL('./results/client-bench.json', import.meta.url)) },
   },
 });
 const rounds = Number(values.rounds);
@@ -60,7 +62,7 @@ const scenarios = [
 ];
 
 const fast = await startFake(['--ttft-ms', '0', '--itl-ms', '0.1', '--prefill-ms-per-token', '0']);
-const resultsPath = fileURLToPath(new URL('./results/client-bench.json', import.meta.url));
+const resultsPath = values.out;
 const results = { scenarios: [], burst: undefined };
 if (values['burst-only']) results.scenarios = JSON.parse(readFileSync(resultsPath, 'utf8')).scenarios;
 for (const scenario of values['burst-only'] ? [] : scenarios) {
@@ -172,10 +174,7 @@ const output = {
   date: new Date().toISOString(),
   ...results,
 };
-writeFileSync(
-  fileURLToPath(new URL('./results/client-bench.json', import.meta.url)),
-  `${JSON.stringify(output, null, 2)}\n`,
-);
+writeFileSync(resultsPath, `${JSON.stringify(output, null, 2)}\n`);
 console.log(
   '\n| scenario | SDK req/s | undici req/s | openai req/s | SDK/undici throughput | SDK/undici CPU per request |',
 );

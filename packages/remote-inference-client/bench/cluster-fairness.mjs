@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -21,6 +22,8 @@ const { values } = parseArgs({
     callers: { type: 'string', default: '30' },
     'equal-ms': { type: 'string', default: '10000' },
     'idle-ms': { type: 'string', default: '4000' },
+    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+    out: { type: 'string', default: fileURLToPath(new URL('./results/cluster-fairness.json', import.meta.url)) },
   },
 });
 
@@ -229,7 +232,6 @@ if (values.worker) {
     server: { maxConcurrent: stats.total.maxConcurrent, exact: stats.total.maxConcurrentExact },
     failedRequests: failed,
   };
-  const results = fileURLToPath(new URL('./results/', import.meta.url));
-  mkdirSync(results, { recursive: true });
-  writeFileSync(`${results}cluster-fairness.json`, `${JSON.stringify(output, null, 2)}\n`);
+  mkdirSync(dirname(values.out), { recursive: true });
+  writeFileSync(values.out, `${JSON.stringify(output, null, 2)}\n`);
 }

@@ -18,6 +18,8 @@ const { values } = parseArgs({
     'source-ips': { type: 'string', default: '127.0.0.2,127.0.0.3' },
     'single-ip-target': { type: 'string', default: '30000' },
     'single-only': { type: 'boolean', default: false },
+    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+    out: { type: 'string', default: fileURLToPath(new URL('./results/hold-bench.json', import.meta.url)) },
   },
 });
 const total = Number(values.total);
@@ -148,7 +150,4 @@ const output = {
   date: new Date().toISOString(),
   phases: [many, single],
 };
-writeFileSync(
-  fileURLToPath(new URL('./results/hold-bench.json', import.meta.url)),
-  `${JSON.stringify(output, null, 2)}\n`,
-);
+writeFileSync(values.out, `${JSON.stringify(output, null, 2)}\n`);

@@ -9,6 +9,7 @@
 //   node bench/keep-alive-soak.mjs --loops 2000 --duration-ms 20000
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { expectedCompletion, startFakeVllm } from 'fake-vllm';
 import { RemoteInferenceClient } from '../dist/index.js';
@@ -18,6 +19,8 @@ const { values } = parseArgs({
     loops: { type: 'string', default: '2000' },
     'duration-ms': { type: 'string', default: '20000' },
     'race-rate': { type: 'string', default: '0.05' },
+    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+    out: { type: 'string', default: fileURLToPath(new URL('./results/keep-alive-soak.json', import.meta.url)) },
   },
 });
 const loops = Number(values.loops);
@@ -90,4 +93,4 @@ const result = {
 console.log(
   `keep-alive soak: ${loops} loops for ${durationMs} ms: ${completed} requests, ${result.racesInjected} races injected, ${stats.staleRetries} stale-socket re-sends, ${stats.retries} retries, ${Object.values(errors).reduce((a, b) => a + b, 0)} errors, ${mismatched} mismatched`,
 );
-writeFileSync(new URL('./results/keep-alive-soak.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);

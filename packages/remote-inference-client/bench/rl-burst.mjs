@@ -24,6 +24,8 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '2000' },
     'max-tokens': { type: 'string', default: '16' },
     'gap-ms': { type: 'string', default: '6000' },
+    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+    out: { type: 'string', default: fileURLToPath(new URL('./results/rl-burst.json', import.meta.url)) },
   },
 });
 const rounds = Number(values.rounds);
@@ -133,4 +135,4 @@ for (const kind of kinds) console.log(`| ${kind} | ${phases.map((phase) => media
 console.log(
   `SDK / undici: ${JSON.stringify(result.sdkVsUndici)}${result.aiohttpVsSdk ? `; aiohttp / SDK: ${JSON.stringify(result.aiohttpVsSdk)}` : ''}`,
 );
-writeFileSync(new URL('./results/rl-burst.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
