@@ -270,4 +270,33 @@ describe('late binding', () => {
     await client.close();
     await blocker.catch(() => {});
   });
+
+  it('a retry waits for an engine it did not fail on, instead of going back to the one whose slot its failure freed', async () => {
+    const fake = await startFakeVllm({ engines: 2, maxNumSeqs: 1, ttftMs: 1, itlMs: 2, jitter: 0 });
+    fakes.push(fake);
+    const client = new RemoteInferenceClient({
+      engines: fake.engines.map((engine) => engine.url),
+      limits: { perEngine: { maxConcurrency: 1 } },
+      retry: { baseBackoffMs: 1, maxBackoffMs: 60_000 },
+      transport: { shared: false },
+    });
+    clients.push(client);
+    // One engine busy; the other free, but its next request is reset before any byte.
+    const blocker = client.generate({ token_ids: [1], sampling_params: { max_tokens: 150 } });
+    let busy = -1;
+    await eventually(async () => {
+      busy = (await fake.control.stats()).engines.findIndex((engine) => engine.running === 1);
+      return busy >= 0;
+    });
+    const free = 1 - busy;
+    await fake.control.setFaultProfile({ 'reset-before-response': { first: 1 } }, free);
+    const result = await client.generate({ token_ids: [2], sampling_params: { max_tokens: 2 } });
+    expect(result.choices[0]!.token_ids).toHaveLength(2);
+    await blocker;
+    const engines = (await fake.control.stats()).engines;
+    expect(engines[free]!.faults['reset-before-response']).toBe(1);
+    expect(engines[free]!.requests).toBe(1); // the retry did not go back to the engine that failed it
+    expect(engines[busy]!.completed).toBe(2); // it waited for the busy one
+    expect(client.stats().retries).toBe(1);
+  });
 });

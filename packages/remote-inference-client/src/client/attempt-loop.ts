@@ -244,6 +244,7 @@ export class RequestExecutor {
         sessionId: run.options.sessionId,
         avoid: options.retry.failover ? run.avoid : undefined,
         retry: run.attempts > 1,
+        maxAvoidWaitMs: options.retry.maxBackoffMs,
       });
       const ticket = granted instanceof Promise ? await granted : granted;
       run.queueMs += performance.now() - admitted;

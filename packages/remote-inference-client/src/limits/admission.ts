@@ -170,10 +170,15 @@ export interface AdmissionRequest {
   /** Higher first; FIFO within a priority. @default 0 */
   priority: number;
   sessionId: string | undefined;
-  /** Engines to avoid (failover), used only when another engine has room. */
+  /**
+   * Engines to avoid (failover): used only when no other engine has room, or, with `maxAvoidWaitMs`, after waiting
+   * that long for another one that is up but full.
+   */
   avoid: ReadonlySet<string> | undefined;
   /** A retry or resume: it has waited once already, so it goes to the front of its priority's queue. */
   retry?: boolean;
+  /** How long a retry may wait for an engine it did not fail on. @default 0 (ms) */
+  maxAvoidWaitMs?: number;
 }
 
 /** What {@link Scheduler.tryGrant} says when a request waits for its session's engine and others may go first. */
@@ -536,6 +541,20 @@ export class Scheduler {
     return true;
   }
 
+  /**
+   * A retry whose only engines with room are those it failed on waits for another engine that is up but full, for
+   * at most `maxAvoidWaitMs`, while others may use the free ones. With caps that bind (late binding) the engine
+   * that just failed is often the only one with room — its failed request freed the slot — and without this the
+   * retry went straight back to it.
+   */
+  private waitsForAnother(request: AdmissionRequest, now: number, enqueuedAtMs: number): boolean {
+    const until = enqueuedAtMs + (request.maxAvoidWaitMs ?? 0);
+    if (now >= until) return false;
+    if (!this.engines.some((engine) => engine.isUp() && !request.avoid!.has(engine.endpoint))) return false;
+    this.schedulePreferredWake(until);
+    return true;
+  }
+
   private tryGrant(
     request: AdmissionRequest,
     now: number,
@@ -555,7 +574,11 @@ export class Scheduler {
     if (this.waitsForPreferred(request, now, enqueuedAtMs)) return WAIT_FOR_PREFERRED;
     if (request.avoid && request.avoid.size > 0) {
       const preferred = candidates.filter((engine) => !request.avoid!.has(engine.endpoint));
-      if (preferred.length > 0) candidates = preferred;
+      if (preferred.length > 0) {
+        candidates = preferred;
+      } else if (this.waitsForAnother(request, now, enqueuedAtMs)) {
+        return WAIT_FOR_PREFERRED;
+      }
     }
     // Per-engine QPS is soft: an engine out of tokens is skipped, others may take the request.
     // Per-engine QPS is off by default: skip a third pass over the engines on every request then.
