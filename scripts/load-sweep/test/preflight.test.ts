@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -119,5 +119,30 @@ describe('the CLI: bad input is one line on stderr and exit 2, before anything s
     expect(result.status, result.stderr).toBe(2);
     expect(result.stderr).toMatch(message);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a --target whose /v1/models is HTML or {"data":"x"}', async () => {
+    for (const [body, message] of [
+      [
+        '<html>hello</html>',
+        /^load-sweep: `--target http:\/\/127\.0\.0\.1:\d+` answered GET \/v1\/models with something that is not JSON/,
+      ],
+      [
+        '{"data":"x"}',
+        /^load-sweep: `--target http:\/\/127\.0\.0\.1:\d+` answered GET \/v1\/models without a `data` list/,
+      ],
+    ] as const) {
+      const url = await serve((_request, response) => response.end(body));
+      // Asynchronous: the server answers from this process while the CLI runs.
+      const child = spawn(process.execPath, [cli, '--target', url, '--steps', '5'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+      const [code] = (await once(child, 'exit')) as [number];
+      expect(code, stderr).toBe(2);
+      expect(stderr).toMatch(message);
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+    }
   });
 });
