@@ -55,6 +55,20 @@ describe('the learned per-engine cap', () => {
     expect(capacity.cap).toBe(8);
   });
 
+  it('relearns after a restart by doubling up to the capacity it had, not past it', () => {
+    const capacity = new EngineCapacity(options(), 512);
+    drive(capacity, Array(8).fill(100));
+    capacity.unreachable();
+    expect(capacity.cap).toBe(8);
+    // Back with the same 100 slots: no doubling to 118 this time.
+    expect(drive(capacity, Array(6).fill(100))).toEqual([15, 30, 59, 105, 105, 105]);
+    // Back with more slots than before: past the old capacity it grows by what ran.
+    capacity.unreachable();
+    const grown = drive(capacity, Array(30).fill(150));
+    expect(Math.max(...grown)).toBeLessThanOrEqual(158);
+    expect(grown.at(-1)).toBe(158);
+  });
+
   it("counts this client's share: other clients' requests and n > 1 choices do not inflate the cap", () => {
     const capacity = new EngineCapacity(options(), 512);
     // 64 running, 64 waiting, of which this client holds half: its share of the running batch is 32.

@@ -112,7 +112,8 @@ export type CapState = 'fixed' | 'learning' | 'learned' | 'no-metrics';
  * - waiting > 0, or KV cache >= `kvCacheFull`: the engine is full, so what runs is its capacity now:
  *   `capacity = running x share` (down as well as up).
  * - otherwise, if more of ours run than the capacity says: it can run more. Before the first full reading
- *   (learning), the capacity doubles; after, it takes what ran (growth by the headroom per poll).
+ *   (learning), the capacity doubles (after a restart, only up to what it was before); after, it takes what ran
+ *   (growth by the headroom per poll).
  * - the cap is `capacity + max(1, headroom x capacity)`, within minCap..maxCap.
  * An engine that restarts (unreachable, or its counter went backwards) starts again from `initialCap`.
  */
@@ -121,6 +122,8 @@ export class EngineCapacity {
   private capValue: number;
   private stateValue: CapState = 'learning';
   private lastCounter: number | undefined;
+  /** The capacity learned before the last restart: doubling stops there. */
+  private beforeRestart: number | undefined;
   /** Samples used, restarts seen: for stats and tests. */
   samples = 0;
   restarts = 0;
@@ -172,10 +175,23 @@ export class EngineCapacity {
       this.capacityEstimate = Math.max(1, Math.round(running));
       this.stateValue = 'learned';
     } else if (running > this.capacityEstimate) {
-      this.capacityEstimate =
-        this.stateValue === 'learning' ? Math.max(Math.round(running), this.capacityEstimate * 2) : Math.round(running);
+      this.capacityEstimate = this.grow(running);
     }
     this.update();
+  }
+
+  /**
+   * Learning doubles, but not past what the engine ran before it restarted (most restarts come back with the same
+   * slots: doubling past them would bind up to that many requests to its queue at once); learned, or past that,
+   * it takes what ran.
+   */
+  private grow(running: number): number {
+    const ran = Math.round(running);
+    if (this.stateValue !== 'learning') return ran;
+    const threshold = this.beforeRestart;
+    if (threshold !== undefined && this.capacityEstimate >= threshold) return ran;
+    const doubled = Math.max(ran, this.capacityEstimate * 2);
+    return threshold === undefined ? doubled : Math.max(ran, Math.min(doubled, threshold));
   }
 
   /** The endpoint did not answer `/metrics` (down, restarting): start again when it is back. */
@@ -190,6 +206,7 @@ export class EngineCapacity {
   }
 
   private restart(): void {
+    if (this.stateValue === 'learned') this.beforeRestart = this.capacityEstimate;
     this.restarts++;
     this.capacityEstimate = this.startingCapacity();
     this.stateValue = 'learning';
