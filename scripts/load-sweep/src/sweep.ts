@@ -20,7 +20,6 @@ import {
   checkClientOptions,
   checkTargets,
   openFileLimit,
-  peakInFlight,
   preflight,
   prepareOutDir,
   WORKER_RESERVED_FDS,
