@@ -18,12 +18,23 @@ async function main(): Promise<void> {
   }
   const started = performance.now();
   const view = new LiveView(process.stdout);
+  // The first SIGINT/SIGTERM stops the sweep and still writes what was measured; a second one quits at once.
+  const stop = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(130);
+    view.log(`${name}: stopping; writing what was measured (${name} again to quit now)`);
+    stop.abort(name);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let summary: Awaited<ReturnType<typeof runSweep>>;
   try {
     summary = await runSweep(
       parsed.options,
       (line) => view.log(line),
       (state) => view.update(state),
+      undefined,
+      stop.signal,
     );
   } finally {
     view.clear();

@@ -27,10 +27,12 @@ import {
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
 import type { ClientTotals, FromWorkerOf, StepResult, ToWorker } from './worker-protocol.js';
 import {
+  abortableDelay,
   awaitWorkerMessage,
   exitOf,
   StepNotMeasuredError,
   SweepIncompleteError,
+  throwIfStopped,
   unmeasuredRow,
   WORKER_GRACE_MS,
   WORKER_START_MS,
@@ -77,6 +79,11 @@ export async function runSweep(
   log: (line: string) => void,
   onProgress?: (state: LiveState) => void,
   workerOverride?: WorkerOverride,
+  /**
+   * Stops the sweep (the CLI aborts it on SIGINT/SIGTERM): the step running could not measure, the workers and
+   * engines are stopped, and what was measured is written; then it rejects with {@link SweepIncompleteError}.
+   */
+  signal?: AbortSignal,
 ): Promise<Summary> {
   const workers = workerCount(options);
   for (const note of preflight(options, workers)) log(`preflight: ${note}`);
@@ -110,7 +117,12 @@ export async function runSweep(
   const children: ChildProcess[] = [];
   // Every wait on a worker has a deadline and ends if the worker dies: the step then could not measure.
   const next = (child: ChildProcess, type: string, deadlineMs: number) =>
-    awaitWorkerMessage<unknown>(child, type, deadlineMs, children.indexOf(child));
+    awaitWorkerMessage<unknown>(child, type, deadlineMs, children.indexOf(child), signal);
+  /** Waits `ms`, or less when the sweep is stopped; then throws if it was. */
+  const pause = async (ms: number) => {
+    await abortableDelay(ms, signal);
+    throwIfStopped(signal);
+  };
   /** The step being run, for the row that says it could not measure. */
   let running: number | undefined;
   /** Why the sweep stopped before its end, when a step could not measure (or the workers could not start). */
@@ -160,6 +172,7 @@ export async function runSweep(
     let enginesDown = 0;
     for (const [stepIndex, concurrency] of options.steps.entries()) {
       running = concurrency;
+      throwIfStopped(signal);
       const share = (index: number) => Math.floor(concurrency / workers) + (index < concurrency % workers ? 1 : 0);
       const openLoop = options.arrival !== 'closed';
       progress.phase(stepIndex, concurrency, 'ramp', options.rampMs);
@@ -179,7 +192,7 @@ export async function runSweep(
         }),
       );
       progress.phase(stepIndex, concurrency, 'warmup', options.warmupMs);
-      await new Promise((resolve) => setTimeout(resolve, options.warmupMs));
+      await pause(options.warmupMs);
       const faultsBefore = fake ? (await fake.control.stats()).total.faults : undefined;
       await fake?.control.resetHighWaterMarks();
       // --target: vLLM's counters are read before the clients' totals here, and after them at the end, so that every
@@ -189,7 +202,7 @@ export async function runSweep(
       for (const child of children) child.send({ type: 'measure-start', step: stepIndex } satisfies ToWorker);
       const measureStart = performance.now();
       progress.phase(stepIndex, concurrency, 'measure', options.measureMs);
-      await new Promise((resolve) => setTimeout(resolve, options.measureMs));
+      await pause(options.measureMs);
       const measuredS = (performance.now() - measureStart) / 1000;
       progress.phase(stepIndex, concurrency, 'drain', 0);
       const results = (await Promise.all(

@@ -39,15 +39,42 @@ export function exitOf(child: ChildProcess): string | undefined {
   return undefined;
 }
 
+/** Why a stopped sweep stopped, for the step that could not measure. */
+function stoppedReason(signal: AbortSignal): string {
+  return `interrupted (${typeof signal.reason === 'string' ? signal.reason : 'aborted'})`;
+}
+
+/** Throws {@link StepNotMeasuredError} when `signal` has stopped the sweep. */
+export function throwIfStopped(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new StepNotMeasuredError(stoppedReason(signal));
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /**
  * The next message of `type` from a worker; rejects with {@link StepNotMeasuredError} when the worker exits first
- * (or had already) or when `deadlineMs` passes. `index` names the worker in the message.
+ * (or had already), when `deadlineMs` passes, or when `signal` stops the sweep. `index` names the worker.
  */
 export function awaitWorkerMessage<T>(
   child: ChildProcess,
   type: string,
   deadlineMs: number,
   index: number,
+  signal?: AbortSignal,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const ended = exitOf(child);
@@ -55,10 +82,19 @@ export function awaitWorkerMessage<T>(
       reject(new StepNotMeasuredError(`client worker ${index} (pid ${child.pid}) had exited (${ended})`));
       return;
     }
+    if (signal?.aborted) {
+      reject(new StepNotMeasuredError(stoppedReason(signal)));
+      return;
+    }
+    const onAbort = () => {
+      done();
+      reject(new StepNotMeasuredError(stoppedReason(signal!)));
+    };
     const done = () => {
       clearTimeout(timer);
       child.off('message', onMessage);
       child.off('exit', onExit);
+      signal?.removeEventListener('abort', onAbort);
     };
     const onMessage = (message: { type: string }) => {
       if (message?.type !== type) return;
@@ -81,6 +117,7 @@ export function awaitWorkerMessage<T>(
     }, deadlineMs);
     child.on('message', onMessage);
     child.on('exit', onExit);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

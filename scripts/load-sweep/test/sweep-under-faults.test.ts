@@ -1,10 +1,11 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
 import { parseSweepArgs } from '../src/options.js';
 import type { Summary } from '../src/report.js';
@@ -207,4 +208,39 @@ it('open loop against a silent target: arrivals stop when the step drains, which
   // the window opens) and at most a couple more before the window's message reached the worker.
   expect(engine.received() - step.sent).toBeLessThan(5);
   expect(engine.received() - step.sent).toBeGreaterThanOrEqual(0);
+});
+
+it('SIGTERM to the CLI mid-run: it stops, writes the finished steps, leaves no process behind, and exits 1 with one line', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sweep-sigterm-'));
+  const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+  const flags = ['--steps', '10,20,30', '--ramp-ms', '300', '--warmup-ms', '300', '--measure-ms', '1500'];
+  const child = spawn(
+    process.execPath,
+    [cli, ...flags, '--fake-ttft-ms', '10', '--fake-itl-ms', '5', '--workers', '1', '--out', out],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CI: 'true' } },
+  );
+  let stdout = '';
+  let stderr = '';
+  let descendants: number[] = [];
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk;
+    if (descendants.length === 0 && stdout.includes('step C=10:')) {
+      // Its workers and fake-vllm processes, to check afterwards that none outlived it.
+      const lines = execFileSync('ps', ['-o', 'pid=', '--ppid', String(child.pid)], { encoding: 'utf8' });
+      descendants = lines.split('\n').filter(Boolean).map(Number);
+      child.kill('SIGTERM');
+    }
+  });
+  const [code] = (await once(child, 'exit')) as [number];
+  expect(descendants.length).toBeGreaterThanOrEqual(3); // one worker, two fake-vllm processes
+  expect(code, stderr).toBe(1);
+  expect(stderr.trim().split('\n')).toEqual([
+    `load-sweep: stopped, C=20 could not measure: interrupted (SIGTERM); results so far in ${out}/summary.json`,
+  ]);
+  const written = readSummary(out);
+  expect(written.steps.map((step) => step.concurrency)).toEqual([10, 20]);
+  expect(written.steps[0]!.sent).toBeGreaterThan(0);
+  expect(written.steps[1]!.invalidReason).toBe('could not measure: interrupted (SIGTERM)');
+  for (const pid of descendants) expect(() => process.kill(pid, 0), `pid ${pid}`).toThrow(/ESRCH/);
 });
