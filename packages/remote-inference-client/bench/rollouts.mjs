@@ -160,10 +160,9 @@ function newClient(options, onRequestEnd) {
   return new RemoteInferenceClient({
     engines,
     transport: { shared: false },
-    // Every rollout counts in a synchronous step: no retry budget (SkyRL retries without one). The budget counts
-    // requests STARTED in the last second or two, and a step starts all of them at t = 0: a restart a few seconds
-    // in found the budget at its 10/s floor and failed most of the restarted engine's requests (54 of 80 in a
-    // check). The same for every policy.
+    // Every rollout counts in a synchronous step: no retry budget (SkyRL retries without one). With fixed caps a
+    // restart drops a quarter of the step's requests at once, beyond the default 20% budget. The same for every
+    // policy.
     retry: { maxAttempts: 8, budgetRatio: 1, minRetriesPerSecond: 1_000_000, baseBackoffMs: 50, maxBackoffMs: 1000 },
     ...(onRequestEnd ? { onRequestEnd } : {}),
     ...options,

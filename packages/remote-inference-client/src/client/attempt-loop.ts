@@ -314,7 +314,7 @@ export class RequestExecutor {
       );
     }
     if (performance.now() + waitMs >= run.deadlineMs) throw new RetriesExhaustedError(run.errors, 'Deadline reached');
-    if (!this.parts.budget.tryRetry()) {
+    if (!this.parts.budget.tryRetry(this.runs.size)) {
       throw new RetriesExhaustedError(run.errors, 'Retry budget spent (the fleet is failing)');
     }
     if (!resumable) this.counters.retries++;

@@ -29,8 +29,8 @@ export interface RetryOptions {
   /** Longest `Retry-After` honoured; longer ones fail the request instead of sleeping. @default 30000 (ms) */
   maxRetryAfterMs?: number;
   /**
-   * Retry budget: retries may be at most this fraction of requests (plus `minRetriesPerSecond`), so a failing
-   * fleet is not hammered. @default 0.2
+   * Retry budget: retries per second may be at most this fraction of requests (those started in the last second or
+   * those in flight, whichever is more) plus `minRetriesPerSecond`, so a failing fleet is not hammered. @default 0.2
    */
   budgetRatio?: number;
   /** @default 10 */

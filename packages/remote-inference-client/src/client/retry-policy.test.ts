@@ -49,4 +49,16 @@ describe('retry policy', () => {
     expect(allowed).toBe(12);
     expect(budget.denied).toBe(88);
   });
+
+  it('counts requests in flight as the base when more are running than were started lately (an RL step)', () => {
+    // Nothing started in the window (the step started its rollouts seconds ago), 1,000 still running.
+    const budget = new RetryBudget(0.2, 10);
+    let allowed = 0;
+    for (let index = 0; index < 500; index++) if (budget.tryRetry(1000)) allowed++;
+    expect(allowed).toBe(210);
+    const idle = new RetryBudget(0.2, 10);
+    allowed = 0;
+    for (let index = 0; index < 500; index++) if (idle.tryRetry(0)) allowed++;
+    expect(allowed).toBe(10);
+  });
 });

@@ -22,9 +22,14 @@ export function parseRetryAfter(value: string | string[] | undefined, nowMs = Da
 
 /**
  * Retry budget (like gRPC's retry throttling, by rate): retries over the last second may be at most
- * `budgetRatio` of requests over the last second plus `minRetriesPerSecond`. Both are sliding-window estimates
+ * `budgetRatio` of the requests of the last second plus `minRetriesPerSecond`. Both are sliding-window estimates
  * (the previous one-second bucket weighted by how much of it still overlaps): a fixed window would reset the request
  * count at each roll and refuse nearly every retry in the first moments of a second, exactly when an engine dies.
+ *
+ * "The requests of the last second" are those started in it, or those in flight, whichever is more. Started alone
+ * fits short requests; an RL step starts all its rollouts at once and runs for minutes, so an engine restarting
+ * seconds in found a base of zero and only the per-second floor: 54 of the 80 requests it held failed "Retry
+ * budget spent" with `budgetRatio` 1. A fleet that fails everything fast still has few requests in flight.
  */
 export class RetryBudget {
   private bucketStartMs = performance.now();
@@ -64,10 +69,10 @@ export class RetryBudget {
     this.requests++;
   }
 
-  /** Takes a retry token, or returns false when the budget is spent. */
-  tryRetry(): boolean {
+  /** Takes a retry token, or returns false when the budget is spent. `inFlight`: requests not finished now. */
+  tryRetry(inFlight = 0): boolean {
     const overlap = this.roll(performance.now());
-    const requests = this.requests + this.previousRequests * overlap;
+    const requests = Math.max(this.requests + this.previousRequests * overlap, inFlight);
     const retries = this.retries + this.previousRetries * overlap;
     if (retries >= requests * this.ratio + this.minPerSecond) {
       this.denied++;
