@@ -222,7 +222,7 @@ export async function runSweep(
         // A closed loop whose every slot waits on a request started before the window sends nothing in it: a step
         // of "0 sent, 0 failed" is not a valid measurement of anything.
         throw new StepNotMeasuredError(
-          `no request started in the ${options.measureMs} ms window (${row.achievedConcurrency.toFixed(0)} in flight, all started before it and unanswered; each ends by --request-timeout-ms ${options.requestTimeoutMs}): is the target answering?`,
+          `no request started in the ${options.measureMs} ms window: the ${row.achievedConcurrency.toFixed(0)} in flight all started before it and none ended (each ends by --request-timeout-ms ${options.requestTimeoutMs}); check that the target answers, or lengthen --warmup-ms and --measure-ms past one request's duration`,
         );
       }
       const client = clientCounts(results);
