@@ -275,7 +275,6 @@ export class Scheduler {
   private preferredTimer: NodeJS.Timeout | undefined;
   private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
-  private repump = false;
   readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
 
   constructor(
@@ -427,16 +426,10 @@ export class Scheduler {
    * (`RoutingPolicy.preferred`): it keeps its place and lets others take the engines that are free.
    */
   pump(): void {
-    if (this.pumping) {
-      this.repump = true; // a cap grew or a request left while granting: go round once more
-      return;
-    }
+    if (this.pumping) return;
     this.pumping = true;
     try {
-      do {
-        this.repump = false;
-        this.pumpOnce();
-      } while (this.repump);
+      this.pumpOnce();
     } finally {
       this.pumping = false;
     }
