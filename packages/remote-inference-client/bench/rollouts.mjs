@@ -53,7 +53,7 @@ const QUICK = {
   'itl-ms': 5,
   'median-tokens': 40,
   'max-tokens': 240,
-  sessions: 64,
+  sessions: 96,
   turns: 3,
   'down-ms': 600,
 };
