@@ -100,8 +100,8 @@ export interface EngineLoadSample {
   counter: number | undefined;
 }
 
-/** Where an engine's cap comes from. */
-export type CapState = 'fixed' | 'learning' | 'learned' | 'no-metrics';
+/** Where a learned cap stands: never seen full yet, learned, or no vLLM gauges (the fixed cap applies). */
+export type CapState = 'learning' | 'learned' | 'no-metrics';
 
 /**
  * What the client knows of one engine's capacity, and the cap it derives. Pure (no I/O, no clock), so that the
