@@ -99,6 +99,7 @@ describe('the learned per-engine cap', () => {
     expect(() => resolveAdaptiveCapOptions({ initialCap: 600 }, 512)).toThrow(/initialCap/);
     expect(() => resolveAdaptiveCapOptions('yes' as never, undefined)).toThrow(/adaptive/);
     expect(resolveAdaptiveCapOptions(true, 300)?.maxCap).toBe(300);
+    expect(resolveAdaptiveCapOptions(true, 8)?.initialCap).toBe(8);
     expect(resolveAdaptiveCapOptions(undefined, 300)).toBeUndefined();
   });
 });

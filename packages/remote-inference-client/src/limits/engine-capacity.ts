@@ -7,7 +7,7 @@ import { InvalidOptionsError } from '../errors.js';
  * engine's own Prometheus gauges (`GET /metrics`), polled every `intervalMs`.
  */
 export interface AdaptiveCapOptions {
-  /** Cap of an engine before anything is learned, and again after it restarts. @default 32 (requests) */
+  /** Cap of an engine before anything is learned, and again after it restarts. @default 32, or maxCap if less (requests) */
   initialCap?: number;
   /** The learned cap never goes below this. @default 1 (requests) */
   minCap?: number;
@@ -46,10 +46,11 @@ export function resolveAdaptiveCapOptions(
     );
   }
   const given: AdaptiveCapOptions = options === true ? {} : options;
+  const maxCap = given.maxCap ?? (fixedCap !== undefined && Number.isFinite(fixedCap) ? fixedCap : 4096);
   const resolved: ResolvedAdaptiveCapOptions = {
-    initialCap: given.initialCap ?? 32,
+    initialCap: given.initialCap ?? Math.min(32, maxCap),
     minCap: given.minCap ?? 1,
-    maxCap: given.maxCap ?? (fixedCap !== undefined && Number.isFinite(fixedCap) ? fixedCap : 4096),
+    maxCap,
     headroom: given.headroom ?? 0.05,
     intervalMs: given.intervalMs ?? 500,
     timeoutMs: given.timeoutMs ?? 2000,
