@@ -1,3 +1,5 @@
+import { mix32 } from './tokens.js';
+
 /**
  * Tokens per KV-cache block: vLLM's default (`CacheConfig.DEFAULT_BLOCK_SIZE = 16`, `vllm/config/cache.py`). Only
  * full blocks are hashed and shared.
@@ -20,16 +22,6 @@ export interface BlockAllocation {
   readonly hitTokens: number;
   /** The chain hash of the last full prompt block (0 before the first): where decode blocks continue the chain. */
   readonly lastHash: number;
-}
-
-function mix32(value: number): number {
-  let h = value | 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 /**

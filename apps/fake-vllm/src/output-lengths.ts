@@ -1,4 +1,5 @@
 import { FakeVllmConfigError } from './errors.js';
+import { mix32 } from './tokens.js';
 
 /**
  * How long generations are when the client does not decide it (`max_tokens` only caps them). RL rollouts have
@@ -103,16 +104,6 @@ export function resolveOutputLengths(
   }
   if (!positive(options.alpha)) fail('outputLengths.alpha', 'a number > 0', options.alpha);
   return { distribution: 'pareto', scaleTokens: options.scaleTokens, alpha: options.alpha, seed };
-}
-
-function mix32(value: number): number {
-  let h = value | 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 /** A hash of the draw seed and every prompt token: computed once per prompt, shared by its choices. */

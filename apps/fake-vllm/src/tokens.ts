@@ -28,7 +28,7 @@ export function eosTokenId(vocabSize = DEFAULT_VOCAB_SIZE): number {
 }
 
 /** murmur3's 32-bit finaliser: a cheap, well-mixed integer hash. */
-function mix32(value: number): number {
+export function mix32(value: number): number {
   let h = value | 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
