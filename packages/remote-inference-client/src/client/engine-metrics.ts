@@ -106,6 +106,7 @@ export class EngineLoadPoller {
     const capacity = entry.capacity!;
     const { timeoutMs, maxBodyBytes } = this.options;
     this.counters.polls++;
+    const outstandingBefore = entry.outstanding;
     try {
       const result = await sendAttempt(
         this.pool(entry.endpoint),
@@ -123,7 +124,9 @@ export class EngineLoadPoller {
         undefined,
       );
       const sample = result.status === 200 && result.body ? parseEngineLoad(result.body.toString('latin1')) : undefined;
-      if (sample) capacity.observe(sample, entry.outstanding);
+      // The engine counted somewhere between send and answer: the larger of the two counts of ours. Requests that
+      // finished in between would otherwise read as another client's share and shrink the capacity.
+      if (sample) capacity.observe(sample, Math.max(outstandingBefore, entry.outstanding));
       else capacity.noMetrics();
     } catch (failure) {
       this.counters.failures++;
