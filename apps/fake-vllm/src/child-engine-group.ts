@@ -1,4 +1,4 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { setPriority } from 'node:os';
@@ -172,11 +172,14 @@ export class ChildEngineGroup implements EngineGroup {
     {
       sharePort = false,
       nice = 0,
+      idleScheduling = false,
       perEngine = [],
       log = (line: string) => process.stderr.write(`fake-vllm: ${line}\n`),
     }: {
       sharePort?: boolean;
       nice?: number;
+      /** SCHED_IDLE for the children (see `FakeVllmOptions.idleScheduling`). @default false */
+      idleScheduling?: boolean;
       /** Overrides by engine index (`perEngine` of the options). @default [] */
       perEngine?: readonly PerEngineOptions[];
       /** Where the one line about a child that died goes. @default stderr */
@@ -206,6 +209,7 @@ export class ChildEngineGroup implements EngineGroup {
     const group = new ChildEngineGroup(handles, log);
     try {
       for (const handle of handles) {
+        if (idleScheduling && handle.child.pid !== undefined) setIdleScheduling(handle.child.pid);
         if (nice === 0 || handle.child.pid === undefined) continue;
         try {
           setPriority(handle.child.pid, nice);
@@ -329,6 +333,28 @@ export class ChildEngineGroup implements EngineGroup {
         if (handle.child.connected) handle.child.disconnect();
         await exited;
       }),
+    );
+  }
+}
+
+/**
+ * Puts a process and its threads under SCHED_IDLE with util-linux `chrt` (Node has no sched_setscheduler). Threads
+ * the process starts later inherit the policy. Right after fork the child is still loading, so nothing it serves
+ * runs at the normal policy.
+ */
+function setIdleScheduling(pid: number): void {
+  if (process.platform !== 'linux') {
+    throw new FakeVllmConfigError('`idleScheduling` needs Linux (SCHED_IDLE)', { field: 'idleScheduling' });
+  }
+  try {
+    execFileSync('chrt', ['--all-tasks', '--idle', '--pid', '0', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new FakeVllmConfigError(
+      missing
+        ? '`idleScheduling` needs the `chrt` program (apt-get install util-linux)'
+        : `Cannot set SCHED_IDLE on the engine process ${pid} with chrt: ${String((error as { stderr?: unknown }).stderr ?? (error as Error).message).trim()}`,
+      { cause: error, field: 'idleScheduling' },
     );
   }
 }

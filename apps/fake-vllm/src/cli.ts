@@ -35,6 +35,11 @@ const FLAGS: Record<
   processes: ['number', 'processes', 'Child processes to spread engines over; 0 = this process (default 0)'],
   'share-port': ['boolean', 'sharePort', 'All --processes accept on ONE port (one engine address, several processes)'],
   nice: ['number', 'nice', 'CPU priority (nice -20..19) of the --processes children (default 0)'],
+  'idle-scheduling': [
+    'boolean',
+    'idleScheduling',
+    'Run the --processes children under SCHED_IDLE (Linux, util-linux chrt): CPU only when nothing else wants it',
+  ],
   model: ['string', 'model', 'Served model name (default fake-model)'],
   'max-num-seqs': ['number', 'maxNumSeqs', 'Running slots per engine (default 256)'],
   'kv-cache-blocks': ['number', 'kvCacheBlocks', 'KV-cache pool per engine, in 16-token blocks (default 32768)'],

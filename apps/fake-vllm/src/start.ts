@@ -42,6 +42,7 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
       ? await ChildEngineGroup.start(resolved, resolved.host, ports, resolved.processes, {
           sharePort: resolved.sharePort,
           nice: resolved.nice,
+          idleScheduling: resolved.idleScheduling,
           perEngine: resolved.perEngine,
         })
       : await LocalEngineGroup.start(resolved, resolved.host, ports, undefined, { perEngine: resolved.perEngine });
