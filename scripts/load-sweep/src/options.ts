@@ -52,7 +52,7 @@ export interface SweepOptions {
   workers: number;
   outDir: string;
   /** Embedded fake-vllm shape. */
-  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number; nice: number };
+  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number; nice: number | 'idle' };
   quick: boolean;
   seed: number;
   /**
@@ -98,7 +98,7 @@ export const FLAG_HELP: Record<string, string> = {
   'fake-ttft-ms': 'Fake TTFT (default 500)',
   'fake-itl-ms': 'Fake inter-token latency (default 250)',
   'fake-nice':
-    'CPU priority of the fake engine processes, 0..19 (default 19: on a shared host the client, which is measured, gets the CPU first)',
+    'CPU priority of the fake engine processes: idle (SCHED_IDLE: CPU only when the client does not want it) or nice 0..19 (default idle)',
   seed: 'Seed of prompts and sampling (default 1)',
   arrival: 'closed (steps = concurrency) | constant | poisson | gamma (steps = requests/s) (default closed)',
   'gamma-shape': 'Gamma shape for --arrival gamma (default 0.5: burstier than Poisson)',
@@ -320,7 +320,7 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
       maxNumSeqs: number('fake-max-num-seqs', 256, 1, LIMITS.fakeMaxNumSeqs, true),
       ttftMs: number('fake-ttft-ms', 500, 0, LIMITS.durationMs),
       itlMs: number('fake-itl-ms', 250, 0, LIMITS.durationMs),
-      nice: number('fake-nice', 19, 0, 19, true),
+      nice: get('fake-nice') === undefined || get('fake-nice') === 'idle' ? 'idle' : number('fake-nice', 19, 0, 19, true),
     },
     quick,
     seed: number('seed', 1, 0, 2 ** 31 - 1, true),
@@ -331,7 +331,8 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
   };
   // The embedded fleet is checked by fake-vllm's own rules, with the sweep's flag named.
   try {
-    resolveFakeVllmOptions({ ...options.fake, maxModelLen: 1_000_000, control: false });
+    const { nice, ...fake } = options.fake;
+    resolveFakeVllmOptions({ ...fake, nice: nice === 'idle' ? 0 : nice, maxModelLen: 1_000_000, control: false });
   } catch (error) {
     if (!(error instanceof FakeVllmConfigError)) throw error;
     const flag = { ttftMs: 'fake-ttft-ms', itlMs: 'fake-itl-ms', maxNumSeqs: 'fake-max-num-seqs' }[
