@@ -25,6 +25,11 @@ export interface StepAccounting {
   attempts: number;
   /** Client: re-sends on reused sockets that died before any byte; each may or may not have reached an engine. */
   staleRetries: number;
+  /**
+   * Client: TCP connects that failed in the window (the SDK's per-engine `connectErrors`; an engine restarting refuses
+   * them): an attempt on such a connection never reached an engine. 0 in direct mode; absent in older summaries.
+   */
+  connectErrors?: number;
   /** Engines: requests received (tallies: the window's; vLLM: finished + in flight at the end - at the start). */
   engineReceived: number | null;
   /** Engines: requests answered whole (tallies) or finished `stop`/`length`/`repetition` (vLLM). */
@@ -63,6 +68,7 @@ export function clientCounts(results: readonly StepResult[]) {
     answered: sum((result) => result.answered),
     attempts: sum((result) => result.attempts),
     staleRetries: sum((result) => result.requestStaleRetries),
+    connectErrors: sum((result) => result.connectErrors ?? 0),
   };
 }
 
@@ -104,15 +110,13 @@ export function reconcileWithTallies(
   if (answeredDifference !== 0)
     notes.push(`engines answered ${engines.answered} whole, the client counted ${client.answered}`);
   const most = client.attempts + client.staleRetries;
+  // An attempt whose connect failed never reached an engine (a restarting engine refuses connects).
+  const least = client.attempts - client.connectErrors;
   const receivedDifference =
-    engines.received > most
-      ? engines.received - most
-      : engines.received < client.attempts
-        ? engines.received - client.attempts
-        : 0;
+    engines.received > most ? engines.received - most : engines.received < least ? engines.received - least : 0;
   if (receivedDifference !== 0)
     notes.push(
-      `engines received ${engines.received}, the client made ${client.attempts} attempts${client.staleRetries ? ` (+${client.staleRetries} stale re-sends)` : ''}`,
+      `engines received ${engines.received}, the client made ${client.attempts} attempts${client.staleRetries ? ` (+${client.staleRetries} stale re-sends)` : ''}${client.connectErrors ? ` (${client.connectErrors} on connects that failed)` : ''}`,
     );
   return close(
     {

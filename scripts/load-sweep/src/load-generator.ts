@@ -7,9 +7,9 @@ import type { WorkerProgress } from './live.js';
 import type { SweepOptions } from './options.js';
 import type { Outcome } from './outcome.js';
 import { DirectSender, type RequestSender, SdkSender } from './request-senders.js';
-import { expectedOutput, type PlannedRequest, RequestSource } from './request-source.js';
+import { expectedOutput, type PlannedRequest, RequestSource, rolloutSource } from './request-source.js';
 import { outputTokenCount, StepAccumulator } from './step-accumulator.js';
-import type { ClientTotals, InitMessage, StepResult } from './worker-protocol.js';
+import type { ClientTotals, InitMessage, RolloutStepMessage, StepResult } from './worker-protocol.js';
 
 /**
  * A test-only seam: lets a test make the generator misbehave (lose an outcome, count one twice, send a request
@@ -34,7 +34,8 @@ const LOOP_RESOLUTION_MS = 5;
  */
 export class LoadGenerator {
   private readonly options: SweepOptions;
-  private readonly sender: RequestSender;
+  /** The sender in use: the sweep's own, or during a rollout step that step's policy's fresh SDK client. */
+  private sender: RequestSender;
   private readonly source: RequestSource;
   private readonly records: WriteStream;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
@@ -127,6 +128,79 @@ export class LoadGenerator {
     return accumulator.finish(this.init.worker, pending.count, this.sender.stats());
   }
 
+  /**
+   * `--scenario rollout-step`: fires this worker's rollouts of the step at once through a fresh SDK client with the
+   * step's policy (learned caps start afresh, as a trainer's new client would), waits for the last, and returns the
+   * step's result with `rollout`. A rollout of several turns sends each turn when the previous one is answered, its
+   * prompt grown by that answer; a turn that fails fails the rollout and ends its session.
+   */
+  async rolloutStep(message: RolloutStepMessage): Promise<StepResult> {
+    if (this.measuring)
+      throw new Error(`rollout step ${message.step} started while step ${this.measuring.step} is measured`);
+    const sender = new SdkSender(this.options, this.init.engines, message.policy);
+    const previousSender = this.sender;
+    this.sender = sender;
+    try {
+      const accumulator = new StepAccumulator(message.step, this.options, this.init.verify, sender.stats());
+      this.measuring = accumulator;
+      this.unsettled.set(message.step, { count: 0 });
+      this.sampler = setInterval(() => accumulator.sampleInFlight(this.inFlight), 100);
+      this.loopDelay.reset();
+      this.loopDelay.enable();
+      const completionsMs: number[] = [];
+      const work: Array<{ turns: number; tokens: number }> = [];
+      const answeredByEngine: Record<string, number> = {};
+      let failedRollouts = 0;
+      let makespanMs = 0;
+      const { sessionTurns } = this.options;
+      const start = performance.now();
+      const rollout = async (index: number) => {
+        const { source, firstToken } = rolloutSource(this.options, message.stepIndex, index, message.step);
+        const sessionId = sessionTurns > 1 ? `rollout-${message.step}-${index}` : undefined;
+        let previous: { request: PlannedRequest; outputTokenIds: number[] } | undefined;
+        let ok = true;
+        let turns = 0;
+        let tokens = 0;
+        while (ok && turns < sessionTurns && !this.stopping) {
+          const request = source.next(previous, sessionId, firstToken);
+          turns++;
+          tokens += request.maxTokens;
+          const result = await this.runOne(request, index);
+          ok = result.ok;
+          if (ok) answeredByEngine[result.engine] = (answeredByEngine[result.engine] ?? 0) + 1;
+          previous = { request, outputTokenIds: result.tokenIds };
+        }
+        const endMs = performance.now() - start;
+        makespanMs = Math.max(makespanMs, endMs);
+        work.push({ turns, tokens });
+        if (ok && turns === sessionTurns) completionsMs.push(endMs);
+        else failedRollouts++;
+      };
+      await Promise.all(Array.from({ length: message.count }, (_, offset) => rollout(message.first + offset)));
+      this.measuring = undefined;
+      clearInterval(this.sampler);
+      accumulator.closeWindow(this.loopLagP99Ms());
+      this.loopDelay.disable();
+      this.unsettled.delete(message.step);
+      const stats = sender.stats();
+      const result = accumulator.finish(this.init.worker, 0, stats);
+      result.rollout = {
+        completionsMs,
+        makespanMs,
+        failedRollouts,
+        work,
+        answeredByEngine,
+        finalCaps: Object.fromEntries(stats.engines.map((engine) => [engine.endpoint, engine.maxConcurrency])),
+      };
+      return result;
+    } finally {
+      this.measuring = undefined;
+      clearInterval(this.sampler);
+      this.sender = previousSender;
+      await sender.close();
+    }
+  }
+
   /** This worker's index. */
   get worker(): number {
     return this.init.worker;
@@ -166,8 +240,15 @@ export class LoadGenerator {
     return Math.max(0, this.loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS);
   }
 
-  /** Sends one request, accounting it to the window it was dispatched in. Returns its output tokens. */
-  private async runOne(request: PlannedRequest, engineIndex: number): Promise<number[]> {
+  /**
+   * Sends one request, accounting it to the window it was dispatched in. Returns whether it was answered whole (and,
+   * when counted in a window with verification, verified), its output tokens (the expected ones when it failed, so
+   * a session can go on) and the engine that served its last attempt.
+   */
+  private async runOne(
+    request: PlannedRequest,
+    engineIndex: number,
+  ): Promise<{ ok: boolean; tokenIds: number[]; engine: string }> {
     const step = this.measuring;
     const pending = step ? this.unsettled.get(step.step) : undefined;
     this.totals.dispatched++;
@@ -180,13 +261,19 @@ export class LoadGenerator {
     const headers = step && this.init.tally ? { [TALLY_HEADER]: tallyLabel(step.step) } : undefined;
     const sendOnce = () => this.sender.send(request, engineIndex, headers);
     let outcome: Outcome | undefined;
+    let ok = false;
+    let engine = this.init.engines[engineIndex % this.init.engines.length]!;
     try {
       outcome = await (this.seam.send ? this.seam.send(sendOnce, step?.step) : sendOnce());
       this.countTotals(request, outcome);
+      ok = outcome.ok;
+      engine = outcome.stats?.engine ?? engine;
       if (step) {
-        const engine = outcome.stats?.engine ?? this.init.engines[engineIndex % this.init.engines.length]!;
-        const count = () =>
-          this.records.write(`${JSON.stringify(step.record(request, outcome!, engine, this.init.worker))}\n`);
+        const count = () => {
+          const record = step.record(request, outcome!, engine, this.init.worker);
+          ok = record.ok;
+          this.records.write(`${JSON.stringify(record)}\n`);
+        };
         if (this.seam.count) this.seam.count(count, step.step);
         else count();
       }
@@ -195,7 +282,11 @@ export class LoadGenerator {
       this.totals.inFlight--;
       if (pending && --pending.count === 0) pending.drained?.();
     }
-    return outcome.tokenIds.length > 0 ? outcome.tokenIds : expectedOutput(request).tokenIds;
+    return {
+      ok,
+      tokenIds: outcome.tokenIds.length > 0 ? outcome.tokenIds : expectedOutput(request).tokenIds,
+      engine,
+    };
   }
 
   private countTotals(request: PlannedRequest, outcome: Outcome): void {
@@ -220,7 +311,7 @@ export class LoadGenerator {
       let previous: { request: PlannedRequest; outputTokenIds: number[] } | undefined;
       for (let turn = 0; turn < sessionTurns && !this.stopping; turn++) {
         const request = this.source.next(previous, sessionId);
-        previous = { request, outputTokenIds: await this.runOne(request, slotIndex + turn) };
+        previous = { request, outputTokenIds: (await this.runOne(request, slotIndex + turn)).tokenIds };
       }
     }
     this.slots--;

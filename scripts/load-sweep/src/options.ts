@@ -12,12 +12,43 @@ export { SweepConfigError } from './errors.js';
 export type LengthDistribution =
   | { kind: 'fixed'; value: number }
   | { kind: 'uniform'; min: number; max: number }
-  | { kind: 'normal'; mean: number; stddev: number };
+  | { kind: 'normal'; mean: number; stddev: number }
+  /** Long-tailed: `round(median x exp(sigma x Z))`, Z ~ N(0, 1), within 1..max (fake-vllm's `outputLengths` rule). */
+  | { kind: 'lognormal'; median: number; sigma: number; max: number }
+  /** Long-tailed: `floor(scale / U^(1/alpha))`, U ~ U(0, 1), within 1..max (fake-vllm's `outputLengths` rule). */
+  | { kind: 'pareto'; scale: number; alpha: number; max: number };
+
+/**
+ * `--scenario rollout-step`: the SDK options a step runs with. `baseline` is SkyRL's router and semaphore (round robin,
+ * a fixed 512 per engine: the whole batch is bound to engines at t = 0), `least-outstanding` this SDK's previous
+ * default (least outstanding, a fixed 512), `late-binding` least outstanding with `limits.perEngine.adaptive`.
+ */
+export type RolloutPolicy = 'baseline' | 'least-outstanding' | 'late-binding';
+export const ROLLOUT_POLICIES: readonly RolloutPolicy[] = ['baseline', 'least-outstanding', 'late-binding'];
+
+/**
+ * `--scenario rollout-step` with embedded engines: `uniform`; `slow-engine` (the last engine at half speed: TTFT and
+ * ITL doubled, through fake-vllm's `perEngine`); `restart` (the last engine restarted through the control plane once
+ * a quarter of the step's requests were answered).
+ */
+export type RolloutFleet = 'uniform' | 'slow-engine' | 'restart';
+export const ROLLOUT_FLEETS: readonly RolloutFleet[] = ['uniform', 'slow-engine', 'restart'];
 
 /** Everything the sweep can be told. Every field has a flag (see `--help`) and a config-file key. */
 export interface SweepOptions {
-  /** Concurrency steps. @default [500, 1000, 2000, 5000, 10000] */
+  /**
+   * `ramp` (default): steps are concurrency levels (or arrival rates), each measured in a window. `rollout-step`:
+   * each step fires its N rollouts at once (a synchronous RL step) and waits for the last, once per policy.
+   */
+  scenario: 'ramp' | 'rollout-step';
+  /** Concurrency steps; `rollout-step`: rollouts per step. @default [500, 1000, 2000, 5000, 10000] (rollout-step: [2048]) */
   steps: number[];
+  /** `rollout-step`: the policies each step runs with, one row each. @default all three */
+  policies: RolloutPolicy[];
+  /** `rollout-step` with embedded engines: the fleet's shape. @default 'uniform' */
+  fleet: RolloutFleet;
+  /** `--fleet restart`: how long the restarted engine refuses connections. @default 1500 (ms) */
+  restartDownMs: number;
   /** Real engines; none = start embedded fake-vllm engines. */
   targets: string[];
   model: string | undefined;
@@ -52,7 +83,14 @@ export interface SweepOptions {
   workers: number;
   outDir: string;
   /** Embedded fake-vllm shape. */
-  fake: { engines: number; processes: number; maxNumSeqs: number; ttftMs: number; itlMs: number; nice: number | 'idle' };
+  fake: {
+    engines: number;
+    processes: number;
+    maxNumSeqs: number;
+    ttftMs: number;
+    itlMs: number;
+    nice: number | 'idle';
+  };
   quick: boolean;
   seed: number;
   /**
@@ -69,15 +107,23 @@ export interface SweepOptions {
 }
 
 export const FLAG_HELP: Record<string, string> = {
-  steps: 'Comma-separated concurrency steps (default 500,1000,2000,5000,10000)',
+  scenario:
+    'ramp (default: the concurrency ramp) | rollout-step (each step fires N rollouts at once and waits for the last)',
+  steps: 'Comma-separated concurrency steps (default 500,1000,2000,5000,10000); rollout-step: rollouts per step (2048)',
+  policy:
+    'rollout-step: baseline (round robin, 512 per engine) | least-outstanding (512 per engine) | late-binding (adaptive caps); comma-separate to run several (default all three)',
+  fleet:
+    'rollout-step, embedded engines: uniform | slow-engine (the last at half speed) | restart (the last restarted mid-step) (default uniform)',
+  'restart-down-ms': '--fleet restart: how long the restarted engine refuses connections (default 1500)',
   quick: 'Small, fast profile for CI and first contact (steps 50,200,500; ~1 min)',
   target: 'Engine URL; repeat or comma-separate for several (default: embedded fake-vllm)',
   model: 'Model name sent to real engines',
   'api-key': 'Bearer token for real engines',
   endpoint: 'generate | completions | chat (default generate)',
   stream: 'Stream responses (default on; --no-stream to disable)',
-  'prompt-tokens': 'Prompt length: N, uniform:MIN:MAX or normal:MEAN:STDDEV (default 64)',
-  'output-tokens': 'Output length, same forms (default 16)',
+  'prompt-tokens':
+    'Prompt length: N, uniform:MIN:MAX, normal:MEAN:STDDEV, lognormal:MEDIAN:SIGMA[:MAX] or pareto:SCALE:ALPHA[:MAX] (default 64)',
+  'output-tokens': 'Output length (max_tokens), same forms (default 16; rollout-step: lognormal:16:0.8:64)',
   'session-turns': 'Turns per multi-turn session, routed with session affinity (default 1)',
   'source-ips': 'Local source IPs for outbound connections: a,b,c or auto:N (127.0.0.2..)',
   faults: 'fake-vllm fault profile (none, chaos, idle-close-race, JSON or @file.json)',
@@ -117,6 +163,10 @@ export const LIMITS = {
   steps: 50,
   /** Concurrency (closed loop) or requests/s (open loop) of one step. */
   step: 200_000,
+  /** Rollouts in one `rollout-step` step (each is planned and held until the step ends). */
+  rollouts: 100_000,
+  /** Requests of one `rollout-step` step: rollouts x `--session-turns`. */
+  rolloutRequests: 1_000_000,
   fakeEngines: 1000,
   fakeProcesses: 64,
   fakeMaxNumSeqs: 100_000,
@@ -138,30 +188,34 @@ const CONFIG_KEYS = new Set(
 );
 
 function parseLength(text: string, flag: string): LengthDistribution {
-  const [kind, a, b, ...rest] = text.split(':');
+  const [kind, a, b, c, ...rest] = text.split(':');
   const fail = (why: string) =>
     new SweepConfigError(
-      `Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV (tokens, 1..${LIMITS.tokens}), got \`${text}\`${why}`,
+      `Expected \`--${flag}\` to be N, uniform:MIN:MAX or normal:MEAN:STDDEV (or lognormal:MEDIAN:SIGMA[:MAX], pareto:SCALE:ALPHA[:MAX]) (tokens, 1..${LIMITS.tokens}), got \`${text}\`${why}`,
     );
-  const number = (value: string | undefined, min: number) => {
+  const number = (value: string | undefined, min: number, max: number = LIMITS.tokens) => {
     const parsed = Number(value);
-    if (
-      value === undefined ||
-      value.trim() === '' ||
-      !Number.isFinite(parsed) ||
-      parsed < min ||
-      parsed > LIMITS.tokens
-    )
+    if (value === undefined || value.trim() === '' || !Number.isFinite(parsed) || parsed < min || parsed > max)
       throw fail('');
     return parsed;
   };
-  if (kind === 'uniform' && rest.length === 0) {
+  if (kind === 'uniform' && c === undefined) {
     const min = number(a, 1);
     const max = number(b, 1);
     if (min > max) throw fail(': MIN is above MAX');
     return { kind, min, max };
   }
-  if (kind === 'normal' && rest.length === 0) return { kind, mean: number(a, 1), stddev: number(b, 0) };
+  if (kind === 'normal' && c === undefined) return { kind, mean: number(a, 1), stddev: number(b, 0) };
+  if ((kind === 'lognormal' || kind === 'pareto') && rest.length === 0) {
+    // SIGMA and ALPHA are shapes, not tokens: > 0 and at most 10 (sigma 10 puts p99 at 10^10 x the median).
+    const first = number(a, 1);
+    const shape = number(b, Number.MIN_VALUE, 10);
+    const max = c === undefined ? LIMITS.tokens : number(c, 1);
+    if (first > max) throw fail(`: ${kind === 'lognormal' ? 'MEDIAN' : 'SCALE'} is above MAX`);
+    return kind === 'lognormal'
+      ? { kind, median: first, sigma: shape, max }
+      : { kind, scale: first, alpha: shape, max };
+  }
   if (a !== undefined) throw fail('');
   return { kind: 'fixed', value: number(kind, 1) };
 }
@@ -237,17 +291,52 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
       );
     return parsed;
   };
+  const scenario = String(get('scenario') ?? 'ramp');
+  if (scenario !== 'ramp' && scenario !== 'rollout-step')
+    throw new SweepConfigError(`Expected \`--scenario\` to be ramp or rollout-step, got \`${scenario}\``);
+  const rollouts = scenario === 'rollout-step';
   const stepsRaw = get('steps');
   const steps =
     stepsRaw === undefined
-      ? quick
-        ? [50, 200, 500]
-        : [500, 1000, 2000, 5000, 10000]
+      ? rollouts
+        ? quick
+          ? [1024]
+          : [2048]
+        : quick
+          ? [50, 200, 500]
+          : [500, 1000, 2000, 5000, 10000]
       : String(stepsRaw).split(',').map(Number);
   if (steps.length > LIMITS.steps || steps.some((step) => !Number.isInteger(step) || step < 1 || step > LIMITS.step))
     throw new SweepConfigError(
       `Expected \`--steps\` to be at most ${LIMITS.steps} whole numbers in 1..${LIMITS.step}, got \`${String(stepsRaw)}\``,
     );
+  if (rollouts && steps.some((step) => step > LIMITS.rollouts))
+    throw new SweepConfigError(
+      `Expected \`--steps\` with \`--scenario rollout-step\` to be rollouts per step in 1..${LIMITS.rollouts}, got \`${String(stepsRaw)}\``,
+    );
+  const policyRaw = get('policy');
+  if (policyRaw !== undefined && !rollouts)
+    throw new SweepConfigError('`--policy` works with `--scenario rollout-step` only');
+  const policies =
+    policyRaw === undefined
+      ? [...ROLLOUT_POLICIES]
+      : String(policyRaw)
+          .split(',')
+          .map((policy) => policy.trim());
+  if (
+    policies.length === 0 ||
+    policies.some((policy) => !ROLLOUT_POLICIES.includes(policy as RolloutPolicy)) ||
+    new Set(policies).size !== policies.length
+  )
+    throw new SweepConfigError(
+      `Expected \`--policy\` to be one or more of ${ROLLOUT_POLICIES.join(', ')}, comma-separated, each once, got \`${String(policyRaw)}\``,
+    );
+  const fleetRaw = get('fleet');
+  const fleet = String(fleetRaw ?? 'uniform');
+  if (!ROLLOUT_FLEETS.includes(fleet as RolloutFleet))
+    throw new SweepConfigError(`Expected \`--fleet\` to be ${ROLLOUT_FLEETS.join(', ')}, got \`${fleet}\``);
+  if (fleetRaw !== undefined && !rollouts)
+    throw new SweepConfigError('`--fleet` works with `--scenario rollout-step` only');
   const targetsRaw = get('target');
   const targets = (Array.isArray(targetsRaw) ? targetsRaw : targetsRaw === undefined ? [] : [String(targetsRaw)])
     .flatMap((target) => String(target).split(','))
@@ -282,15 +371,23 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     }
   }
   const duration = (flag: string, fallback: number) => number(flag, fallback, 0, LIMITS.durationMs);
+  const maxNumSeqs = number('fake-max-num-seqs', 256, 1, LIMITS.fakeMaxNumSeqs, true);
   const options: SweepOptions = {
+    scenario,
     steps,
+    policies: policies as RolloutPolicy[],
+    fleet: fleet as RolloutFleet,
+    restartDownMs: number('restart-down-ms', 1500, 0, LIMITS.durationMs),
     targets,
     model: get('model') === undefined ? undefined : String(get('model')),
     apiKey: get('api-key') === undefined ? undefined : String(get('api-key')),
     endpoint,
     stream: get('stream') !== false,
     promptTokens: parseLength(String(get('prompt-tokens') ?? '64'), 'prompt-tokens'),
-    outputTokens: parseLength(String(get('output-tokens') ?? '16'), 'output-tokens'),
+    outputTokens: parseLength(
+      String(get('output-tokens') ?? (rollouts ? 'lognormal:16:0.8:64' : '16')),
+      'output-tokens',
+    ),
     sessionTurns: number('session-turns', 1, 1, LIMITS.sessionTurns, true),
     sourceIps: get('source-ips') === undefined ? [] : expandSourceIps(String(get('source-ips'))),
     faults,
@@ -299,7 +396,9 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     rampMs: duration('ramp-ms', quick ? 1500 : 5000),
     warmupMs: duration('warmup-ms', quick ? 1000 : 3000),
     measureMs: number('measure-ms', quick ? 4000 : 10_000, 100, LIMITS.durationMs),
-    requestTimeoutMs: number('request-timeout-ms', 60_000, 1, LIMITS.durationMs),
+    // A rollout step queues most of its batch in the client (late binding) or in the engines: a request's deadline
+    // counts from when it was sent, so the last of 2,048 waits behind the rest.
+    requestTimeoutMs: number('request-timeout-ms', rollouts ? 600_000 : 60_000, 1, LIMITS.durationMs),
     maxErrorRate: number('max-error-rate', 0.05, 0, 1),
     slo: sloRaw === undefined ? { ...DEFAULT_SLO } : parseSlo(sloRaw),
     workers: number('workers', 0, 0, LIMITS.workers, true),
@@ -309,18 +408,26 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
       // synchronized bursts (every stream of an engine gets its token in the same step). With 256 running
       // sequences per engine and one engine per 500 slots of the peak step, the fleet runs half the peak at once
       // and queues the rest inside the engines (no bytes sent), as an oversubscribed real fleet does.
+      // A rollout step is worth measuring when the batch outnumbers the fleet's slots: by default 4 rollouts per
+      // running slot at the peak step, on at least 2 engines.
       engines: number(
         'fake-engines',
-        Math.min(LIMITS.fakeEngines, Math.max(4, Math.ceil(Math.max(...steps) / 500))),
+        Math.min(
+          LIMITS.fakeEngines,
+          rollouts
+            ? Math.max(2, Math.ceil(Math.max(...steps) / (4 * maxNumSeqs)))
+            : Math.max(4, Math.ceil(Math.max(...steps) / 500)),
+        ),
         1,
         LIMITS.fakeEngines,
         true,
       ),
       processes: number('fake-processes', 2, 0, LIMITS.fakeProcesses, true),
-      maxNumSeqs: number('fake-max-num-seqs', 256, 1, LIMITS.fakeMaxNumSeqs, true),
+      maxNumSeqs,
       ttftMs: number('fake-ttft-ms', 500, 0, LIMITS.durationMs),
       itlMs: number('fake-itl-ms', 250, 0, LIMITS.durationMs),
-      nice: get('fake-nice') === undefined || get('fake-nice') === 'idle' ? 'idle' : number('fake-nice', 19, 0, 19, true),
+      nice:
+        get('fake-nice') === undefined || get('fake-nice') === 'idle' ? 'idle' : number('fake-nice', 19, 0, 19, true),
     },
     quick,
     seed: number('seed', 1, 0, 2 ** 31 - 1, true),
@@ -346,7 +453,29 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
     );
   if (options.targets.length > 0 && options.faults)
     throw new SweepConfigError('`--faults` works with the embedded fake-vllm only (drop --target)');
+  if (rollouts) checkRolloutOptions(options, fleetRaw !== undefined, get('restart-down-ms') !== undefined);
+  else if (get('restart-down-ms') !== undefined)
+    throw new SweepConfigError('`--restart-down-ms` works with `--scenario rollout-step --fleet restart` only');
   return { options, help: values.help === true };
+}
+
+/** What `--scenario rollout-step` cannot be combined with; each a one-line error naming the flags. */
+function checkRolloutOptions(options: SweepOptions, fleetGiven: boolean, restartDownGiven: boolean): void {
+  const fail = (message: string) => new SweepConfigError(`\`--scenario rollout-step\`: ${message}`);
+  if (options.arrival !== 'closed')
+    throw fail(`a step fires its rollouts at once; \`--arrival ${options.arrival}\` is for the ramp (drop it)`);
+  if (options.mode !== 'sdk') throw fail('the policies are SDK options; `--mode direct` has none (drop it)');
+  if (options.targets.length > 0 && fleetGiven)
+    throw fail('`--fleet` shapes the embedded engines; the fleet of `--target` engines is what it is (drop --fleet)');
+  if (options.fleet !== 'uniform' && options.targets.length === 0 && options.fake.engines < 2)
+    throw fail(`\`--fleet ${options.fleet}\` changes one engine of several; pass \`--fake-engines\` 2 or more`);
+  if (restartDownGiven && options.fleet !== 'restart')
+    throw fail('`--restart-down-ms` works with `--fleet restart` only');
+  const peak = Math.max(...options.steps);
+  if (peak * options.sessionTurns > LIMITS.rolloutRequests)
+    throw fail(
+      `a step of ${peak} rollouts x ${options.sessionTurns} turns is ${peak * options.sessionTurns} requests; at most ${LIMITS.rolloutRequests} (lower --steps or --session-turns)`,
+    );
 }
 
 /** The `--help` text. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { StepRow, Summary } from './report.js';
-import { countsText, STEP_COLUMNS } from './step-columns.js';
+import { countsText, stepColumns } from './step-columns.js';
 
 /** A `JSON.stringify` replacer: an `apiKey` (a bearer token for `--target` engines) is written as `(set)`. */
 export function withoutSecrets(key: string, value: unknown): unknown {
@@ -57,6 +57,11 @@ const KNOWN_STEP_FIELDS = new Set<string>([
   'accounting',
   'valid',
   'invalidReason',
+  // Rollout steps: in their own step table (ROLLOUT_COLUMNS) and in "Rollouts".
+  'scenario',
+  'policy',
+  'fleet',
+  'rollout',
 ]);
 
 /** Any value as short text: numbers with separators, objects as compact `key:value` lists or JSON. */
@@ -75,7 +80,9 @@ function valueText(value: unknown): string {
 }
 
 const stepLabel = (summary: Summary, step: StepRow) =>
-  `${openLoop(summary) ? 'rate' : 'C'}=${step.concurrency.toLocaleString('en-US')}`;
+  step.scenario === 'rollout-step'
+    ? `N=${step.concurrency.toLocaleString('en-US')} ${step.policy ?? ''}`.trim()
+    : `${openLoop(summary) ? 'rate' : 'C'}=${step.concurrency.toLocaleString('en-US')}`;
 
 function openLoop(summary: Summary): boolean {
   const arrival = (summary.options as { arrival?: unknown } | null)?.arrival;
@@ -97,12 +104,13 @@ function facts(id: string, entries: ReadonlyArray<[string, unknown]>): string {
 
 /** The step table: the terminal's columns, invalid rows marked with their reason in the `valid` column. */
 function stepTable(summary: Summary): string {
-  const headers = STEP_COLUMNS.map((column) => column.header);
+  const columns = stepColumns(summary);
+  const headers = columns.map((column) => column.header);
   if (openLoop(summary)) headers[0] = 'rate target (req/s)';
   const rows = summary.steps.map((step) => {
-    const cells = STEP_COLUMNS.map((column) => {
+    const cells = columns.map((column) => {
       if (column.header !== 'valid')
-        return `<td${column.header === 'errors' ? ' class="text"' : ''}>${escapeHtml(column.cell(step))}</td>`;
+        return `<td${column.header === 'errors' || column.header === 'restart' ? ' class="text"' : ''}>${escapeHtml(column.cell(step))}</td>`;
       return step.valid
         ? `<td class="verdict">${escapeHtml(column.cell(step))}</td>`
         : `<td class="verdict"><strong class="invalid-mark">✗ INVALID</strong> <span class="invalid-reason">${escapeHtml(step.invalidReason ?? 'no reason recorded')}</span></td>`;
@@ -126,10 +134,10 @@ const BOOK_COLUMNS: ReadonlyArray<{ header: string; fields: readonly string[]; c
   { header: 'unsettled at step end', fields: ['unsettled'], cell: (books) => valueText(books.unsettled) },
   { header: 'client answered whole', fields: ['answered'], cell: (books) => valueText(books.answered) },
   {
-    header: 'client attempts (+ stale re-sends)',
-    fields: ['attempts', 'staleRetries'],
+    header: 'client attempts (+ stale re-sends) (− failed connects)',
+    fields: ['attempts', 'staleRetries', 'connectErrors'],
     cell: (books) =>
-      `${valueText(books.attempts)}${typeof books.staleRetries === 'number' && books.staleRetries > 0 ? ` (+${books.staleRetries})` : ''}`,
+      `${valueText(books.attempts)}${typeof books.staleRetries === 'number' && books.staleRetries > 0 ? ` (+${books.staleRetries})` : ''}${typeof books.connectErrors === 'number' && books.connectErrors > 0 ? ` (−${books.connectErrors})` : ''}`,
   },
   { header: 'engines received', fields: ['engineReceived'], cell: (books) => valueText(books.engineReceived) },
   { header: 'engines answered', fields: ['engineAnswered'], cell: (books) => valueText(books.engineAnswered) },
@@ -254,6 +262,50 @@ function accountingTable(summary: Summary): string {
   return table(headers, rows, ' id="accounting"');
 }
 
+/**
+ * `--scenario rollout-step`: per step and policy, what the step table has no room for: each engine's answers (and by
+ * whose count), the SDK's caps at the end, the restart, and how the lower bound was computed.
+ */
+function rolloutTable(summary: Summary): string {
+  const rows = summary.steps.filter((step) => step.rollout);
+  if (rows.length === 0) return '';
+  const seconds = (ms: number | null | undefined) =>
+    ms === null || ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`;
+  const body = rows.map((step) => {
+    const figures = step.rollout!;
+    const restart = figures.restart
+      ? `${figures.restart.engine} at ${seconds(figures.restart.atMs)}, after ${figures.restart.afterAnswered} answers, down ${figures.restart.downMs} ms, ${figures.restart.dropped} dropped`
+      : '-';
+    return `<tr data-step="${step.concurrency}" data-policy="${escapeHtml(step.policy ?? '')}">${[
+      stepLabel(summary, step),
+      figures.fleet,
+      seconds(figures.makespanMs),
+      figures.lowerBoundMs === null ? 'unknown' : seconds(figures.lowerBoundMs),
+      `${countsText(figures.answeredByEngine)} (${figures.answeredByEngineSource})`,
+      countsText(figures.finalCaps),
+      restart,
+      figures.prefixCacheHitRate === null ? '-' : `${(100 * figures.prefixCacheHitRate).toFixed(1)}%`,
+    ]
+      .map((text) => `<td class="text">${escapeHtml(text)}</td>`)
+      .join('')}</tr>`;
+  });
+  const note = rows[0]!.rollout!.lowerBoundNote;
+  return `<section id="rollouts-section"><h2>Rollouts</h2><p class="note">Each step fired its rollouts at once and ended with the last one (the makespan). Lower bound: ${escapeHtml(note)}.</p><div class="scroll">${table(
+    [
+      'step',
+      'fleet',
+      'makespan',
+      'lower bound',
+      'requests answered by engine',
+      'SDK cap per engine at the end',
+      'restart',
+      'prefix-cache hit rate',
+    ],
+    body,
+    ' id="rollouts"',
+  )}</div></section>`;
+}
+
 const mib = (bytes: number | undefined) =>
   bytes === undefined ? undefined : `${(bytes / 2 ** 30).toFixed(1)} GiB (${bytes.toLocaleString('en-US')} bytes)`;
 
@@ -263,6 +315,10 @@ const lengthText = (length: unknown): string | undefined => {
   if (shape.kind === 'fixed') return `${valueText(shape.value)} tokens`;
   if (shape.kind === 'uniform') return `uniform ${valueText(shape.min)}..${valueText(shape.max)} tokens`;
   if (shape.kind === 'normal') return `normal mean ${valueText(shape.mean)}, stddev ${valueText(shape.stddev)} tokens`;
+  if (shape.kind === 'lognormal')
+    return `lognormal median ${valueText(shape.median)}, sigma ${valueText(shape.sigma)}, at most ${valueText(shape.max)} tokens`;
+  if (shape.kind === 'pareto')
+    return `pareto scale ${valueText(shape.scale)}, alpha ${valueText(shape.alpha)}, at most ${valueText(shape.max)} tokens`;
   return valueText(length);
 };
 
@@ -303,7 +359,11 @@ function configuration(summary: Summary): string {
         : options.workers === undefined
           ? undefined
           : 'sized automatically (count not recorded)';
+  const rollout = options.scenario === 'rollout-step';
   const client: Array<[string, unknown]> = [
+    ['scenario', rollout ? 'rollout-step (each step fires its rollouts at once)' : options.scenario],
+    ['policies', rollout ? options.policies : undefined],
+    ['fleet', rollout && targets.length === 0 ? options.fleet : undefined],
     ['mode', options.mode],
     [
       'endpoint',
@@ -404,6 +464,9 @@ export function reportHtml(summary: Summary): string {
     openLoop: openLoop(summary),
     steps: summary.steps.map((step) => ({
       concurrency: step.concurrency,
+      // A rollout step runs once per policy: its label names both.
+      label:
+        step.scenario === 'rollout-step' ? `${step.concurrency} ${step.policy ?? ''}`.trim() : String(step.concurrency),
       valid: step.valid,
       invalidReason: step.invalidReason,
       requestsPerSecond: step.requestsPerSecond,
@@ -429,6 +492,7 @@ td.off{background:#c00;color:#fff;font-weight:bold}#verdict.bad{border:2px solid
 ${facts('meta', headline)}
 ${verdict}
 <section id="steps-section"><h2>Steps</h2><p class="note">The table the terminal prints. A step is invalid when its figures cannot be trusted as a measure of the engines (e.g. the client was the bottleneck); the reason is given on its row.</p><div class="scroll">${stepTable(summary)}</div></section>
+${rolloutTable(summary)}
 <section><h2>Throughput vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><div class="chart"><canvas id="throughput"></canvas></div></section>
 <section><h2>Latency percentiles vs ${openLoop(summary) ? 'offered rate' : 'concurrency'}</h2><div class="chart"><canvas id="latency"></canvas></div></section>
 <section><h2>Latency decomposition (p50 of each part, ms)</h2><div class="chart"><canvas id="decomposition"></canvas></div></section>
@@ -449,7 +513,7 @@ const summary = ${scriptJson(chartData)};
 const RED = '#c00';
 const invalid = summary.steps.map((s) => !s.valid);
 // Multi-line tick labels: an invalid step reads "10000 / ✗ INVALID" under every chart.
-const labels = summary.steps.map((s) => (s.valid ? String(s.concurrency) : [String(s.concurrency), '✗ INVALID']));
+const labels = summary.steps.map((s) => (s.valid ? s.label : [s.label, '✗ INVALID']));
 const p = (key) => summary.steps.map((s) => s.percentiles[key] ?? null);
 const x = { ticks: { color: (context) => (invalid[context.index] ? RED : '#666') } };
 // A translucent band behind each invalid step.

@@ -2,14 +2,23 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { StepAccounting } from './accounting.js';
+import type { RolloutFleet, RolloutPolicy } from './options.js';
 import { reportHtml, withoutSecrets } from './report-html.js';
-import { STEP_COLUMNS } from './step-columns.js';
+import type { RolloutFigures } from './rollout-step.js';
+import { stepColumns } from './step-columns.js';
 
 export { reportHtml as html } from './report-html.js';
 
 /** One row of summary.json: one concurrency step. Schema documented in the README. */
 export interface StepRow {
+  /** The ramp: the concurrency (or rate); `rollout-step`: the rollouts fired at once (N). */
   concurrency: number;
+  /** `rollout-step` rows only (absent from the ramp's). */
+  scenario?: 'rollout-step';
+  policy?: RolloutPolicy;
+  fleet?: RolloutFleet | 'target';
+  /** `rollout-step`: makespan, rollout latency, lower bound, each engine's share, the restart ({@link RolloutFigures}). */
+  rollout?: RolloutFigures;
   achievedConcurrency: number;
   durationS: number;
   sent: number;
@@ -85,11 +94,12 @@ export interface Summary {
   stoppedEarly: string | null;
 }
 
-/** The markdown table printed at the end: the columns of {@link STEP_COLUMNS}, one row per step. */
+/** The markdown table printed at the end: the columns of {@link stepColumns}, one row per step. */
 export function markdownTable(summary: Summary): string {
-  const header = `| ${STEP_COLUMNS.map((column) => column.header).join(' | ')} |`;
-  const rows = summary.steps.map((step) => `| ${STEP_COLUMNS.map((column) => column.cell(step)).join(' | ')} |`);
-  return [header, `|${' --- |'.repeat(STEP_COLUMNS.length)}`, ...rows].join('\n');
+  const columns = stepColumns(summary);
+  const header = `| ${columns.map((column) => column.header).join(' | ')} |`;
+  const rows = summary.steps.map((step) => `| ${columns.map((column) => column.cell(step)).join(' | ')} |`);
+  return [header, `|${' --- |'.repeat(columns.length)}`, ...rows].join('\n');
 }
 
 /** summary.csv: one row per step, flat. */
@@ -120,7 +130,20 @@ export function csv(summary: Summary): string {
     'skippedLate',
     'valid',
   ] as const;
-  const lines = [[...columns, ...percentileKeys, 'errors'].join(',')];
+  // Rollout steps add their figures (a ramp's CSV is unchanged).
+  const rolloutKeys = summary.steps.some((step) => step.rollout)
+    ? ([
+        'policy',
+        'fleet',
+        'makespanMs',
+        'p50Ms',
+        'p99Ms',
+        'lowerBoundMs',
+        'failedRollouts',
+        'speedupVsBaseline',
+      ] as const)
+    : [];
+  const lines = [[...columns, ...rolloutKeys, ...percentileKeys, 'errors'].join(',')];
   for (const step of summary.steps) {
     const errors = Object.entries(step.errors)
       .map(([kind, count]) => `${kind}=${count}`)
@@ -128,6 +151,7 @@ export function csv(summary: Summary): string {
     lines.push(
       [
         ...columns.map((column) => String(step[column])),
+        ...rolloutKeys.map((key) => String(step.rollout?.[key] ?? step[key as 'policy'] ?? '')),
         ...percentileKeys.map((key) => String(step.percentiles[key] ?? '')),
         `"${errors}"`,
       ].join(','),

@@ -2,12 +2,13 @@ import { performance } from 'node:perf_hooks';
 import {
   type ClientStats,
   RemoteInferenceClient,
+  type RemoteInferenceClientOptions,
   type RequestStats,
   type SseEvent,
   SseParser,
 } from 'remote-inference-client';
 import { Agent, request as undiciRequest } from 'undici';
-import type { SweepOptions } from './options.js';
+import type { RolloutPolicy, SweepOptions } from './options.js';
 import { errorKind, type Outcome } from './outcome.js';
 import type { PlannedRequest } from './request-source.js';
 
@@ -19,14 +20,47 @@ export interface RequestSender {
   close(): Promise<void>;
 }
 
+/**
+ * The SDK options of each `--policy` of `--scenario rollout-step` (those of `bench:rollouts`). With sessions (`--session-turns`
+ * > 1) the two SDK policies route with session affinity; the baseline stays round robin, as SkyRL's router. Every
+ * policy retries alike, with no retry budget: every rollout counts in a synchronous step, and a restart drops a
+ * fixed-cap engine's whole share at once.
+ */
+export function policyClientOptions(
+  policy: RolloutPolicy,
+  sessions: boolean,
+): Pick<RemoteInferenceClientOptions, 'routing' | 'limits' | 'retry'> {
+  const retry = {
+    maxAttempts: 8,
+    budgetRatio: 1,
+    minRetriesPerSecond: 1_000_000,
+    baseBackoffMs: 50,
+    maxBackoffMs: 1000,
+  };
+  const routing = sessions ? 'session-affinity' : 'least-outstanding';
+  switch (policy) {
+    case 'baseline':
+      return { routing: 'round-robin', limits: { perEngine: { maxConcurrency: 512 } }, retry };
+    case 'least-outstanding':
+      return { routing, limits: { perEngine: { maxConcurrency: 512 } }, retry };
+    case 'late-binding':
+      return { routing, limits: { perEngine: { adaptive: true } }, retry };
+  }
+}
+
 /** The sweep's requests through the SDK: its limits, routing, retries and (with `--resume`) resume. */
 export class SdkSender implements RequestSender {
   private readonly client: RemoteInferenceClient;
+  /** `rollout-step`: ask engines for exactly `max_tokens` (vLLM's `ignore_eos`), so the drawn lengths hold on real models too. */
+  private readonly extra: Record<string, unknown>;
 
   constructor(
     private readonly options: SweepOptions,
     engines: string[],
+    /** `rollout-step`: the policy's SDK options; otherwise the sweep's own (least outstanding, no per-engine cap). */
+    policy?: RolloutPolicy,
   ) {
+    this.extra = policy === undefined ? {} : { ignore_eos: true };
     this.client = new RemoteInferenceClient({
       engines,
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
@@ -34,6 +68,7 @@ export class SdkSender implements RequestSender {
       routing: options.sessionTurns > 1 ? 'session-affinity' : 'least-outstanding',
       sourceIps: options.sourceIps,
       limits: { perEngine: { maxConcurrency: 1_000_000 } },
+      ...(policy === undefined ? {} : policyClientOptions(policy, options.sessionTurns > 1)),
       ...(options.requestTimeoutMs ? { timeouts: { totalMs: options.requestTimeoutMs } } : {}),
       onRequestEnd: (stats) => {
         (stats.tag as { stats?: RequestStats }).stats = stats;
@@ -50,7 +85,7 @@ export class SdkSender implements RequestSender {
       ...(request.sessionId ? { sessionId: request.sessionId } : {}),
       ...(headers ? { headers } : {}),
     };
-    const sampling = { max_tokens: request.maxTokens, seed: request.seed };
+    const sampling = { max_tokens: request.maxTokens, seed: request.seed, ...this.extra };
     const tokenIds: number[] = [];
     let text = '';
     let kind: string | undefined;
@@ -71,7 +106,7 @@ export class SdkSender implements RequestSender {
           tokenIds.push(...((await client.generate(body, requestOptions)).choices[0]?.token_ids ?? []));
         }
       } else if (options.endpoint === 'completions') {
-        const body = { prompt: request.promptTokenIds, max_tokens: request.maxTokens, seed: request.seed };
+        const body = { prompt: request.promptTokenIds, ...sampling };
         if (options.stream) {
           for await (const chunk of await client.completions.create({ ...body, stream: true }, requestOptions))
             text += chunk.choices[0]?.text ?? '';
@@ -79,7 +114,7 @@ export class SdkSender implements RequestSender {
           text = (await client.completions.create(body, requestOptions)).choices[0]?.text ?? '';
         }
       } else {
-        const body = { messages: request.messages!, max_tokens: request.maxTokens, seed: request.seed };
+        const body = { messages: request.messages!, ...sampling };
         if (options.stream) {
           for await (const chunk of await client.chat.completions.create({ ...body, stream: true }, requestOptions))
             text += String(chunk.choices[0]?.delta.content ?? '');

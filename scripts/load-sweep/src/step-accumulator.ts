@@ -23,6 +23,10 @@ export interface RequestRecord {
   attempts: number;
 }
 
+/** Failed TCP connects over every engine's pool (their attempts never reached an engine). */
+const connectErrors = (stats: ClientStats): number =>
+  stats.engines.reduce((total, engine) => total + engine.connections.connectErrors, 0);
+
 /** Output tokens of a completed request (text endpoints are not tokenized here: the requested length). */
 export function outputTokenCount(options: SweepOptions, request: PlannedRequest, outcome: Outcome): number {
   return options.endpoint === 'generate' ? outcome.tokenIds.length : request.maxTokens;
@@ -188,6 +192,7 @@ export class StepAccumulator {
       connectionsReused: delta((stats) => stats.connections.reused),
       capped: this.capped,
       skippedLate: this.skippedLate,
+      connectErrors: delta(connectErrors),
     };
     this.histograms.destroy();
     return result;

@@ -15,7 +15,7 @@ import { METRICS, MetricHistograms } from './histograms.js';
 import { findKnee } from './knee.js';
 import { type LiveState, ProgressTracker, type WorkerProgress } from './live.js';
 import { tallyLabel } from './load-generator.js';
-import type { SweepOptions } from './options.js';
+import type { RolloutPolicy, SweepOptions } from './options.js';
 import {
   checkClientOptions,
   checkTargets,
@@ -25,6 +25,16 @@ import {
   WORKER_RESERVED_FDS,
 } from './preflight.js';
 import { markdownTable, type StepRow, type Summary, writeReports } from './report.js';
+import {
+  changedEngine,
+  mergeRolloutResults,
+  percentileOf,
+  policyOrder,
+  restartWhenAnswered,
+  rolloutLowerBoundMs,
+  rolloutShares,
+  slowEngineOverrides,
+} from './rollout-step.js';
 import type { ClientTotals, FromWorkerOf, StepResult, ToWorker } from './worker-protocol.js';
 import {
   abortableDelay,
@@ -86,6 +96,7 @@ export async function runSweep(
   signal?: AbortSignal,
 ): Promise<Summary> {
   const workers = workerCount(options);
+  const rolloutScenario = options.scenario === 'rollout-step';
   for (const note of preflight(options, workers)) log(`preflight: ${note}`);
   await checkClientOptions(options);
   for (const note of await checkTargets(options)) log(`preflight: ${note}`);
@@ -103,11 +114,12 @@ export async function runSweep(
       idleScheduling: options.fake.nice === 'idle',
       maxModelLen: 1_000_000,
       control: false,
+      ...(rolloutScenario && options.fleet === 'slow-engine' ? { perEngine: slowEngineOverrides(options) } : {}),
     });
     engines = fake.engines.map((engine) => engine.url);
     if (options.faults) await fake.control.setFaultProfile(options.faults);
     log(
-      `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms, ${options.fake.nice === 'idle' ? 'SCHED_IDLE' : `nice ${options.fake.nice}`}${options.faults ? `, faults ${typeof options.faults === 'string' ? options.faults : JSON.stringify(options.faults)}` : ''}`,
+      `embedded fake-vllm: ${engines.length} engines in ${options.fake.processes} processes, TTFT ${options.fake.ttftMs} ms, ITL ${options.fake.itlMs} ms, ${options.fake.nice === 'idle' ? 'SCHED_IDLE' : `nice ${options.fake.nice}`}${options.faults ? `, faults ${typeof options.faults === 'string' ? options.faults : JSON.stringify(options.faults)}` : ''}${rolloutScenario ? `, ${fleetText(options)}` : ''}`,
     );
   }
   // Under vitest this module runs from src/*.ts; worker processes must run the compiled JavaScript.
@@ -124,8 +136,9 @@ export async function runSweep(
     await abortableDelay(ms, signal);
     throwIfStopped(signal);
   };
-  /** The step being run, for the row that says it could not measure. */
+  /** The step being run, for the row that says it could not measure (and, for a rollout step, its policy). */
   let running: number | undefined;
+  let runningPolicy: RolloutPolicy | undefined;
   /** Why the sweep stopped before its end, when a step could not measure (or the workers could not start). */
   let incomplete: string | undefined;
   const summary: Summary = {
@@ -177,7 +190,168 @@ export async function runSweep(
       `${workers} client worker process(es), mode ${options.mode}, endpoint ${options.endpoint}${options.stream ? ' (stream)' : ''}`,
     );
     let enginesDown = 0;
-    for (const [stepIndex, concurrency] of options.steps.entries()) {
+    /**
+     * `--scenario rollout-step`: one run per step and policy. Each worker fires its share of the step's rollouts at
+     * once through a fresh SDK client with the policy and answers when its last rollout has ended; the books are kept
+     * as for a ramp step, over every request of the run.
+     */
+    const rolloutRun = async (run: number, stepIndex: number, rollouts: number, policy: RolloutPolicy) => {
+      const turns = options.sessionTurns;
+      const label = tallyLabel(run);
+      const before = fake ? await fake.control.stats() : undefined;
+      await fake?.control.resetHighWaterMarks();
+      const metricsBefore = fake ? undefined : await scrapeVllmCounters(engines, options.apiKey);
+      const totalsBefore = metricsBefore ? await clientTotals(children) : undefined;
+      progress.phase(stepIndex, rollouts, 'measure', 0);
+      const shares = rolloutShares(rollouts, children.length);
+      const startMs = performance.now();
+      const done = { value: false };
+      const restart =
+        fake && options.fleet === 'restart'
+          ? restartWhenAnswered(
+              fake,
+              label,
+              Math.ceil((rollouts * turns) / 4),
+              changedEngine(engines.length),
+              options.restartDownMs,
+              startMs,
+              done,
+            ).catch((error: unknown) => {
+              log(`--fleet restart: the restart failed: ${(error as Error).message}`);
+              return null;
+            })
+          : Promise.resolve(null);
+      let results: StepResult[];
+      try {
+        results = (await Promise.all(
+          children.map((child, index) => {
+            // Every turn of a rollout ends by its own deadline; a rollout's turns run one after another.
+            const result = next(child, 'step-result', options.requestTimeoutMs * turns + WORKER_GRACE_MS);
+            child.send({
+              type: 'rollout-step',
+              step: run,
+              stepIndex,
+              rollouts,
+              ...shares[index]!,
+              policy,
+            } satisfies ToWorker);
+            return result;
+          }),
+        )) as StepResult[];
+      } finally {
+        done.value = true;
+      }
+      const restartRecord = await restart;
+      progress.phase(stepIndex, rollouts, 'drain', 0);
+      const totalsAfter = metricsBefore ? await clientTotals(children) : undefined;
+      const metricsAfter = metricsBefore ? await scrapeVllmCounters(engines, options.apiKey) : undefined;
+      const after = fake ? await fake.control.stats() : undefined;
+      const merged = mergeRolloutResults(results);
+      const row = aggregate(rollouts, Math.max(merged.makespanMs, 1) / 1000, results);
+      const client = clientCounts(results);
+      let accounting: StepAccounting;
+      let answeredByEngine = merged.answeredByEngine;
+      if (after) {
+        const engineTally = { received: 0, answered: 0 };
+        answeredByEngine = {};
+        for (const [index, engine] of after.engines.entries()) {
+          engineTally.received += engine.tallies[label]?.received ?? 0;
+          engineTally.answered += engine.tallies[label]?.answered ?? 0;
+          answeredByEngine[engines[index]!] = engine.tallies[label]?.answered ?? 0;
+        }
+        accounting = reconcileWithTallies(client, engineTally);
+      } else if (metricsBefore && metricsAfter && totalsBefore && totalsAfter) {
+        accounting = reconcileWithVllmMetrics(client, metricsBefore, metricsAfter, totalsBefore, totalsAfter);
+      } else {
+        accounting = reconcileClientOnly(client);
+      }
+      applyAccounting(row, accounting);
+      row.serverLoopLagP99Ms = after?.total.eventLoopLagP99Ms ?? null;
+      if (before && after) {
+        for (const [name, count] of Object.entries(after.total.faults)) {
+          const delta = count - before.total.faults[name as FaultName];
+          if (delta > 0) row.faultsInjected[name] = delta;
+        }
+      }
+      const cache = (stats: typeof after, pick: 'prefixCacheQueryTokens' | 'prefixCacheHitTokens') =>
+        (stats?.engines ?? []).reduce((total, engine) => total + engine[pick], 0);
+      const queries = cache(after, 'prefixCacheQueryTokens') - cache(before, 'prefixCacheQueryTokens');
+      const lowerBoundMs = fake ? rolloutLowerBoundMs(merged.work, options) : null;
+      row.scenario = 'rollout-step';
+      row.policy = policy;
+      row.fleet = fake ? options.fleet : 'target';
+      row.rollout = {
+        rollouts,
+        turns,
+        policy,
+        fleet: row.fleet,
+        makespanMs: merged.makespanMs,
+        p50Ms: percentileOf(merged.completionsMs, 50),
+        p99Ms: percentileOf(merged.completionsMs, 99),
+        failedRollouts: merged.failedRollouts,
+        lowerBoundMs,
+        lowerBoundNote: fake
+          ? 'max(total work / total capacity, longest rollout); work per turn = TTFT + (tokens - 1) x ITL of the embedded engines, a half-speed engine counting half, prefill and restart downtime left out'
+          : 'unknown: the running slots and speed of --target engines are not known to the sweep',
+        makespanOverBound: lowerBoundMs ? merged.makespanMs / lowerBoundMs : null,
+        speedupVsBaseline: null,
+        answeredByEngine,
+        answeredByEngineSource: after ? 'fake-vllm tallies' : 'client',
+        finalCaps: merged.finalCaps,
+        restart: restartRecord,
+        prefixCacheHitRate:
+          fake && queries > 0
+            ? (cache(after, 'prefixCacheHitTokens') - cache(before, 'prefixCacheHitTokens')) / queries
+            : null,
+      };
+      if (options.fleet === 'restart' && fake && restartRecord === null) {
+        // The step ended before a quarter of it was answered: it measured a uniform fleet, not a restart.
+        const reason = 'the step ended before the restart was triggered (a quarter of its requests answered)';
+        row.valid = false;
+        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${reason}` : reason;
+      }
+      const downNow = after?.total.enginesDown ?? 0;
+      let fleetShrank: string | undefined;
+      if (downNow > enginesDown) {
+        fleetShrank = `${downNow - enginesDown} of ${engines.length} embedded engines went down during the step (their process died)`;
+        row.valid = false;
+        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${fleetShrank}` : fleetShrank;
+        enginesDown = downNow;
+      }
+      return { row, accounting, fleetShrank };
+    };
+    if (rolloutScenario) {
+      let run = 0;
+      steps: for (const [stepIndex, rollouts] of options.steps.entries()) {
+        const rows: StepRow[] = [];
+        for (const policy of policyOrder(options.policies, stepIndex)) {
+          running = rollouts;
+          runningPolicy = policy;
+          throwIfStopped(signal);
+          const { row, accounting, fleetShrank } = await rolloutRun(run++, stepIndex, rollouts, policy);
+          summary.steps.push(row);
+          rows.push(row);
+          running = undefined;
+          runningPolicy = undefined;
+          log(`${rolloutLine(row)}, ${booksText(accounting)}${row.valid ? '' : ` INVALID: ${row.invalidReason}`}`);
+          if (fleetShrank) {
+            summary.stoppedEarly = `${fleetShrank} at N=${rollouts} (${policy}); later steps would measure a smaller fleet`;
+            log(`stopping early: ${summary.stoppedEarly}`);
+            break steps;
+          }
+          if (row.errorRate > options.maxErrorRate) {
+            summary.stoppedEarly = `error rate ${(row.errorRate * 100).toFixed(1)}% at N=${rollouts} (${policy}) exceeds ${(options.maxErrorRate * 100).toFixed(1)}%`;
+            log(`stopping early: ${summary.stoppedEarly}`);
+            break steps;
+          }
+        }
+        const baseline = rows.find((row) => row.policy === 'baseline')?.rollout?.makespanMs;
+        for (const row of rows)
+          if (row.rollout && baseline !== undefined && row.rollout.makespanMs > 0)
+            row.rollout.speedupVsBaseline = baseline / row.rollout.makespanMs;
+      }
+    }
+    for (const [stepIndex, concurrency] of rolloutScenario ? [] : options.steps.entries()) {
       running = concurrency;
       throwIfStopped(signal);
       const share = (index: number) => Math.floor(concurrency / workers) + (index < concurrency % workers ? 1 : 0);
@@ -285,8 +459,15 @@ export async function runSweep(
     // Whatever stopped the sweep mid-way (a worker killed, a deadline passed, an engine call failing), the steps
     // already measured are written below, and the step that was running says why it has no figures.
     const reason = (error as Error).message;
-    if (running !== undefined) summary.steps.push(unmeasuredRow(running, reason));
-    summary.stoppedEarly = `${running === undefined ? 'could not start' : `${options.arrival === 'closed' ? 'C' : 'rate'}=${running} could not measure`}: ${reason}`;
+    if (running !== undefined) {
+      const row = unmeasuredRow(running, reason);
+      if (runningPolicy !== undefined) Object.assign(row, { scenario: 'rollout-step', policy: runningPolicy });
+      summary.steps.push(row);
+    }
+    const stepText = rolloutScenario
+      ? `N=${running} (${runningPolicy})`
+      : `${options.arrival === 'closed' ? 'C' : 'rate'}=${running}`;
+    summary.stoppedEarly = `${running === undefined ? 'could not start' : `${stepText} could not measure`}: ${reason}`;
     incomplete = summary.stoppedEarly;
     log(`stopping: ${summary.stoppedEarly}`);
   } finally {
@@ -306,14 +487,18 @@ export async function runSweep(
       log(`embedded fake-vllm did not close cleanly: ${(error as Error).message}`);
     }
   }
-  summary.knee = findKnee(
-    summary.steps.map((step) => ({ ...step, concurrency: step.concurrency })),
-    options.slo,
-    options.maxErrorRate,
-  );
+  // A rollout step is judged by its makespan, not by an SLO at a concurrency: no knee.
+  summary.knee = rolloutScenario
+    ? null
+    : findKnee(
+        summary.steps.map((step) => ({ ...step, concurrency: step.concurrency })),
+        options.slo,
+        options.maxErrorRate,
+      );
   writeReports(options.outDir, summary);
   log(`\n${markdownTable(summary)}\n`);
-  log(`knee (highest concurrency meeting ${JSON.stringify(options.slo)}): ${summary.knee ?? 'none'}`);
+  if (!rolloutScenario)
+    log(`knee (highest concurrency meeting ${JSON.stringify(options.slo)}): ${summary.knee ?? 'none'}`);
   log(`wrote ${options.outDir}/summary.json, summary.csv, report.html, requests-*.jsonl`);
   if (incomplete !== undefined) throw new SweepIncompleteError(incomplete, summary);
   return summary;
@@ -332,6 +517,26 @@ async function clientTotals(children: readonly ChildProcess[]): Promise<ClientTo
   for (const totals of answers)
     for (const key of Object.keys(sum) as Array<keyof ClientTotals>) sum[key] += totals[key];
   return sum;
+}
+
+/** The embedded fleet of a rollout step in words. */
+function fleetText(options: SweepOptions): string {
+  const last = changedEngine(options.fake.engines);
+  if (options.fleet === 'slow-engine') return `fleet slow-engine (engine ${last} at half speed)`;
+  if (options.fleet === 'restart')
+    return `fleet restart (engine ${last} restarted, ${options.restartDownMs} ms down, once a quarter of each step is answered)`;
+  return 'fleet uniform';
+}
+
+/** A rollout step's log line: makespan against its bound, rollout latency, failures, each engine's share. */
+export function rolloutLine(row: StepRow): string {
+  const figures = row.rollout!;
+  const seconds = (ms: number | null) => (ms === null ? '-' : (ms / 1000).toFixed(2));
+  const total = Object.values(figures.answeredByEngine).reduce((sum, count) => sum + count, 0);
+  const shares = Object.values(figures.answeredByEngine)
+    .map((count) => `${total > 0 ? ((100 * count) / total).toFixed(0) : 0}%`)
+    .join('/');
+  return `rollout step N=${figures.rollouts}${figures.turns > 1 ? ` x ${figures.turns} turns` : ''} ${figures.policy} (${figures.fleet}): makespan ${seconds(figures.makespanMs)} s (lower bound ${figures.lowerBoundMs === null ? 'unknown' : `${seconds(figures.lowerBoundMs)} s`}), p50/p99 ${seconds(figures.p50Ms)}/${seconds(figures.p99Ms)} s, ${figures.failedRollouts} rollouts failed, engines' shares ${shares || '-'}${figures.restart ? `, restarted ${figures.restart.engine} at ${seconds(figures.restart.atMs)} s (${figures.restart.dropped} dropped)` : ''}${figures.prefixCacheHitRate === null ? '' : `, prefix hits ${(100 * figures.prefixCacheHitRate).toFixed(0)}%`}; sent ${row.sent}, ok ${row.completed}, failed ${row.failed}`;
 }
 
 /** The books in a few words for the step's log line. */

@@ -52,6 +52,9 @@ export function runWorker(
       case 'measure-end':
         send(await generator.endMeasure(message.step));
         return;
+      case 'rollout-step':
+        send(await generator.rolloutStep(message));
+        return;
       case 'totals':
         send({ type: 'totals', worker: generator.worker, totals: generator.totalsNow() });
         return;

@@ -1,5 +1,5 @@
 import type { WorkerProgress } from './live.js';
-import type { SweepOptions } from './options.js';
+import type { RolloutPolicy, SweepOptions } from './options.js';
 
 /**
  * The coordinator <-> worker IPC protocol, in one place: every message each side sends, and guards that check a
@@ -25,9 +25,42 @@ export type ToWorker =
   | { type: 'rate'; rate: number; maxInFlight: number }
   | { type: 'measure-start'; step: number }
   | { type: 'measure-end'; step: number }
+  | RolloutStepMessage
   /** Asks for {@link ClientTotals} now (answered with a `totals` message). */
   | { type: 'totals' }
   | { type: 'stop' };
+
+/**
+ * `--scenario rollout-step`: fire rollouts `first` .. `first + count - 1` of a step of `rollouts` at once through a
+ * fresh SDK client with `policy`, wait for the last, and answer with a {@link StepResult} carrying `rollout`.
+ */
+export interface RolloutStepMessage {
+  type: 'rollout-step';
+  /** The run: its tally label on fake-vllm and its row (one per step and policy). */
+  step: number;
+  /** The step's index in `--steps`: with the rollout's index, it picks the rollout's lengths and prompt. */
+  stepIndex: number;
+  rollouts: number;
+  first: number;
+  count: number;
+  policy: RolloutPolicy;
+}
+
+/** A worker's view of one rollout step (its share of the rollouts). */
+export interface RolloutResult {
+  /** From the worker's start of the step to each rollout's end (its last turn answered whole), for those that were. */
+  completionsMs: number[];
+  /** From the worker's start of the step to its last rollout's end, success or not. */
+  makespanMs: number;
+  /** Rollouts with a turn that failed (the rest of that session was not sent). */
+  failedRollouts: number;
+  /** Per rollout of this worker: turns and output tokens asked for (`max_tokens`), for the step's lower bound. */
+  work: Array<{ turns: number; tokens: number }>;
+  /** Requests answered whole, by the engine that answered (the SDK's `RequestStats.engine`). */
+  answeredByEngine: Record<string, number>;
+  /** The SDK's per-engine caps at the end (the learned ones with late binding). */
+  finalCaps: Record<string, number>;
+}
 
 /**
  * What one worker counted since it started, every request whatever its step: for reconciling against engine
@@ -85,6 +118,13 @@ export interface StepResult {
   capped: number;
   /** Open loop: arrivals skipped because they were more than `maxCatchUpMs` late (the generator fell behind). */
   skippedLate: number;
+  /**
+   * TCP connects that failed over the window (the SDK's per-engine `connectErrors`): an attempt on such a connection
+   * never reached an engine (refused by one restarting, say). Absent from direct mode (0).
+   */
+  connectErrors?: number;
+  /** `--scenario rollout-step` only. */
+  rollout?: RolloutResult;
 }
 
 /** Worker -> coordinator. */
@@ -95,7 +135,16 @@ export type FromWorker =
   | WorkerProgress
   | StepResult;
 
-const TO_WORKER_TYPES = new Set(['init', 'concurrency', 'rate', 'measure-start', 'measure-end', 'totals', 'stop']);
+const TO_WORKER_TYPES = new Set([
+  'init',
+  'concurrency',
+  'rate',
+  'measure-start',
+  'measure-end',
+  'rollout-step',
+  'totals',
+  'stop',
+]);
 const FROM_WORKER_TYPES = new Set(['ready', 'ramped', 'totals', 'progress', 'step-result']);
 
 const typeOf = (message: unknown): unknown =>

@@ -15,6 +15,7 @@ const client = (overrides: Partial<Parameters<typeof reconcileWithTallies>[0]> =
   answered: 98,
   attempts: 110,
   staleRetries: 4,
+  connectErrors: 0,
   ...overrides,
 });
 
@@ -36,6 +37,16 @@ describe('books against fake-vllm tallies', () => {
     expect(hidden).toMatchObject({ outcomeDifference: 0, answeredDifference: 5, receivedDifference: 5, offBy: 5 });
     const unreached = reconcileWithTallies(client(), { received: 108, answered: 98 });
     expect(unreached).toMatchObject({ receivedDifference: -2, offBy: 2 });
+  });
+
+  it('allow for attempts whose connect failed (an engine restarting refuses them): those never reached an engine', () => {
+    const restarted = client({ connectErrors: 3 });
+    expect(reconcileWithTallies(restarted, { received: 107, answered: 98 })).toMatchObject({ offBy: 0 });
+    // Not one more: a fourth missing receipt is an attempt that vanished.
+    expect(reconcileWithTallies(restarted, { received: 106, answered: 98 })).toMatchObject({
+      receivedDifference: -1,
+      offBy: 1,
+    });
   });
 });
 
