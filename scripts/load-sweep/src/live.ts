@@ -24,6 +24,8 @@ export interface LiveState {
   /** The step's target: concurrency (closed loop) or requests/s (open loop). */
   target: number;
   openLoop: boolean;
+  /** `--scenario rollout-step`: the target is N rollouts fired at once. */
+  rolloutStep?: boolean;
   phase: Phase;
   /** Seconds into this phase, and its planned length (0 = until done, e.g. drain). */
   phaseElapsedS: number;
@@ -77,7 +79,9 @@ function figures(state: LiveState): string {
 
 /** The two lines a terminal shows, redrawn in place. */
 export function renderLive(state: LiveState): string[] {
-  const target = state.openLoop ? `rate ${int(state.target)}/s` : `C=${int(state.target)}`;
+  const target = state.openLoop
+    ? `rate ${int(state.target)}/s`
+    : `${state.rolloutStep ? 'N' : 'C'}=${int(state.target)}`;
   return [
     `${bar(state.fraction)} step ${state.stepIndex + 1}/${state.steps} ${target} ${phaseText(state)}  elapsed ${clock(state.sweepElapsedS)}`,
     `  ${figures(state)}`,
@@ -86,7 +90,7 @@ export function renderLive(state: LiveState): string[] {
 
 /** One self-contained line for logs and CI. */
 export function renderPlain(state: LiveState): string {
-  const target = state.openLoop ? `rate=${state.target}/s` : `C=${state.target}`;
+  const target = state.openLoop ? `rate=${state.target}/s` : `${state.rolloutStep ? 'N' : 'C'}=${state.target}`;
   return `[${clock(state.sweepElapsedS)}] ${Math.floor(state.fraction * 100)}% step ${state.stepIndex + 1}/${state.steps} ${target} ${phaseText(state)}: ${figures(state)}`;
 }
 
@@ -160,6 +164,7 @@ export class ProgressTracker {
       steps: this.options.steps.length,
       target: this.state.target,
       openLoop: this.options.arrival !== 'closed',
+      rolloutStep: this.options.scenario === 'rollout-step',
       phase,
       phaseElapsedS: phaseElapsedMs / 1000,
       phaseLengthS: phaseLengthMs / 1000,
