@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startFakeVllm } from 'fake-vllm';
 import { describe, expect, it } from 'vitest';
 import { parseSweepArgs, SweepConfigError } from '../src/options.js';
 import type { StepRow, Summary } from '../src/report.js';
@@ -177,6 +178,63 @@ it('multi-turn rollouts: each turn extends the previous prompt by its answer, an
   expect(row.completed).toBe(72);
   // 64-token prompts: a later turn's prompt starts with 4 full blocks the engine cached at the previous turn.
   expect(row.rollout!.prefixCacheHitRate).toBeGreaterThan(0);
+});
+
+it('--target engines: the fleet is what it is, the lower bound is unknown, shares counted by the client, books from vLLM counters', async () => {
+  // Stands in for a real fleet: started here, outside the sweep, and named by URL only (as an engineer would).
+  const fleet = await startFakeVllm({
+    engines: 2,
+    maxNumSeqs: 8,
+    model: 'stand-in',
+    ttftMs: 10,
+    itlMs: 5,
+    control: false,
+  });
+  try {
+    const urls = fleet.engines.map((engine) => engine.url);
+    const out = mkdtempSync(join(tmpdir(), 'rollout-target-'));
+    const { options } = parseSweepArgs([
+      '--scenario',
+      'rollout-step',
+      '--target',
+      urls.join(','),
+      '--model',
+      'stand-in',
+      '--steps',
+      '48',
+      '--policy',
+      'late-binding',
+      '--output-tokens',
+      'lognormal:8:0.8:32',
+      '--workers',
+      '1',
+      '--out',
+      out,
+    ]);
+    const summary = await runSweep(options, () => {});
+    const row = summary.steps[0]!;
+    expect(row).toMatchObject({ fleet: 'target', sent: 48, completed: 48, failed: 0, verified: 0 });
+    expect(row.rollout).toMatchObject({
+      lowerBoundMs: null,
+      makespanOverBound: null,
+      answeredByEngineSource: 'client',
+    });
+    expect(row.rollout!.lowerBoundNote).toContain('unknown');
+    expect(answeredIn(row)).toBe(48);
+    expect(row.accounting).toMatchObject({
+      source: 'vllm metrics',
+      offBy: 0,
+      outcomeDifference: 0,
+      engineAnswered: 48,
+    });
+    // Late binding learns the stand-in's slots from its /metrics gauges, as it would a real vLLM's.
+    for (const cap of Object.values(row.rollout!.finalCaps)) expect(cap).toBeLessThanOrEqual(32);
+    // What the engines say they served is what the client counted per engine.
+    const served = (await fleet.control.stats()).engines.map((engine) => engine.completed);
+    expect(served).toEqual(urls.map((url) => row.rollout!.answeredByEngine[url] ?? 0));
+  } finally {
+    await fleet.close();
+  }
 });
 
 describe('bad rollout-step flags are one line naming the flag', () => {
