@@ -372,7 +372,7 @@ function configuration(summary: Summary): string {
     ['resume cut streams', options.resume],
     [
       'load model',
-      options.arrival === undefined
+      options.arrival === undefined || rollout
         ? undefined
         : openLoop(summary)
           ? `open loop, ${options.arrival} arrivals`
@@ -382,7 +382,7 @@ function configuration(summary: Summary): string {
     ['client worker processes', workers],
     [
       'ramp / warmup / measure',
-      options.rampMs === undefined
+      options.rampMs === undefined || rollout
         ? undefined
         : `${ms(options.rampMs)} / ${ms(options.warmupMs)} / ${ms(options.measureMs)}`,
     ],

@@ -3,7 +3,9 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromiumPath, skipReason } from '@rig/test-support';
 import { startFakeVllm } from 'fake-vllm';
+import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { parseSweepArgs, SweepConfigError } from '../src/options.js';
 import type { StepRow, Summary } from '../src/report.js';
@@ -229,13 +231,90 @@ it('--target engines: the fleet is what it is, the lower bound is unknown, share
     });
     // Late binding learns the stand-in's slots from its /metrics gauges, as it would a real vLLM's.
     for (const cap of Object.values(row.rollout!.finalCaps)) expect(cap).toBeLessThanOrEqual(32);
-    // What the engines say they served is what the client counted per engine.
+    // What the engines say they served: the untimed warm-up batch (48 too) and the step, each engine at least what
+    // the client counted on it.
     const served = (await fleet.control.stats()).engines.map((engine) => engine.completed);
-    expect(served).toEqual(urls.map((url) => row.rollout!.answeredByEngine[url] ?? 0));
+    expect(served.reduce((sum, count) => sum + count, 0)).toBe(96);
+    for (const [index, url] of urls.entries())
+      expect(served[index]).toBeGreaterThanOrEqual(row.rollout!.answeredByEngine[url] ?? 0);
   } finally {
     await fleet.close();
   }
 });
+
+const noChromium = skipReason('load-sweep rollout-step.test.ts (report in chromium)', ['chromium']);
+
+it.skipIf(noChromium !== undefined)(
+  "report.html of rollout steps renders in headless chromium: one chart label and one Rollouts row per step and policy, the step table equal to the terminal's",
+  async () => {
+    const { out, options } = rolloutRun('rollout-report', ['--policy', 'baseline,late-binding']);
+    const lines: string[] = [];
+    await runSweep(options, (line) => lines.push(line));
+    const browser = await chromium.launch({ executablePath: chromiumPath()!, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on('console', (message) => {
+        if (message.type() === 'error') problems.push(message.text());
+      });
+      page.on('pageerror', (error) => problems.push(error.message));
+      await page.route('**/*', (route) =>
+        route.request().url().startsWith('file:') ? route.continue() : route.abort(),
+      );
+      await page.goto(`file://${join(out, 'report.html')}`);
+      await page.waitForFunction(() => (globalThis as { reportReady?: boolean }).reportReady === true, undefined, {
+        timeout: 10_000,
+      });
+      const seen = await page.evaluate(() => {
+        const document = (
+          globalThis as unknown as {
+            document: {
+              querySelectorAll(selector: string): Iterable<{
+                textContent: string | null;
+                getAttribute(name: string): string | null;
+                querySelectorAll(selector: string): Iterable<{ textContent: string | null }>;
+              }>;
+            };
+          }
+        ).document;
+        return {
+          labels: (globalThis as unknown as { charts: Array<{ data: { labels: unknown[] } }> }).charts.map(
+            (chart) => chart.data.labels,
+          ),
+          rollouts: [...document.querySelectorAll('#rollouts tbody tr')].map((row) => row.getAttribute('data-policy')),
+          header: [...document.querySelectorAll('#steps thead th')].map((cell) => cell.textContent),
+          cells: [...document.querySelectorAll('#steps tbody tr')].map((row) =>
+            [...row.querySelectorAll('td')].map((cell) => cell.textContent),
+          ),
+        };
+      });
+      expect(problems).toEqual([]);
+      // An invalid step's label is [label, '✗ INVALID'] (the client can be the bottleneck on this shared machine).
+      for (const labels of seen.labels)
+        expect(labels.map((label) => (Array.isArray(label) ? label[0] : label))).toEqual([
+          '64 baseline',
+          '64 late-binding',
+        ]);
+      expect(seen.rollouts).toEqual(['baseline', 'late-binding']);
+      // The terminal's markdown table, cell for cell (the last, `valid`, differs in markup only when invalid).
+      const table = lines
+        .find((line) => line.includes('| rollouts | policy |'))!
+        .trim()
+        .split('\n');
+      const cellsOf = (line: string) =>
+        line
+          .split('|')
+          .slice(1, -1)
+          .map((cell) => cell.trim());
+      expect(seen.header).toEqual(cellsOf(table[0]!));
+      expect(seen.cells.map((row) => row.slice(0, -1))).toEqual(
+        table.slice(2).map((line) => cellsOf(line).slice(0, -1)),
+      );
+    } finally {
+      await browser.close();
+    }
+  },
+);
 
 describe('bad rollout-step flags are one line naming the flag', () => {
   it.each([
