@@ -144,7 +144,7 @@ export const FLAG_HELP: Record<string, string> = {
   'fake-ttft-ms': 'Fake TTFT (default 500)',
   'fake-itl-ms': 'Fake inter-token latency (default 250)',
   'fake-nice':
-    'CPU priority of the fake engine processes: idle (SCHED_IDLE: CPU only when the client does not want it) or nice 0..19 (default idle)',
+    'CPU priority of the fake engine processes: idle (SCHED_IDLE: CPU only when the client does not want it) or nice 0..19 (default idle on Linux, 19 elsewhere)',
   seed: 'Seed of prompts and sampling (default 1)',
   arrival: 'closed (steps = concurrency) | constant | poisson | gamma (steps = requests/s) (default closed)',
   'gamma-shape': 'Gamma shape for --arrival gamma (default 0.5: burstier than Poisson)',
@@ -427,7 +427,10 @@ export function parseSweepArgs(argv: string[]): { options: SweepOptions; help: b
       ttftMs: number('fake-ttft-ms', 500, 0, LIMITS.durationMs),
       itlMs: number('fake-itl-ms', 250, 0, LIMITS.durationMs),
       nice:
-        get('fake-nice') === undefined || get('fake-nice') === 'idle' ? 'idle' : number('fake-nice', 19, 0, 19, true),
+        // SCHED_IDLE is Linux's; elsewhere the default stays nice 19.
+        get('fake-nice') === 'idle' || (get('fake-nice') === undefined && process.platform === 'linux')
+          ? 'idle'
+          : number('fake-nice', 19, 0, 19, true),
     },
     quick,
     seed: number('seed', 1, 0, 2 ** 31 - 1, true),

@@ -69,7 +69,11 @@ describe('options', () => {
     expect(() => parseSweepArgs(['--fake-nice', '20'])).toThrow(/--fake-nice/);
     expect(() => parseSweepArgs(['--resume', '--endpoint', 'chat'])).toThrow(/--resume/);
     expect(parseSweepArgs(['--resume']).options.resume).toBe(true);
-    expect(parseSweepArgs([]).options.fake).toMatchObject({ engines: 20, maxNumSeqs: 256, nice: 19 });
+    // The embedded fleet runs under SCHED_IDLE by default on Linux; a number is a nice level.
+    expect(parseSweepArgs([]).options.fake).toMatchObject({ engines: 20, maxNumSeqs: 256, nice: 'idle' });
+    expect(parseSweepArgs(['--fake-nice', '19']).options.fake.nice).toBe(19);
+    expect(parseSweepArgs(['--fake-nice', 'idle']).options.fake.nice).toBe('idle');
+    expect(() => parseSweepArgs(['--fake-nice', 'low'])).toThrow(/--fake-nice/);
   });
 });
 
