@@ -198,6 +198,34 @@ export function reconcileWithVllmMetrics(
   );
 }
 
+/** Where a step's books can be checked: fake-vllm's per-label tallies, or vLLM's counters around the step. */
+export interface StepBookSources {
+  /** Embedded engines' stats, each with its per-label tallies (`x-fake-tally`). */
+  engines?: readonly { tallies: Readonly<Record<string, { received: number; answered: number } | undefined>> }[];
+  /** The step's tally label. */
+  label: string;
+  /** `--target` engines: their counters and the client's totals before and after the step. */
+  vllm?: { before: VllmCounters; after: VllmCounters; clientStart: ClientTotals; clientEnd: ClientTotals };
+}
+
+/**
+ * A step's books against the best source there is: the engines' tallies for the step's label (embedded fake-vllm),
+ * vLLM's counters diffed across the step (`--target`), else the client's own counts alone.
+ */
+export function reconcileStep(client: ClientCounts, sources: StepBookSources): StepAccounting {
+  if (sources.engines) {
+    const engineTally = { received: 0, answered: 0 };
+    for (const engine of sources.engines) {
+      engineTally.received += engine.tallies[sources.label]?.received ?? 0;
+      engineTally.answered += engine.tallies[sources.label]?.answered ?? 0;
+    }
+    return reconcileWithTallies(client, engineTally);
+  }
+  const vllm = sources.vllm;
+  if (vllm) return reconcileWithVllmMetrics(client, vllm.before, vllm.after, vllm.clientStart, vllm.clientEnd);
+  return reconcileClientOnly(client);
+}
+
 /** Books with no engine-side source (a target without `/metrics`): the client's dispatches against its outcomes. */
 export function reconcileClientOnly(client: ClientCounts): StepAccounting {
   const { difference, notes } = outcomeNotes(client);

@@ -3,14 +3,7 @@ import { once } from 'node:events';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type FakeVllm, type FaultName, startFakeVllm } from 'fake-vllm';
-import {
-  clientCounts,
-  reconcileClientOnly,
-  reconcileWithTallies,
-  reconcileWithVllmMetrics,
-  type StepAccounting,
-  scrapeVllmCounters,
-} from './accounting.js';
+import { clientCounts, reconcileStep, type StepAccounting, scrapeVllmCounters } from './accounting.js';
 import { METRICS, MetricHistograms } from './histograms.js';
 import { findKnee } from './knee.js';
 import { type LiveState, ProgressTracker, type WorkerProgress } from './live.js';
@@ -256,21 +249,22 @@ export async function runSweep(
       const merged = mergeRolloutResults(results);
       const row = aggregate(rollouts, Math.max(merged.makespanMs, 1) / 1000, results);
       const client = clientCounts(results);
-      let accounting: StepAccounting;
+      const accounting = reconcileStep(client, {
+        label,
+        ...(after && { engines: after.engines }),
+        ...(metricsBefore &&
+          metricsAfter &&
+          totalsBefore &&
+          totalsAfter && {
+            vllm: { before: metricsBefore, after: metricsAfter, clientStart: totalsBefore, clientEnd: totalsAfter },
+          }),
+      });
       let answeredByEngine = merged.answeredByEngine;
       if (after) {
-        const engineTally = { received: 0, answered: 0 };
         answeredByEngine = {};
         for (const [index, engine] of after.engines.entries()) {
-          engineTally.received += engine.tallies[label]?.received ?? 0;
-          engineTally.answered += engine.tallies[label]?.answered ?? 0;
           answeredByEngine[engines[index]!] = engine.tallies[label]?.answered ?? 0;
         }
-        accounting = reconcileWithTallies(client, engineTally);
-      } else if (metricsBefore && metricsAfter && totalsBefore && totalsAfter) {
-        accounting = reconcileWithVllmMetrics(client, metricsBefore, metricsAfter, totalsBefore, totalsAfter);
-      } else {
-        accounting = reconcileClientOnly(client);
       }
       applyAccounting(row, accounting);
       row.serverLoopLagP99Ms = after?.total.eventLoopLagP99Ms ?? null;
@@ -427,20 +421,16 @@ export async function runSweep(
         );
       }
       const client = clientCounts(results);
-      let accounting: StepAccounting;
-      if (fakeStats) {
-        const label = tallyLabel(stepIndex);
-        const engineTally = { received: 0, answered: 0 };
-        for (const engine of fakeStats.engines) {
-          engineTally.received += engine.tallies[label]?.received ?? 0;
-          engineTally.answered += engine.tallies[label]?.answered ?? 0;
-        }
-        accounting = reconcileWithTallies(client, engineTally);
-      } else if (metricsBefore && metricsAfter && totalsBefore && totalsAfter) {
-        accounting = reconcileWithVllmMetrics(client, metricsBefore, metricsAfter, totalsBefore, totalsAfter);
-      } else {
-        accounting = reconcileClientOnly(client);
-      }
+      const accounting = reconcileStep(client, {
+        label: tallyLabel(stepIndex),
+        ...(fakeStats && { engines: fakeStats.engines }),
+        ...(metricsBefore &&
+          metricsAfter &&
+          totalsBefore &&
+          totalsAfter && {
+            vllm: { before: metricsBefore, after: metricsAfter, clientStart: totalsBefore, clientEnd: totalsAfter },
+          }),
+      });
       applyAccounting(row, accounting);
       row.serverLoopLagP99Ms = after?.eventLoopLagP99Ms ?? null;
       if (faultsBefore && faultsAfter) {
