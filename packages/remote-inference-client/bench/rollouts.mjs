@@ -23,7 +23,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startFakeVllm } from 'fake-vllm';
+import { createRandom, startFakeVllm } from 'fake-vllm';
 import { RemoteInferenceClient, SessionAffinityPolicy } from '../dist/index.js';
 
 const FULL = {
@@ -100,19 +100,9 @@ const PREFILL = settings['prefill-ms-per-token'];
 const SLOW_ENGINE = ENGINES - 1;
 
 // Seeded prompts: the same rollouts (and so the same drawn lengths) for every policy and fleet.
-function random(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const tokens = (next, count) => Array.from({ length: count }, () => 1 + Math.floor(next() * 31_000));
 const prompts = (() => {
-  const next = random(17);
+  const next = createRandom(17);
   return Array.from({ length: settings.rollouts }, () => tokens(next, settings['prompt-tokens']));
 })();
 
@@ -267,7 +257,7 @@ async function sessionStep(policy) {
   const start = performance.now();
   await Promise.all(
     Array.from({ length: settings.sessions }, async (_, session) => {
-      const next = random(1000 + session);
+      const next = createRandom(1000 + session);
       let prompt = tokens(next, settings['session-prompt-tokens']);
       let workMs = 0;
       try {

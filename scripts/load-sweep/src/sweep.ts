@@ -183,6 +183,14 @@ export async function runSweep(
       `${workers} client worker process(es), mode ${options.mode}, endpoint ${options.endpoint}${options.stream ? ' (stream)' : ''}`,
     );
     let enginesDown = 0;
+    /** Marks the step invalid when embedded engines died during it; returns why, or undefined. */
+    const noteEnginesDown = (row: StepRow, downNow: number): string | undefined => {
+      if (downNow <= enginesDown) return undefined;
+      const reason = `${downNow - enginesDown} of ${engines.length} embedded engines went down during the step (their process died)`;
+      markInvalid(row, reason);
+      enginesDown = downNow;
+      return reason;
+    };
     /**
      * `--scenario rollout-step`: one run per step and policy. Each worker fires its share of the step's rollouts at
      * once through a fresh SDK client with the policy and answers when its last rollout has ended; the books are kept
@@ -307,18 +315,9 @@ export async function runSweep(
       };
       if (options.fleet === 'restart' && fake && measured && restartRecord === null) {
         // The step ended before a quarter of it was answered: it measured a uniform fleet, not a restart.
-        const reason = 'the step ended before the restart was triggered (a quarter of its requests answered)';
-        row.valid = false;
-        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${reason}` : reason;
+        markInvalid(row, 'the step ended before the restart was triggered (a quarter of its requests answered)');
       }
-      const downNow = after?.total.enginesDown ?? 0;
-      let fleetShrank: string | undefined;
-      if (downNow > enginesDown) {
-        fleetShrank = `${downNow - enginesDown} of ${engines.length} embedded engines went down during the step (their process died)`;
-        row.valid = false;
-        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${fleetShrank}` : fleetShrank;
-        enginesDown = downNow;
-      }
+      const fleetShrank = noteEnginesDown(row, after?.total.enginesDown ?? 0);
       return { row, accounting, fleetShrank };
     };
     if (rolloutScenario) {
@@ -441,14 +440,7 @@ export async function runSweep(
       }
       // Embedded engines whose process died (killed, out of memory): the SDK routed around them, but the step
       // measured a smaller fleet than configured, and so would every later one.
-      const downNow = fakeStats?.total.enginesDown ?? 0;
-      let fleetShrank: string | undefined;
-      if (downNow > enginesDown) {
-        fleetShrank = `${downNow - enginesDown} of ${engines.length} embedded engines went down during the step (their process died)`;
-        row.valid = false;
-        row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${fleetShrank}` : fleetShrank;
-        enginesDown = downNow;
-      }
+      const fleetShrank = noteEnginesDown(row, fakeStats?.total.enginesDown ?? 0);
       summary.steps.push(row);
       running = undefined;
       log(
@@ -565,7 +557,11 @@ export function booksText(accounting: StepAccounting): string {
 export function applyAccounting(row: StepRow, accounting: StepAccounting): void {
   row.accounting = accounting;
   if (accounting.offBy === 0) return;
-  const reason = `books off by ${accounting.offBy}: ${accounting.explanation}`;
+  markInvalid(row, `books off by ${accounting.offBy}: ${accounting.explanation}`);
+}
+
+/** Marks a step invalid, adding `reason` to any it already has. */
+function markInvalid(row: StepRow, reason: string): void {
   row.valid = false;
   row.invalidReason = row.invalidReason ? `${row.invalidReason}; ${reason}` : reason;
 }
