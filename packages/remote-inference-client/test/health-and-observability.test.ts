@@ -94,3 +94,34 @@ it('an engine that resets every connection gets only doubling-backoff probes; ev
     await pair.close();
   }
 });
+
+// A restarted engine refuses connections while it is down (vLLM's server listens only once its engine is ready:
+// `vllm/entrypoints/openai/api_server.py` builds the engine before `serve_http`). The breaker probes it with
+// GET /health, not with a rollout, and uses it again once it listens. The cooldown here is longer than the test:
+// without the probe the engine would stay out.
+it('an engine that refused connections while restarting takes requests again once it listens', async () => {
+  const pair = await startFakeVllm({ engines: 2, ttftMs: 1, itlMs: 1, jitter: 0 });
+  try {
+    const client = new RemoteInferenceClient({
+      engines: pair.engines.map((engine) => engine.url),
+      routing: 'round-robin',
+      health: { failureThreshold: 1, cooldownMs: 600_000, probeIntervalMs: 20 },
+      retry: { baseBackoffMs: 1, maxBackoffMs: 5 },
+      transport: { shared: false },
+    });
+    const call = (index: number) => client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 2 } });
+    for (let index = 0; index < 10; index++) await call(index);
+    await pair.control.restartEngine({ downMs: 400 }, 1);
+    let index = 10;
+    while (client.stats().engines[1]!.state !== 'cooldown') await call(index++);
+    const before = (await pair.control.stats()).engines[1]!.completed;
+    await eventually(() => client.stats().engines[1]!.state === 'healthy', 10_000);
+    for (let more = 0; more < 10; more++) await call(index++);
+    const after = (await pair.control.stats()).engines[1]!.completed;
+    expect(client.stats().failed).toBe(0);
+    expect(after - before).toBeGreaterThanOrEqual(4); // round robin: about half of the 10 after it came back
+    await client.close();
+  } finally {
+    await pair.close();
+  }
+});

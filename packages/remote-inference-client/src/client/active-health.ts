@@ -1,4 +1,5 @@
-import type { Scheduler } from '../limits/admission.js';
+import type { EngineEntry, Scheduler } from '../limits/admission.js';
+import type { SendAttempt } from '../transport/attempt.js';
 import type { ControlPlane } from './control-plane.js';
 
 /**
@@ -29,4 +30,72 @@ export function startActiveHealthChecks(
   }, intervalMs);
   timer.unref();
   return timer;
+}
+
+/**
+ * Probes, with `GET /health`, each engine in cooldown because it refused connections (see
+ * `health.probeIntervalMs`): when its next probe is due, one probe at a time per engine. Any HTTP answer below 500
+ * re-admits the engine (it listens again: restarted) and wakes the queue; a refusal, a reset, a timeout or a 5xx
+ * (vLLM's `/health` says 503 while its engine is dead) schedules the next, later probe. Probes go through the
+ * client's one way to send (the `sendAttempt` seam in tests). The timers do not keep the process alive.
+ */
+export class RecoveryProber {
+  private readonly timers = new Map<EngineEntry, NodeJS.Timeout>();
+  private closed = false;
+  /** Probes sent and answered, for tests. */
+  readonly counters = { probes: 0, answered: 0 };
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    private readonly send: SendAttempt,
+    private readonly headers: Record<string, string>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Call after a failure was recorded on an engine: schedules its probe if it now awaits one. */
+  watch(entry: EngineEntry): void {
+    if (this.closed || this.timers.has(entry)) return;
+    const dueInMs = entry.health.probeDueInMs();
+    if (dueInMs === undefined) return;
+    const timer = setTimeout(() => void this.probe(entry), dueInMs);
+    timer.unref();
+    this.timers.set(entry, timer);
+  }
+
+  private async probe(entry: EngineEntry): Promise<void> {
+    this.counters.probes++;
+    let answered = false;
+    try {
+      const result = await this.send(
+        entry.endpoint,
+        {
+          method: 'GET',
+          path: '/health',
+          headers: this.headers,
+          body: undefined,
+          ttfbTimeoutMs: this.timeoutMs,
+          idleTimeoutMs: this.timeoutMs,
+          maxResponseBytes: 64 * 1024,
+          connectTimeoutMs: this.timeoutMs,
+          signal: AbortSignal.timeout(this.timeoutMs),
+        },
+        undefined,
+      );
+      answered = result.status < 500;
+    } catch {
+      // refused, reset or timed out: still down
+    }
+    this.timers.delete(entry);
+    if (this.closed) return;
+    if (answered) this.counters.answered++;
+    entry.health.onProbe(answered);
+    if (answered) this.scheduler.pump();
+    else this.watch(entry);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+  }
 }

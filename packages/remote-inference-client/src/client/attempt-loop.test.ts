@@ -177,4 +177,36 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     expect(error).toBeInstanceOf(UnexpectedError);
     await client.close();
   });
+
+  it('re-admits an engine that refused connections after an answered GET /health probe, risking no request on it', async () => {
+    let up = false;
+    const sent: { engine: string; path: string }[] = [];
+    const { client } = scripted(
+      ({ engine, request }) => {
+        sent.push({ engine, path: request.path });
+        if (engine === 'http://e2:2' && !up) throw new ConnectionError('refused', 'ECONNREFUSED');
+        if (request.path === '/health') return json('', 200);
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      undefined,
+      // A cooldown far longer than the test: only the probe can bring e2 back.
+      { routing: 'round-robin', health: { failureThreshold: 1, cooldownMs: 600_000, probeIntervalMs: 5 } },
+    );
+    const to = (engine: string, path: string) =>
+      sent.filter((call) => call.engine === engine && call.path === path).length;
+    for (let index = 0; index < 4; index++) await client.generate(generate); // one refused on e2, failed over to e1
+    expect(to('http://e2:2', '/inference/v1/generate')).toBe(1);
+    expect(client.stats().engines[1]!.state).toBe('cooldown');
+    // Refused /health probes keep it out; wait for a few of them.
+    while (to('http://e2:2', '/health') < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(client.stats().engines[1]!.state).toBe('cooldown');
+    up = true;
+    while (client.stats().engines[1]!.state !== 'healthy') await new Promise((resolve) => setTimeout(resolve, 5));
+    // Back without a request sent to it while it was down, and round robin uses it again at once.
+    expect(to('http://e2:2', '/inference/v1/generate')).toBe(1);
+    for (let index = 0; index < 4; index++) await client.generate(generate);
+    expect(to('http://e2:2', '/inference/v1/generate')).toBe(3);
+    expect(client.stats().failed).toBe(0);
+    await client.close();
+  });
 });

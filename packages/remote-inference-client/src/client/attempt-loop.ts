@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortError,
   ClientClosedError,
+  ConnectionError,
   EngineUnavailableError,
   HttpStatusError,
   type InferenceError,
@@ -23,6 +24,7 @@ import {
   isAttemptFailure,
   type SendAttempt,
 } from '../transport/attempt.js';
+import type { RecoveryProber } from './active-health.js';
 import { checkRequestOptions, type ResolvedClientOptions, serializeBody } from './options.js';
 import { type RequestOptions, RequestRun } from './request-run.js';
 import { publishRequestStats, type RequestStats, wantsDetails } from './request-stats.js';
@@ -67,6 +69,8 @@ export interface ExecutorParts {
   budget: RetryBudget;
   send: SendAttempt;
   hook: ((stats: RequestStats) => void) | undefined;
+  /** Probes engines that refused connections (`health.probeIntervalMs`); undefined: off. */
+  prober?: RecoveryProber | undefined;
 }
 
 /**
@@ -291,7 +295,8 @@ export class RequestExecutor {
         (error instanceof TimeoutError && error.phase === 'connect') ||
         (resumable && error instanceof StreamInterruptedError)
       ) {
-        entry.health.onConnectionFailure();
+        entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
+        this.parts.prober?.watch(entry);
       }
       run.avoid.add(entry.endpoint);
     }

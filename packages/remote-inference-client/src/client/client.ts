@@ -11,10 +11,10 @@ import { type EngineEntry, resolveLimits, Scheduler } from '../limits/admission.
 import type { CapState } from '../limits/engine-capacity.js';
 import { resolvePolicy } from '../routing/policies.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
-import { sendAttempt } from '../transport/attempt.js';
+import { type SendAttempt, sendAttempt } from '../transport/attempt.js';
 import type { PoolStats } from '../transport/pool-stats.js';
 import { sharedTransport, Transport } from '../transport/transport.js';
-import { startActiveHealthChecks } from './active-health.js';
+import { RecoveryProber, startActiveHealthChecks } from './active-health.js';
 import { RequestExecutor } from './attempt-loop.js';
 import { ControlPlane } from './control-plane.js';
 import { EngineLoadPoller } from './engine-metrics.js';
@@ -102,6 +102,7 @@ export class RemoteInferenceClient {
   private closing: Promise<void> | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private readonly loadPoller: EngineLoadPoller | undefined;
+  private readonly prober: RecoveryProber;
 
   /** `/v1/completions`. */
   readonly completions: Completions;
@@ -127,12 +128,21 @@ export class RemoteInferenceClient {
     this.scheduler = new Scheduler(resolveLimits(options.limits), resolvePolicy(options.routing), options.health);
     this.scheduler.setEngines(engines);
     this.budget = new RetryBudget(this.options.retry.budgetRatio, this.options.retry.minRetriesPerSecond);
+    const send: SendAttempt =
+      options.sendAttempt ?? ((engine, request, sink) => sendAttempt(this.transport.pool(engine), request, sink));
+    this.prober = new RecoveryProber(
+      this.scheduler,
+      send,
+      this.options.headers,
+      Math.min(2000, this.options.timeouts.connectMs),
+    );
     this.executor = new RequestExecutor({
       options: this.options,
       scheduler: this.scheduler,
       budget: this.budget,
-      send: options.sendAttempt ?? ((engine, request, sink) => sendAttempt(this.transport.pool(engine), request, sink)),
+      send,
       hook: options.onRequestEnd,
+      prober: this.prober,
     });
     this.completions = new Completions(this.executor, this.options.model);
     this.chat = new Chat(this.executor, this.options.model);
@@ -349,6 +359,7 @@ export class RemoteInferenceClient {
       this.executor.closed = true;
       clearInterval(this.healthTimer);
       this.loadPoller?.close();
+      this.prober.close();
       for (const run of this.executor.runs) run.controller.abort(new AbortError('The client was closed'));
       await this.scheduler.close();
       await this.transport.release();

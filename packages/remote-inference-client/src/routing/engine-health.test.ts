@@ -81,4 +81,68 @@ describe('EngineHealth', () => {
     engine.onConnectionFailure();
     expect(engine.msUntilAvailable()).toBe(100);
   });
+
+  describe('an engine that refused connections (stopped or restarting)', () => {
+    it('stays in cooldown past cooldownMs, admits no request, and is re-admitted by an answered /health probe', () => {
+      const { engine, clock } = health({ probeIntervalMs: 50 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure(true);
+      expect(engine.awaitsProbe).toBe(true);
+      expect(engine.probeDueInMs()).toBe(50);
+      clock.ms += 10_000; // far past the 100 ms cooldown: no half-open request probe
+      expect(engine.state).toBe('cooldown');
+      expect(engine.available()).toBe(false);
+      expect(engine.probeDueInMs()).toBe(0);
+      engine.onProbe(true);
+      expect(engine.state).toBe('healthy');
+      expect(engine.available()).toBe(true);
+      expect(engine.awaitsProbe).toBe(false);
+    });
+
+    it('waits twice as long after each unanswered probe, up to 8x probeIntervalMs', () => {
+      const { engine, clock } = health({ probeIntervalMs: 50 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure(true);
+      const delays: number[] = [];
+      for (let probe = 0; probe < 5; probe++) {
+        clock.ms += engine.probeDueInMs()!;
+        engine.onProbe(false);
+        delays.push(engine.probeDueInMs()!);
+      }
+      expect(delays).toEqual([100, 200, 400, 400, 400]);
+      expect(engine.state).toBe('cooldown');
+    });
+
+    it('keeps its backoff after a probe re-admits it, until a request succeeds', () => {
+      const { engine, clock } = health({ probeIntervalMs: 50 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure(); // resets: request-probe cooldown of 100 ms
+      clock.ms += 100;
+      engine.onSend();
+      engine.onConnectionFailure(true); // the half-open request was refused: 200 ms, now a /health probe's
+      expect(engine.awaitsProbe).toBe(true);
+      engine.onProbe(true);
+      // It answers probes but fails requests again: the next cooldown is doubled, not back to 100 ms.
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure();
+      expect(engine.msUntilAvailable()).toBe(200);
+      engine.onSuccess();
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure();
+      expect(engine.msUntilAvailable()).toBe(100);
+    });
+
+    it('a reset arms the request-probe cooldown; only a refusal that (re)arms it switches to /health probes', () => {
+      const { engine, clock } = health({ probeIntervalMs: 50 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure();
+      engine.onConnectionFailure(true); // a request sent before the cooldown, refused later: changes nothing
+      expect(engine.awaitsProbe).toBe(false);
+      clock.ms += 100;
+      expect(engine.state).toBe('half-open');
+    });
+
+    it('with probeIntervalMs 0 a refusal is probed by a half-open request, as before', () => {
+      const { engine, clock } = health({ probeIntervalMs: 0 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure(true);
+      expect(engine.awaitsProbe).toBe(false);
+      expect(engine.probeDueInMs()).toBeUndefined();
+      clock.ms += 100;
+      expect(engine.state).toBe('half-open');
+    });
+  });
 });

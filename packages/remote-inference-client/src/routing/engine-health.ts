@@ -11,17 +11,37 @@ export interface HealthOptions {
   maxCooldownMs?: number;
   /** Poll `GET /health` on every engine this often; 0 disables active checks. @default 0 (ms) */
   activeCheckIntervalMs?: number;
+  /**
+   * An engine in cooldown because it refused connections (nobody listening: stopped, or restarting) is probed with
+   * `GET /health` this long after the refusal, the delay doubling per failed probe up to 8x; the first answer
+   * re-admits it. No request is risked on it, and a restarted engine is back in use within about this long after it
+   * listens again, instead of after the next half-open request. 0: a half-open request probes it, as any other
+   * cooldown. @default 250 (ms)
+   */
+  probeIntervalMs?: number;
 }
 
-/** Where an engine stands. `half-open`: cooldown over, one probe request allowed. */
+/**
+ * Where an engine stands. `half-open`: cooldown over, one probe request allowed. An engine that refused connections
+ * stays in `cooldown` until a `GET /health` probe is answered (see {@link HealthOptions.probeIntervalMs}).
+ */
 export type EngineHealthState = 'healthy' | 'cooldown' | 'half-open';
 
-/** Circuit breaker of one engine: consecutive failures -> cooldown with growing backoff -> half-open probe. */
+/**
+ * Circuit breaker of one engine: consecutive failures -> cooldown with growing backoff -> half-open probe. When
+ * the failure that (re)armed the cooldown was a refused connection, the probe is `GET /health` instead of a
+ * request (a refusal costs nothing to probe, and an engine that is listening again has restarted): the client's
+ * {@link RecoveryProber} sends it when {@link probeDueInMs} says, and reports with {@link onProbe}.
+ */
 export class EngineHealth {
   private consecutiveFailures = 0;
   private cooldownUntilMs = 0;
   private cooldownMs: number;
   private probing = false;
+  /** The cooldown was (re)armed by a refused connection: only a `/health` probe ends it. */
+  private refused = false;
+  private probeDelayMs = 0;
+  private probeAtMs = 0;
 
   /** @param now the clock (`performance.now()`; a test passes its own). */
   constructor(
@@ -33,7 +53,36 @@ export class EngineHealth {
 
   get state(): EngineHealthState {
     if (this.cooldownUntilMs === 0) return 'healthy';
+    if (this.refused) return 'cooldown';
     return this.now() < this.cooldownUntilMs ? 'cooldown' : 'half-open';
+  }
+
+  /** Whether this engine waits for a `GET /health` probe (it refused connections), not for a request probe. */
+  get awaitsProbe(): boolean {
+    return this.refused && this.cooldownUntilMs !== 0;
+  }
+
+  /** Milliseconds until the next `/health` probe is due (0: now); undefined when none is awaited. */
+  probeDueInMs(): number | undefined {
+    return this.awaitsProbe ? Math.max(0, this.probeAtMs - this.now()) : undefined;
+  }
+
+  /**
+   * The `/health` probe's verdict. Answered: the engine listens again, and is re-admitted (the cooldown's backoff
+   * stays where it was until a request succeeds, so an engine that answers probes but fails requests still backs
+   * off). Not answered: the next probe waits twice as long, up to 8x `probeIntervalMs`.
+   */
+  onProbe(answered: boolean): void {
+    if (!this.awaitsProbe) return;
+    if (answered) {
+      this.consecutiveFailures = 0;
+      this.cooldownUntilMs = 0;
+      this.refused = false;
+      this.probing = false;
+      return;
+    }
+    this.probeDelayMs = Math.min(8 * this.options.probeIntervalMs, 2 * this.probeDelayMs);
+    this.probeAtMs = this.now() + this.probeDelayMs;
   }
 
   /** Whether a request may go to this engine now (half-open: only one probe at a time). */
@@ -54,6 +103,7 @@ export class EngineHealth {
     this.cooldownUntilMs = 0;
     this.cooldownMs = this.options.cooldownMs;
     this.probing = false;
+    this.refused = false;
   }
 
   /** The request ended without a verdict on reachability (aborted): release a half-open probe. */
@@ -66,21 +116,31 @@ export class EngineHealth {
    * is a failed half-open probe and re-arms it, doubled — whether or not the probe was already released: the
    * request path releases its ticket (which clears `probing`) before it records the failure, and reading
    * `probing` alone left the engine half-open for good (2,741 connections to a dead engine in 8 s).
+   * `refused`: the connection was refused (ECONNREFUSED). When such a failure (re)arms the cooldown, a `/health`
+   * probe ends it (with `probeIntervalMs` > 0); the failures of requests sent before it do not change how.
    */
-  onConnectionFailure(): void {
+  onConnectionFailure(refused = false): void {
     this.consecutiveFailures++;
     const failedProbe = this.probing || this.state === 'half-open';
     this.probing = false;
     if (failedProbe) {
       this.cooldownMs = Math.min(this.options.maxCooldownMs, this.cooldownMs * 2);
-      this.cooldownUntilMs = this.now() + this.cooldownMs;
+      this.arm(refused);
     } else if (this.consecutiveFailures >= this.options.failureThreshold && this.cooldownUntilMs === 0) {
-      this.cooldownUntilMs = this.now() + this.cooldownMs;
+      this.arm(refused);
     }
   }
 
-  /** Milliseconds until this engine may be probed again (0 when available). */
+  private arm(refused: boolean): void {
+    this.cooldownUntilMs = this.now() + this.cooldownMs;
+    this.refused = refused && this.options.probeIntervalMs > 0;
+    this.probeDelayMs = this.options.probeIntervalMs;
+    this.probeAtMs = this.now() + this.probeDelayMs;
+  }
+
+  /** Milliseconds until this engine may be probed again (0 when available; a refusal: until its next probe). */
   msUntilAvailable(): number {
+    if (this.awaitsProbe) return Math.max(1, this.probeAtMs - this.now());
     return Math.max(0, this.cooldownUntilMs - this.now());
   }
 }
@@ -95,19 +155,22 @@ export function resolveHealthOptions(options: HealthOptions = {}): Required<Heal
     cooldownMs: options.cooldownMs ?? 1000,
     maxCooldownMs: options.maxCooldownMs ?? 30_000,
     activeCheckIntervalMs: options.activeCheckIntervalMs ?? 0,
+    probeIntervalMs: options.probeIntervalMs ?? 250,
   };
-  const checks: [keyof HealthOptions, number, string][] = [
-    ['failureThreshold', 1, 'a whole number >= 1'],
-    ['cooldownMs', 1, 'a number of ms in 1..2147483647'],
-    ['maxCooldownMs', 1, 'a number of ms in 1..2147483647'],
-    ['activeCheckIntervalMs', 0, 'a number of ms in 0..2147483647 (0 = off)'],
+  // A probe delay grows to 8x probeIntervalMs: that must still fit a Node timer.
+  const checks: [keyof HealthOptions, number, number, string][] = [
+    ['failureThreshold', 1, 2 ** 31 - 1, 'a whole number >= 1'],
+    ['cooldownMs', 1, 2 ** 31 - 1, 'a number of ms in 1..2147483647'],
+    ['maxCooldownMs', 1, 2 ** 31 - 1, 'a number of ms in 1..2147483647'],
+    ['activeCheckIntervalMs', 0, 2 ** 31 - 1, 'a number of ms in 0..2147483647 (0 = off)'],
+    ['probeIntervalMs', 0, 2 ** 28 - 1, 'a number of ms in 0..268435455 (0 = off)'],
   ];
-  for (const [field, min, expected] of checks) {
+  for (const [field, min, max, expected] of checks) {
     const value = resolved[field];
     const ok =
       typeof value === 'number' &&
       value >= min &&
-      value <= 2 ** 31 - 1 &&
+      value <= max &&
       (field !== 'failureThreshold' || Number.isInteger(value));
     if (!ok) {
       throw new InvalidOptionsError(`Expected \`health.${field}\` to be ${expected}, got \`${JSON.stringify(value)}\``);
