@@ -33,7 +33,12 @@ if (values.worker) {
   const { ENGINES, REDIS_URL, BUDGET, CALLERS } = process.env;
   const client = new RemoteInferenceClient({
     engines: ENGINES.split(','),
-    limits: { maxConcurrency: Number(BUDGET), redis: { url: REDIS_URL, id: 'cluster-fairness-bench' } },
+    // The fixed per-engine cap this benchmark has always run with: its subject is the cluster budget's split.
+    limits: {
+      maxConcurrency: Number(BUDGET),
+      perEngine: { adaptive: false },
+      redis: { url: REDIS_URL, id: 'cluster-fairness-bench' },
+    },
     transport: { shared: false },
   });
   let demanding = true;

@@ -48,7 +48,12 @@ const fake = await startFakeVllm({
   keepAliveTimeoutMs: 5000,
   faultProfile: { 'idle-close-race': raceRate },
 });
-const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+// The fixed per-engine cap (512) this soak has always run with: its subject is keep-alive races, not scheduling.
+const client = new RemoteInferenceClient({
+  engines: [fake.url],
+  limits: { perEngine: { adaptive: false } },
+  transport: { shared: false },
+});
 const cpuBefore = process.cpuUsage();
 const deadline = performance.now() + durationMs;
 let completed = 0;

@@ -5,8 +5,8 @@
 // whose running slots in total are fewer than N. Policies side by side in one run, in alternating order:
 //
 //   skyrl-baseline     round robin, a fixed 512 per engine (SkyRL's router and semaphore): all bound at t = 0
-//   previous-default   this SDK's default until now: least outstanding, a fixed 512 per engine
-//   late-binding       least outstanding with `limits.perEngine.adaptive` (caps learned from /metrics)
+//   previous-default   this SDK's previous default: least outstanding, a fixed 512 per engine
+//   late-binding       this SDK's default (no limits given): least outstanding, caps learned from /metrics
 //
 // Fleets: uniform; one engine at half speed (ITL and TTFT x2); one engine restarting mid-step (every connection
 // reset, refused for --down-ms, back with an empty prefix cache). Then multi-turn agentic sessions (prompts grow by
@@ -123,7 +123,7 @@ const engines = fake.engines.map((engine) => engine.url);
 const POLICIES = {
   'skyrl-baseline': () => ({ routing: 'round-robin', limits: { perEngine: { maxConcurrency: 512 } } }),
   'previous-default': () => ({ routing: 'least-outstanding', limits: { perEngine: { maxConcurrency: 512 } } }),
-  'late-binding': () => ({ routing: 'least-outstanding', limits: { perEngine: { adaptive: true } } }),
+  'late-binding': () => ({}), // the defaults: least outstanding, `limits.perEngine.adaptive`
 };
 // How long a turn waits for its session's engine before it spills: about what a spill costs, the TTFT of a
 // session's context prefilled on an engine that has none of it (scaled with the bench's timings, as the rest is).
@@ -138,7 +138,6 @@ const SESSION_POLICIES = {
   'late-binding, no affinity': POLICIES['late-binding'],
   'late-binding + affinity': () => ({
     routing: new SessionAffinityPolicy({ maxWaitMs: AFFINITY_WAIT_MS }),
-    limits: { perEngine: { adaptive: true } },
   }),
 };
 const failures = (errors, error) => {
@@ -438,8 +437,8 @@ const report = {
   policies: {
     'skyrl-baseline': 'routing round-robin, limits.perEngine.maxConcurrency 512',
     'previous-default': 'routing least-outstanding, limits.perEngine.maxConcurrency 512',
-    'late-binding': 'routing least-outstanding, limits.perEngine.adaptive: true (defaults)',
-    'late-binding + affinity': `new SessionAffinityPolicy({ maxWaitMs: ${AFFINITY_WAIT_MS} }), limits.perEngine.adaptive: true`,
+    'late-binding': 'the defaults: routing least-outstanding, limits.perEngine.adaptive (learned caps)',
+    'late-binding + affinity': `new SessionAffinityPolicy({ maxWaitMs: ${AFFINITY_WAIT_MS} }), learned caps (the default)`,
   },
   results,
 };

@@ -108,6 +108,36 @@ describe('the learned per-engine cap', () => {
   });
 });
 
+describe('the default per-engine cap', () => {
+  it('is learned when no fixed cap is given, and a cold burst learns it by the fast polls of the learning phase', async () => {
+    const fake = await startFakeVllm({ engines: 1, maxNumSeqs: 64, ttftMs: 1, itlMs: 3, jitter: 0 });
+    fakes.push(fake);
+    // The steady poll is far longer than the test: only the learning phase's polls (100 ms) can learn the cap.
+    const client = new RemoteInferenceClient({
+      engines: [fake.url],
+      limits: { perEngine: { adaptive: { intervalMs: 600_000 } } },
+      transport: { shared: false },
+    });
+    clients.push(client);
+    const capacity = () => client.stats().engines[0]!.capacity!;
+    expect(capacity().state).toBe('learning');
+    expect(client.stats().engines[0]!.maxConcurrency).toBe(32);
+    await loadUntil(client, () => capacity().state === 'learned' && capacity().learned === 64, { concurrency: 100 });
+    expect(client.stats().engines[0]!.maxConcurrency).toBe(64 + 4); // 5% headroom, rounded up
+
+    const defaults = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+    const fixed = new RemoteInferenceClient({
+      engines: [fake.url],
+      limits: { perEngine: { maxConcurrency: 100 } },
+      transport: { shared: false },
+    });
+    clients.push(defaults, fixed);
+    expect(defaults.stats().engines[0]!.capacity?.state).toBe('learning');
+    expect(fixed.stats().engines[0]!.capacity).toBeUndefined();
+    expect(fixed.stats().engines[0]!.maxConcurrency).toBe(100);
+  });
+});
+
 describe('the learned per-engine cap, live', () => {
   it('follows an engine whose slots change while it runs: down at once, up by the headroom per poll', async () => {
     const fake = await startFakeVllm({ engines: 1, maxNumSeqs: 8, ttftMs: 1, itlMs: 3, jitter: 0 });

@@ -13,8 +13,10 @@ afterAll(() => fake.close());
 describe('resources', () => {
   it('leaks no file descriptor after close()', async () => {
     const baseline = openFds();
+    // A fixed cap: all 300 on the wire at once (a learned cap starts at 32 per engine), and no /metrics polls.
     const client = new RemoteInferenceClient({
       engines: fake.engines.map((engine) => engine.url),
+      limits: { perEngine: { adaptive: false } },
       transport: { shared: false },
     });
     const results = await Promise.all(
@@ -45,7 +47,12 @@ describe('resources', () => {
       keepAliveTimeoutMs: 1000,
     });
     const baseline = openFds();
-    const client = new RemoteInferenceClient({ engines: [shortKeepAlive.url], transport: { shared: false } });
+    // A fixed cap: the burst opens its connections at once, and no /metrics poll reuses one of them.
+    const client = new RemoteInferenceClient({
+      engines: [shortKeepAlive.url],
+      limits: { perEngine: { adaptive: false } },
+      transport: { shared: false },
+    });
     const burst = () =>
       Promise.all(
         Array.from({ length: 50 }, (_, index) =>

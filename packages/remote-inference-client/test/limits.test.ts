@@ -65,7 +65,13 @@ describe('admission limits, as seen by fake-vllm', () => {
   });
 
   it('maxQps never lets more requests start than the budget allows', async () => {
-    const client = new RemoteInferenceClient({ engines, limits: { maxQps: 200 }, transport: { shared: false } });
+    // A fixed per-engine cap: the server counts every request it receives, and a learned cap's /metrics polls
+    // (outside the QPS budget: they are not inference requests) would be counted too.
+    const client = new RemoteInferenceClient({
+      engines,
+      limits: { maxQps: 200, perEngine: { adaptive: false } },
+      transport: { shared: false },
+    });
     const { maxExcess, received } = await serverExcessOverRate(
       () => fake.control.stats(),
       200,

@@ -21,7 +21,8 @@ export type LengthDistribution =
 /**
  * `--scenario rollout-step`: the SDK options a step runs with. `baseline` is SkyRL's router and semaphore (round robin,
  * a fixed 512 per engine: the whole batch is bound to engines at t = 0), `least-outstanding` this SDK's previous
- * default (least outstanding, a fixed 512), `late-binding` least outstanding with `limits.perEngine.adaptive`.
+ * default (least outstanding, a fixed 512), `late-binding` its default now: least outstanding with
+ * `limits.perEngine.adaptive`.
  */
 export type RolloutPolicy = 'baseline' | 'least-outstanding' | 'late-binding';
 export const ROLLOUT_POLICIES: readonly RolloutPolicy[] = ['baseline', 'least-outstanding', 'late-binding'];

@@ -70,14 +70,16 @@ export function parseEngineLoad(body: string): EngineLoadSample | undefined {
 }
 
 /**
- * Polls `GET /metrics` on every engine that has requests in flight or waiting, every `intervalMs`, and feeds the
+ * Polls `GET /metrics` on every engine that has requests in flight or waiting, every `intervalMs` (every
+ * `learningIntervalMs` while one of their caps is still learning), and feeds the
  * gauges to its learned cap. One poll per engine at a time; each bounded by `timeoutMs` and `maxBodyBytes`. An
  * engine that refuses the connection counts as restarting (its cap starts over); one that answers without vLLM's
  * gauges keeps the fixed cap. The timer does not keep the process alive.
  */
 export class EngineLoadPoller {
   private readonly polling = new Set<EngineEntry>();
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout;
+  private closed = false;
   /** Polls sent and failed, for stats and tests. */
   readonly counters = { polls: 0, failures: 0 };
 
@@ -88,18 +90,31 @@ export class EngineLoadPoller {
     private readonly headers: Record<string, string>,
     private readonly connectTimeoutMs: number,
   ) {
-    this.timer = setInterval(() => this.round(), options.intervalMs);
-    this.timer.unref();
+    this.timer = this.next(options.learningIntervalMs); // every cap starts out learning
   }
 
-  private round(): void {
+  private next(delayMs: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      if (this.closed) return;
+      this.timer = this.next(this.round() ? this.options.learningIntervalMs : this.options.intervalMs);
+    }, delayMs);
+    timer.unref();
+    return timer;
+  }
+
+  /** Polls every busy engine; returns whether one of them is still learning its cap (poll again sooner). */
+  private round(): boolean {
     const busy = this.scheduler.queuedCount > 0;
+    let learning = false;
     for (const entry of this.scheduler.list()) {
-      if (!entry.capacity || this.polling.has(entry)) continue;
+      if (!entry.capacity) continue;
       if (entry.outstanding === 0 && !busy) continue; // an idle client learns nothing and costs nothing
+      if (entry.capacity.state === 'learning') learning = true;
+      if (this.polling.has(entry)) continue;
       this.polling.add(entry);
       void this.poll(entry).finally(() => this.polling.delete(entry));
     }
+    return learning;
   }
 
   private async poll(entry: EngineEntry): Promise<void> {
@@ -138,6 +153,7 @@ export class EngineLoadPoller {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    this.closed = true;
+    clearTimeout(this.timer);
   }
 }

@@ -22,8 +22,9 @@ export interface LimitsOptions {
   maxQueued?: number;
   perEngine?: {
     /**
-     * In flight per engine (async-mutex semaphore): a fixed cap. With `adaptive`, the most the learned cap may
-     * reach. @default 512, as reference trainers
+     * In flight per engine (async-mutex semaphore). Given without `adaptive`: a fixed cap (512 is what reference
+     * trainers use). With `adaptive`, the most the learned cap may reach. Not given: the cap is learned (up to 4096),
+     * and 512 is the fixed cap for engines without vLLM's gauges. @default learned (see `adaptive`)
      */
     maxConcurrency?: number;
     /** Started per second per engine. @default unlimited */
@@ -31,7 +32,8 @@ export interface LimitsOptions {
     /**
      * Late binding: learn each engine's capacity from its `/metrics` gauges and send it about as many requests as
      * it can run; the rest wait in the client's queue for the engine that frees a slot first. `true` for the
-     * defaults ({@link AdaptiveCapOptions}). @default false (the fixed `maxConcurrency`)
+     * defaults ({@link AdaptiveCapOptions}); `false` for the fixed `maxConcurrency` (512 when not given).
+     * @default true when `maxConcurrency` is not given, else false
      */
     adaptive?: boolean | AdaptiveCapOptions;
   };
@@ -250,7 +252,11 @@ export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
     maxQueued: limits.maxQueued ?? Number.POSITIVE_INFINITY,
     perEngineConcurrency: limits.perEngine?.maxConcurrency ?? 512,
     perEngineQps: limits.perEngine?.maxQps,
-    perEngineAdaptive: resolveAdaptiveCapOptions(limits.perEngine?.adaptive, limits.perEngine?.maxConcurrency),
+    // Late binding is the default; a fixed cap the caller gives is kept as given.
+    perEngineAdaptive: resolveAdaptiveCapOptions(
+      limits.perEngine?.adaptive ?? limits.perEngine?.maxConcurrency === undefined,
+      limits.perEngine?.maxConcurrency,
+    ),
     redis: limits.redis,
   };
 }
