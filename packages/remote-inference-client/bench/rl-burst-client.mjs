@@ -50,9 +50,26 @@ async function burst() {
   };
 }
 
+/**
+ * Heap a request holds while in flight (a fourth burst, not timed): every byte of it survives the young
+ * generation's collections for the seconds the request lives, so it is copied, promoted and marked. Needs
+ * --expose-gc (rl-burst.mjs passes it).
+ */
+async function heapPerRequest() {
+  globalThis.gc();
+  const before = process.memoryUsage().heapUsed;
+  const all = Promise.all(Array.from({ length: requests }, (_, index) => send(index)));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // every request sent, none back (TTFT 500 ms)
+  globalThis.gc();
+  const bytes = Math.round((process.memoryUsage().heapUsed - before) / requests);
+  await all;
+  return bytes;
+}
+
 const cold = await burst();
 await new Promise((resolve) => setTimeout(resolve, gapMs));
 const afterIdle = await burst();
 const reused = await burst();
+const heapBytesPerRequest = typeof globalThis.gc === 'function' ? await heapPerRequest() : undefined;
 await close();
-process.stdout.write(`${JSON.stringify({ kind, cold, afterIdle, reused })}\n`);
+process.stdout.write(`${JSON.stringify({ kind, cold, afterIdle, reused, heapBytesPerRequest })}\n`);

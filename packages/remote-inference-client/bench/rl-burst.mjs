@@ -5,7 +5,8 @@
 // a burst after an idle gap longer than the server's keep-alive, and a burst right after (connections reused).
 // Clients, each in its own process, alternating in rounds: this SDK, raw undici (stock Agent), and an aiohttp
 // client written the way SkyRL's is (Debian's python3-aiohttp). Prints medians and ratios and writes
-// bench/results/rl-burst.json. The fake engines run in their own processes at nice 19.
+// bench/results/rl-burst.json. The fake engines run in their own processes at nice 19. A fourth, untimed burst
+// measures the heap each in-flight request holds (Node clients).
 //
 //   pnpm bench                                   # with the other benchmarks
 //   node bench/rl-burst.mjs --rounds 3 --requests 2000
@@ -85,12 +86,13 @@ function run(kind) {
   const output =
     kind === 'aiohttp'
       ? execFileSync(python, [aiohttpClient, config], { encoding: 'utf8' })
-      : execFileSync(process.execPath, [client, config], { encoding: 'utf8' });
+      : execFileSync(process.execPath, ['--expose-gc', client, config], { encoding: 'utf8' });
   return JSON.parse(output.trim().split('\n').at(-1));
 }
 
 const phases = ['cold', 'afterIdle', 'reused'];
 const samples = Object.fromEntries(kinds.map((kind) => [kind, Object.fromEntries(phases.map((phase) => [phase, []]))]));
+const heap = {};
 for (let round = 0; round < rounds; round++) {
   for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
     const result = run(kind);
@@ -100,6 +102,7 @@ for (let round = 0; round < rounds; round++) {
         throw new Error(`${kind} ${phase}: ${result[phase].wrong} responses with the wrong length`);
       samples[kind][phase].push(result[phase].cpuMsPerRequest);
     }
+    if (result.heapBytesPerRequest !== undefined) (heap[kind] ??= []).push(result.heapBytesPerRequest);
   }
 }
 fake.kill('SIGTERM');
@@ -120,6 +123,8 @@ const result = {
   date: new Date().toISOString(),
   fleet: '20 fake-vllm engines in 2 processes at nice 19, TTFT 500 ms, ITL 250 ms, keep-alive 5 s',
   cpuMsPerRequest: medians,
+  // Heap held per in-flight request (median over rounds), from a fourth, untimed burst.
+  heapBytesPerInFlightRequest: Object.fromEntries(Object.entries(heap).map(([kind, list]) => [kind, median(list)])),
   sdkVsUndici: Object.fromEntries(phases.map((phase) => [phase, ratio(medians.sdk[phase], medians.undici[phase])])),
   ...(medians.aiohttp
     ? {
@@ -132,6 +137,7 @@ const result = {
 console.log('\n| client | cold burst ms/req | after idle gap ms/req | connections reused ms/req |');
 console.log('| --- | --- | --- | --- |');
 for (const kind of kinds) console.log(`| ${kind} | ${phases.map((phase) => medians[kind][phase]).join(' | ')} |`);
+console.log(`heap held per in-flight request, bytes: ${JSON.stringify(result.heapBytesPerInFlightRequest)}`);
 console.log(
   `SDK / undici: ${JSON.stringify(result.sdkVsUndici)}${result.aiohttpVsSdk ? `; aiohttp / SDK: ${JSON.stringify(result.aiohttpVsSdk)}` : ''}`,
 );

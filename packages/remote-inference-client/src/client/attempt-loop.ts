@@ -84,13 +84,19 @@ export class RequestExecutor {
   readonly errors: Record<string, number> = {};
   closed = false;
 
-  constructor(private readonly parts: ExecutorParts) {}
+  private readonly plainHeaders: Record<string, string>;
+  private readonly jsonHeaders: Record<string, string>;
+
+  constructor(private readonly parts: ExecutorParts) {
+    this.plainHeaders = Object.freeze({ ...parts.options.headers });
+    this.jsonHeaders = Object.freeze({ ...parts.options.headers, 'content-type': 'application/json' });
+  }
 
   /** A non-streamed call: JSON in, JSON out. */
   async call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
     const payload = body === undefined ? undefined : serializeBody(body);
     const run = this.startRun(path, options);
-    return this.execute(run, { method, payload, reader: (attemptRun) => new WholeReader<T>(attemptRun) });
+    return this.execute(run, { method, payload, reader: wholeReader as (run: RequestRun) => ResponseReader<T> });
   }
 
   /**
@@ -219,9 +225,15 @@ export class RequestExecutor {
     signal: AbortSignal,
   ): AttemptRequest {
     const { options } = this.parts;
-    const headers: Record<string, string> = { ...options.headers, ...run.options.headers };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (run.options.sessionId !== undefined) headers['x-session-id'] = run.options.sessionId;
+    let headers: Record<string, string>;
+    if (run.options.headers === undefined && run.options.sessionId === undefined) {
+      // The common case: one frozen object per client, not one per attempt (a long request keeps it alive).
+      headers = body === undefined ? this.plainHeaders : this.jsonHeaders;
+    } else {
+      headers = { ...options.headers, ...run.options.headers };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      if (run.options.sessionId !== undefined) headers['x-session-id'] = run.options.sessionId;
+    }
     const { timeouts } = options;
     return {
       method,
@@ -246,7 +258,7 @@ export class RequestExecutor {
         deadlineMs: run.deadlineMs,
         priority: run.options.priority ?? 0,
         sessionId: run.options.sessionId,
-        avoid: options.retry.failover ? run.avoid : undefined,
+        avoid: options.retry.failover ? run.avoid : undefined, // undefined until a failure
         retry: run.attempts > 1,
         maxAvoidWaitMs: options.retry.maxBackoffMs,
       });
@@ -298,7 +310,7 @@ export class RequestExecutor {
         entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
         this.parts.prober?.watch(entry);
       }
-      run.avoid.add(entry.endpoint);
+      (run.avoid ??= new Set()).add(entry.endpoint);
     }
     error.attempts = run.attempts;
     if (run.signal.aborted) throw run.abortError();
@@ -362,6 +374,9 @@ export class RequestExecutor {
 }
 
 /** A whole JSON body: once it parses, it reached the caller; a body that does not parse is not re-sent. */
+/** The reader of every whole-response call: one function, not a closure per call. */
+const wholeReader = (run: RequestRun): ResponseReader<unknown> => new WholeReader<unknown>(run);
+
 class WholeReader<T> implements ResponseReader<T> {
   readonly sink = undefined;
   readonly error = undefined;

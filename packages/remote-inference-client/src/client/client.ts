@@ -24,7 +24,7 @@ import {
   type ResolvedClientOptions,
   resolveClientOptions,
 } from './options.js';
-import type { GenerateOptions, RequestOptions } from './request-run.js';
+import { type GenerateOptions, NO_OPTIONS, type RequestOptions } from './request-run.js';
 import { Chat, Completions, withModel } from './resources.js';
 import { ResumeState } from './resume.js';
 import { RetryBudget } from './retry-policy.js';
@@ -182,7 +182,7 @@ export class RemoteInferenceClient {
   generate(body: GenerateRequest, options?: GenerateOptions): Promise<GenerateResponse | ChunkStream<GenerateChunk>>;
   async generate(
     body: GenerateRequest,
-    options: GenerateOptions = {},
+    options: GenerateOptions = NO_OPTIONS,
   ): Promise<GenerateResponse | ChunkStream<GenerateChunk>> {
     const request = withModel(body, this.options.model);
     if (!Array.isArray(request.token_ids) || request.token_ids.length === 0) {
@@ -233,12 +233,12 @@ export class RemoteInferenceClient {
   }
 
   /** `POST /tokenize`. */
-  tokenize(body: TokenizeRequest, options: RequestOptions = {}): Promise<TokenizeResponse> {
+  tokenize(body: TokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<TokenizeResponse> {
     return this.executor.call<TokenizeResponse>('POST', '/tokenize', withModel(body, this.options.model), options);
   }
 
   /** `POST /detokenize`. */
-  detokenize(body: DetokenizeRequest, options: RequestOptions = {}): Promise<DetokenizeResponse> {
+  detokenize(body: DetokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<DetokenizeResponse> {
     return this.executor.call<DetokenizeResponse>('POST', '/detokenize', withModel(body, this.options.model), options);
   }
 

@@ -30,6 +30,9 @@ export interface GenerateOptions extends RequestOptions {
   resume?: boolean;
 }
 
+/** @internal The options of a call given none: one frozen object, not one per call (a long request keeps it alive). */
+export const NO_OPTIONS: GenerateOptions = Object.freeze({});
+
 /** @internal State of one logical request across its attempts: its deadline, abort, errors and timing. */
 export class RequestRun {
   readonly controller = new AbortController();
@@ -37,7 +40,8 @@ export class RequestRun {
   readonly startedAt = Date.now();
   readonly deadlineMs: number;
   readonly errors: InferenceError[] = [];
-  readonly avoid = new Set<string>();
+  /** Engines this request failed on (failover); created on the first failure, as most requests have none. */
+  avoid: Set<string> | undefined;
   attempts = 0;
   staleRetries = 0;
   resumes = 0;
@@ -50,7 +54,8 @@ export class RequestRun {
   lastEventMs = 0;
   gaps: number[] | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private readonly onUserAbort: () => void;
+  /** Forwards the caller's abort; only a call given a `signal` has one. */
+  private readonly onUserAbort: (() => void) | undefined;
 
   constructor(
     readonly path: string,
@@ -61,10 +66,13 @@ export class RequestRun {
     const budget = options.timeoutMs ?? totalMs;
     this.deadlineMs = budget === undefined ? Number.POSITIVE_INFINITY : this.startedAtMs + budget;
     if (budget !== undefined && Number.isFinite(budget)) this.armDeadline(budget);
-    this.onUserAbort = () =>
-      this.controller.abort(new AbortError('The request was aborted by the caller', { cause: options.signal?.reason }));
-    if (options.signal?.aborted) this.onUserAbort();
-    else options.signal?.addEventListener('abort', this.onUserAbort, { once: true });
+    const signal = options.signal;
+    if (signal) {
+      this.onUserAbort = () =>
+        this.controller.abort(new AbortError('The request was aborted by the caller', { cause: signal.reason }));
+      if (signal.aborted) this.onUserAbort();
+      else signal.addEventListener('abort', this.onUserAbort, { once: true });
+    }
     if (details) this.gaps = [];
   }
 
@@ -97,7 +105,7 @@ export class RequestRun {
 
   finish(): void {
     clearTimeout(this.timer);
-    this.options.signal?.removeEventListener('abort', this.onUserAbort);
+    if (this.onUserAbort) this.options.signal?.removeEventListener('abort', this.onUserAbort);
   }
 
   stats(error: InferenceError | undefined): RequestStats {

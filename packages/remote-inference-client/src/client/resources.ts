@@ -1,7 +1,7 @@
 import { InvalidOptionsError } from '../errors.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import type { RequestExecutor } from './attempt-loop.js';
-import type { RequestOptions } from './request-run.js';
+import { NO_OPTIONS, type RequestOptions } from './request-run.js';
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -32,7 +32,10 @@ export class Completions {
   /** The whole completion once generation ends. */
   create(body: CompletionRequest & { stream?: false }, options?: RequestOptions): Promise<Completion>;
   create(body: CompletionRequest, options?: RequestOptions): Promise<Completion | ChunkStream<CompletionChunk>>;
-  create(body: CompletionRequest, options: RequestOptions = {}): Promise<Completion | ChunkStream<CompletionChunk>> {
+  create(
+    body: CompletionRequest,
+    options: RequestOptions = NO_OPTIONS,
+  ): Promise<Completion | ChunkStream<CompletionChunk>> {
     const request = withModel(body, this.model);
     return request.stream === true
       ? this.executor.stream<CompletionChunk>('/v1/completions', request, options, undefined)
@@ -61,7 +64,7 @@ export class ChatCompletions {
   ): Promise<ChatCompletion | ChunkStream<ChatCompletionChunk>>;
   create(
     body: ChatCompletionRequest,
-    options: RequestOptions = {},
+    options: RequestOptions = NO_OPTIONS,
   ): Promise<ChatCompletion | ChunkStream<ChatCompletionChunk>> {
     const request = withModel(body, this.model);
     return request.stream === true

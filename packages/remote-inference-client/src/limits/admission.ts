@@ -164,6 +164,23 @@ export interface Ticket {
   release(): void;
 }
 
+/** A granted request's ticket: a class, not an object with a closure, since a long request holds it for seconds. */
+class Grant implements Ticket {
+  private released = false;
+
+  constructor(
+    readonly engine: EngineEntry,
+    readonly queueMs: number,
+    private readonly scheduler: Scheduler,
+  ) {}
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.scheduler.settle(this.engine);
+  }
+}
+
 /** Per-request admission input. */
 export interface AdmissionRequest {
   signal: AbortSignal | undefined;
@@ -594,21 +611,17 @@ export class Scheduler {
     this.inFlight++;
     this.counters.admitted++;
     this.counters.maxInFlight = Math.max(this.counters.maxInFlight, this.inFlight);
-    let released = false;
-    return {
-      engine,
-      queueMs: now - enqueuedAtMs,
-      release: () => {
-        if (released) return;
-        released = true;
-        engine.health.onSettled();
-        engine.permits.give();
-        engine.outstanding--;
-        this.inFlight--;
-        this.pump();
-        this.cluster?.settle(this.inFlight, this.queued);
-      },
-    };
+    return new Grant(engine, now - enqueuedAtMs, this);
+  }
+
+  /** @internal A granted request ended ({@link Grant.release}, once per grant). */
+  settle(engine: EngineEntry): void {
+    engine.health.onSettled();
+    engine.permits.give();
+    engine.outstanding--;
+    this.inFlight--;
+    this.pump();
+    this.cluster?.settle(this.inFlight, this.queued);
   }
 
   async close(): Promise<void> {

@@ -98,11 +98,13 @@ const STALE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_C
 
 /** Node's timers overflow above this (they fire after 1 ms): longer waits are re-armed in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Until a response replaces them: one shared empty object, not two per in-flight request. */
+const NO_HEADERS: IncomingHttpHeaders = Object.freeze({});
 
 class ExchangeHandler implements Dispatcher.DispatchHandler {
   status = 0;
-  headers: IncomingHttpHeaders = {};
-  trailers: IncomingHttpHeaders = {};
+  headers: IncomingHttpHeaders = NO_HEADERS;
+  trailers: IncomingHttpHeaders = NO_HEADERS;
   headersAtMs = 0;
   /** When the first body byte went to the sink (0: none yet). */
   firstDataAtMs = 0;
@@ -111,13 +113,24 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   private chunks: Buffer[] | undefined;
   private size = 0;
   private controller: Dispatcher.DispatchController | undefined;
-  /** Set by the sender: ends a request that undici has not started yet (its connection is still connecting). */
-  abortBeforeStart: ((reason: Error) => void) | undefined;
-  private readonly onAbort = () => {
-    const error = new AbortError('The request was aborted', { engine: this.engine, cause: this.signal?.reason });
+  /**
+   * Set by the sender: the connection whose undici Client carries the request. Before undici starts the request
+   * (connect pending), an abort or a deadline can only end it with its connection.
+   */
+  connection: PooledConnection | undefined;
+
+  /**
+   * The abort listener: the handler itself (`handleEvent`), not a closure, since a long request holds its listener
+   * for seconds and every byte it holds is copied by each young-generation GC.
+   */
+  handleEvent(): void {
+    this.end(new AbortError('The request was aborted', { engine: this.engine, cause: this.signal?.reason }));
+  }
+
+  private end(error: Error): void {
     if (this.controller) this.controller.abort(error);
-    else this.abortBeforeStart?.(error);
-  };
+    else void this.connection?.client.destroy(error).catch(() => undefined);
+  }
 
   constructor(
     private readonly engine: string,
@@ -134,13 +147,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
    */
   listen(): void {
     if (!this.signal) return;
-    if (this.signal.aborted) this.onAbort();
-    else this.signal.addEventListener('abort', this.onAbort, { once: true });
+    if (this.signal.aborted) this.handleEvent();
+    else this.signal.addEventListener('abort', this, { once: true });
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.signal?.aborted) this.onAbort();
+    if (this.signal?.aborted) this.handleEvent();
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
@@ -185,7 +198,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    this.trailers = trailers ?? {};
+    this.trailers = trailers ?? NO_HEADERS;
     this.detach();
     this.resolve({ body: this.chunks ? Buffer.concat(this.chunks) : undefined });
   }
@@ -216,10 +229,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 
   private arm(delayMs: number): void {
     if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(this.check, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)));
+    this.watchdog = setTimeout(fireWatchdog, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)), this);
   }
 
-  private readonly check = () => {
+  /** @internal The watchdog fired (through {@link fireWatchdog}: no closure per handler). */
+  check(): void {
     this.watchdog = undefined;
     const started = this.firstDataAtMs > 0;
     const limitMs = started ? this.idleLimitMs : this.ttfbLimitMs;
@@ -230,17 +244,17 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
       this.arm(deadline - now);
       return;
     }
-    const error = new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine });
-    if (this.controller) this.controller.abort(error);
-    else this.abortBeforeStart?.(error);
-  };
+    this.end(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine }));
+  }
 
   private detach(): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
-    this.signal?.removeEventListener('abort', this.onAbort);
+    this.signal?.removeEventListener('abort', this);
   }
 }
+
+const fireWatchdog = (handler: ExchangeHandler): void => handler.check();
 
 /**
  * @internal
@@ -281,6 +295,7 @@ export async function sendAttempt(
     try {
       const { body } = await new Promise<{ body: Buffer | undefined }>((resolve, reject) => {
         handler = new ExchangeHandler(pool.origin, request.maxResponseBytes, sink, request.signal, resolve, reject);
+        handler.connection = connection;
         const ttfbMs = Math.min(request.ttfbTimeoutMs, MAX_TIMER_MS);
         connection.client.dispatch(
           {
@@ -297,8 +312,6 @@ export async function sendAttempt(
           handler,
         );
         if (sink) handler.watch(pool.origin, sentAtMs, request.ttfbTimeoutMs, request.idleTimeoutMs);
-        // Before undici starts the request (connect pending), an abort can only end it with its connection.
-        handler.abortBeforeStart = (reason) => void connection.client.destroy(reason).catch(() => undefined);
         handler.listen();
       });
       timing.headersAtMs = handler!.headersAtMs;
