@@ -102,7 +102,10 @@ for (let round = 0; round < rounds; round++) {
         throw new Error(`${kind} ${phase}: ${result[phase].wrong} responses with the wrong length`);
       samples[kind][phase].push(result[phase].cpuMsPerRequest);
     }
-    if (result.heapBytesPerRequest !== undefined) (heap[kind] ??= []).push(result.heapBytesPerRequest);
+    if (result.heapBytesPerRequest !== undefined) {
+      heap[kind] ??= [];
+      heap[kind].push(result.heapBytesPerRequest);
+    }
   }
 }
 fake.kill('SIGTERM');

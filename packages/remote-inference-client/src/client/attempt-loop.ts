@@ -310,7 +310,8 @@ export class RequestExecutor {
         entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
         this.parts.prober?.watch(entry);
       }
-      (run.avoid ??= new Set()).add(entry.endpoint);
+      run.avoid ??= new Set();
+      run.avoid.add(entry.endpoint);
     }
     error.attempts = run.attempts;
     if (run.signal.aborted) throw run.abortError();
