@@ -63,6 +63,10 @@ export class RecoveryProber {
   }
 
   private async probe(entry: EngineEntry): Promise<void> {
+    if (entry.draining) {
+      this.timers.delete(entry); // removed from the fleet (setEngines): nothing to re-admit
+      return;
+    }
     this.counters.probes++;
     let answered = false;
     try {

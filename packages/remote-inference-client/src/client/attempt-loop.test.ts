@@ -209,4 +209,26 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     expect(client.stats().failed).toBe(0);
     await client.close();
   });
+
+  it('stops probing an engine removed from the fleet while it refused connections', async () => {
+    const sent: { engine: string; path: string }[] = [];
+    const { client } = scripted(
+      ({ engine, request }) => {
+        sent.push({ engine, path: request.path });
+        if (engine === 'http://e2:2') throw new ConnectionError('refused', 'ECONNREFUSED');
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      undefined,
+      { routing: 'round-robin', health: { failureThreshold: 1, cooldownMs: 600_000, probeIntervalMs: 5 } },
+    );
+    const probes = () => sent.filter((call) => call.engine === 'http://e2:2' && call.path === '/health').length;
+    for (let index = 0; index < 2; index++) await client.generate(generate);
+    while (probes() < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    client.setEngines(['http://e1:1']);
+    const atRemoval = probes();
+    // Probes of e2 come every 5-40 ms while it is in the fleet; 200 ms later at most the one already due has run.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(probes()).toBeLessThanOrEqual(atRemoval + 1);
+    await client.close();
+  });
 });

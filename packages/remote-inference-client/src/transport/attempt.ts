@@ -8,7 +8,8 @@ import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 export interface AttemptRequest {
   method: 'GET' | 'POST';
   path: string;
-  headers: Record<string, string>;
+  /** Shared between attempts (frozen in the common case): copy before changing. */
+  headers: Readonly<Record<string, string>>;
   body: string | undefined;
   /**
    * Longest wait for the first response byte that matters: the first body byte of a streamed 2xx response (vLLM
