@@ -102,14 +102,17 @@ export class EngineLoadPoller {
     return timer;
   }
 
-  /** Polls every busy engine; returns whether one of them is still learning its cap (poll again sooner). */
+  /**
+   * Polls every busy engine; returns whether a cap is still learning (poll again sooner: also while idle, so the
+   * first poll of a cold burst comes within `learningIntervalMs`, at the cost of a timer that finds nothing to do).
+   */
   private round(): boolean {
     const busy = this.scheduler.queuedCount > 0;
     let learning = false;
     for (const entry of this.scheduler.list()) {
       if (!entry.capacity) continue;
-      if (entry.outstanding === 0 && !busy) continue; // an idle client learns nothing and costs nothing
       if (entry.capacity.state === 'learning') learning = true;
+      if (entry.outstanding === 0 && !busy) continue; // an idle client learns nothing and costs nothing
       if (this.polling.has(entry)) continue;
       this.polling.add(entry);
       void this.poll(entry).finally(() => this.polling.delete(entry));

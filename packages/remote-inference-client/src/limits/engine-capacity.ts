@@ -24,8 +24,8 @@ export interface AdaptiveCapOptions {
   /** `GET /metrics` on each busy engine this often (idle engines are not polled). @default 500 (ms) */
   intervalMs?: number;
   /**
-   * This often instead while a busy engine's cap is still learning (doubling per poll from `initialCap`), so a
-   * cold burst to an engine of 1,024 slots reaches them in ~0.5 s, not ~2.5 s. @default 100 (ms)
+   * This often instead while a cap is still learning (doubling per poll from `initialCap`), so a cold burst to an
+   * engine of 1,024 slots reaches them in under a second, not ~2.5 s. @default 100 (ms)
    */
   learningIntervalMs?: number;
   /** One poll's deadline. @default 2000 (ms) */
