@@ -45,11 +45,14 @@ export class RecoveryProber {
   /** Probes sent and answered, for tests. */
   readonly counters = { probes: 0, answered: 0 };
 
+  /** One probe's deadline, connect included (the connect alone is also bounded by `timeouts.connectMs`). */
+  private readonly timeoutMs = 2000;
+
   constructor(
     private readonly scheduler: Scheduler,
     private readonly send: SendAttempt,
     private readonly headers: Record<string, string>,
-    private readonly timeoutMs: number,
+    private readonly connectTimeoutMs: number,
   ) {}
 
   /** Call after a failure was recorded on an engine: schedules its probe if it now awaits one. */
@@ -80,7 +83,7 @@ export class RecoveryProber {
           ttfbTimeoutMs: this.timeoutMs,
           idleTimeoutMs: this.timeoutMs,
           maxResponseBytes: 64 * 1024,
-          connectTimeoutMs: this.timeoutMs,
+          connectTimeoutMs: Math.min(this.timeoutMs, this.connectTimeoutMs),
           signal: AbortSignal.timeout(this.timeoutMs),
         },
         undefined,

@@ -231,4 +231,61 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     expect(probes()).toBeLessThanOrEqual(atRemoval + 1);
     await client.close();
   });
+
+  // The learned per-engine cap (the default) polls /metrics through the same seam: a mocked network is not polled
+  // for real (which read as an unreachable engine and held the cap at initialCap, 32), and a cap is polled fast only
+  // while it binds.
+  it('polls /metrics through the seam, fast only while a learning cap binds', async () => {
+    let inFlight = 0;
+    let peak = 0;
+    let metricsPolls = 0;
+    const { client } = scripted(
+      async ({ request }) => {
+        if (request.path === '/metrics') {
+          metricsPolls++;
+          return { ...json(''), status: 404 }; // no vLLM gauges here: the fixed cap (512) applies
+        }
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        inFlight--;
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      ['http://e1:1'],
+      { limits: { perEngine: { adaptive: { intervalMs: 600_000 } } } },
+    );
+    // Below the starting cap (32): nothing binds, so nothing is polled before the 600 s tick.
+    await Promise.all(Array.from({ length: 10 }, () => client.generate(generate)));
+    expect(metricsPolls).toBe(0);
+    // 200 at once: the cap binds at 32, the poller polls at once, the 404 restores the fixed cap.
+    await Promise.all(Array.from({ length: 200 }, () => client.generate(generate)));
+    expect(metricsPolls).toBeGreaterThanOrEqual(1);
+    expect(client.stats().engines[0]!.capacity!.state).toBe('no-metrics');
+    expect(client.stats().engines[0]!.maxConcurrency).toBe(512);
+    expect(peak).toBeGreaterThan(32);
+    await client.close();
+  });
+
+  it('a learning cap that never binds is polled at the steady interval, not the learning one', async () => {
+    let metricsPolls = 0;
+    const metrics = 'vllm:num_requests_running 10\nvllm:num_requests_waiting 0\n';
+    const { client } = scripted(
+      async ({ request }) => {
+        if (request.path === '/metrics') {
+          metricsPolls++;
+          return { ...json(''), headers: { 'content-type': 'text/plain' }, body: Buffer.from(metrics) };
+        }
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      ['http://e1:1'],
+      { limits: { perEngine: { adaptive: { intervalMs: 200, learningIntervalMs: 5 } } } },
+    );
+    // 10 in flight for 400 ms against a cap of 32: busy but never full. Steady polls come every 200 ms (about 2);
+    // learning-interval polls would come every 5 ms (dozens).
+    await Promise.all(Array.from({ length: 10 }, () => client.generate(generate)));
+    expect(client.stats().engines[0]!.capacity!.state).toBe('learning');
+    expect(metricsPolls).toBeLessThanOrEqual(6);
+    await client.close();
+  });
 });

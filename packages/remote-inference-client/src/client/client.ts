@@ -130,12 +130,7 @@ export class RemoteInferenceClient {
     this.budget = new RetryBudget(this.options.retry.budgetRatio, this.options.retry.minRetriesPerSecond);
     const send: SendAttempt =
       options.sendAttempt ?? ((engine, request, sink) => sendAttempt(this.transport.pool(engine), request, sink));
-    this.prober = new RecoveryProber(
-      this.scheduler,
-      send,
-      this.options.headers,
-      Math.min(2000, this.options.timeouts.connectMs),
-    );
+    this.prober = new RecoveryProber(this.scheduler, send, this.options.headers, this.options.timeouts.connectMs);
     this.executor = new RequestExecutor({
       options: this.options,
       scheduler: this.scheduler,
@@ -156,7 +151,7 @@ export class RemoteInferenceClient {
     if (adaptive) {
       this.loadPoller = new EngineLoadPoller(
         this.scheduler,
-        (endpoint) => this.transport.pool(endpoint),
+        send, // through the `sendAttempt` seam too: a mocked network must not be polled for real
         adaptive,
         this.options.headers,
         this.options.timeouts.connectMs,

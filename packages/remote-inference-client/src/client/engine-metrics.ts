@@ -1,7 +1,8 @@
+import { performance } from 'node:perf_hooks';
+import { isInferenceError } from '../errors.js';
 import type { EngineEntry, Scheduler } from '../limits/admission.js';
 import type { EngineLoadSample, ResolvedAdaptiveCapOptions } from '../limits/engine-capacity.js';
-import { isAttemptFailure, sendAttempt } from '../transport/attempt.js';
-import type { ConnectionPool } from '../transport/connection-pool.js';
+import { isAttemptFailure, type SendAttempt } from '../transport/attempt.js';
 
 /**
  * The series the adaptive cap reads, named as vLLM's `PrometheusStatLogger` registers them
@@ -78,46 +79,73 @@ export function parseEngineLoad(body: string): EngineLoadSample | undefined {
  */
 export class EngineLoadPoller {
   private readonly polling = new Set<EngineEntry>();
+  private readonly polledAtMs = new WeakMap<EngineEntry, number>();
   private timer: NodeJS.Timeout;
+  /** The timer ticks every `learningIntervalMs` (a learning cap binds), else every `intervalMs`. */
+  private fast = false;
   private closed = false;
   /** Polls sent and failed, for stats and tests. */
   readonly counters = { polls: 0, failures: 0 };
 
   constructor(
     private readonly scheduler: Scheduler,
-    private readonly pool: (endpoint: string) => ConnectionPool,
+    private readonly send: SendAttempt,
     private readonly options: ResolvedAdaptiveCapOptions,
     private readonly headers: Record<string, string>,
     private readonly connectTimeoutMs: number,
   ) {
-    this.timer = this.next(options.learningIntervalMs); // every cap starts out learning
+    this.timer = this.next(options.intervalMs);
+    // A learning cap that starts to bind (a cold burst) is polled at once, not at the next slow tick.
+    scheduler.onLearningCapReached = () => this.kick();
   }
 
   private next(delayMs: number): NodeJS.Timeout {
     const timer = setTimeout(() => {
       if (this.closed) return;
-      this.timer = this.next(this.round() ? this.options.learningIntervalMs : this.options.intervalMs);
+      this.fast = this.round();
+      this.timer = this.next(this.fast ? this.options.learningIntervalMs : this.options.intervalMs);
     }, delayMs);
     timer.unref();
     return timer;
   }
 
+  private kick(): void {
+    if (this.fast || this.closed) return;
+    this.fast = true;
+    clearTimeout(this.timer);
+    this.timer = this.next(0);
+  }
+
   /**
-   * Polls every busy engine; returns whether a cap is still learning (poll again sooner: also while idle, so the
-   * first poll of a cold burst comes within `learningIntervalMs`, at the cost of a timer that finds nothing to do).
+   * Polls each busy engine that is due: every `intervalMs`, or every tick while its cap is learning and there is
+   * something to learn (see `binding`). Returns whether one such engine is left, to tick fast. An idle engine is
+   * not polled, and one never run full stays `learning` without fast polls.
    */
   private round(): boolean {
     const busy = this.scheduler.queuedCount > 0;
-    let learning = false;
+    const now = performance.now();
+    let fast = false;
     for (const entry of this.scheduler.list()) {
       if (!entry.capacity) continue;
-      if (entry.capacity.state === 'learning') learning = true;
       if (entry.outstanding === 0 && !busy) continue; // an idle client learns nothing and costs nothing
-      if (this.polling.has(entry)) continue;
+      // Something to learn: the learning cap binds, or more of ours are in flight than the engine was last seen
+      // running (after a doubling past the engine's slots, only a reading shows the queue that formed there).
+      const capacity = entry.capacity;
+      const binding =
+        capacity.state === 'learning' &&
+        (entry.outstanding >= entry.maxConcurrency || entry.outstanding > (capacity.last?.running ?? 0));
+      if (binding) fast = true;
+      // Half a fast tick of slack, so a steady engine polled on a fast tick is not skipped on the next slow one.
+      const due =
+        binding ||
+        now - (this.polledAtMs.get(entry) ?? Number.NEGATIVE_INFINITY) >=
+          this.options.intervalMs - this.options.learningIntervalMs / 2;
+      if (!due || this.polling.has(entry)) continue;
+      this.polledAtMs.set(entry, now);
       this.polling.add(entry);
       void this.poll(entry).finally(() => this.polling.delete(entry));
     }
-    return learning;
+    return fast;
   }
 
   private async poll(entry: EngineEntry): Promise<void> {
@@ -126,8 +154,8 @@ export class EngineLoadPoller {
     this.counters.polls++;
     const outstandingBefore = entry.outstanding;
     try {
-      const result = await sendAttempt(
-        this.pool(entry.endpoint),
+      const result = await this.send(
+        entry.endpoint,
         {
           method: 'GET',
           path: '/metrics',
@@ -148,7 +176,8 @@ export class EngineLoadPoller {
       else capacity.noMetrics();
     } catch (failure) {
       this.counters.failures++;
-      const error = isAttemptFailure(failure) ? failure.error : undefined;
+      // The transport rejects with an AttemptFailure; a `sendAttempt` seam may throw the typed error itself.
+      const error = isAttemptFailure(failure) ? failure.error : isInferenceError(failure) ? failure : undefined;
       // A refused or reset connection: the engine is down or restarting. A slow answer says nothing.
       if (error?.code === 'ERR_CONNECTION') capacity.unreachable();
       else if (error?.code === 'ERR_STREAM_PARSE') capacity.noMetrics(); // over maxBodyBytes

@@ -299,6 +299,8 @@ export class Scheduler {
   private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
   readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
+  /** @internal Called when a grant fills an engine whose cap is still learning (the poller then polls at once). */
+  onLearningCapReached: (() => void) | undefined;
 
   constructor(
     readonly limits: ResolvedLimits,
@@ -608,6 +610,9 @@ export class Scheduler {
     engine.outstanding++;
     engine.requests++;
     engine.health.onSend();
+    if (engine.capacity?.state === 'learning' && engine.outstanding >= engine.capacity.cap) {
+      this.onLearningCapReached?.();
+    }
     this.inFlight++;
     this.counters.admitted++;
     this.counters.maxInFlight = Math.max(this.counters.maxInFlight, this.inFlight);

@@ -92,6 +92,8 @@ describe('EngineHealth', () => {
       expect(engine.state).toBe('cooldown');
       expect(engine.available()).toBe(false);
       expect(engine.probeDueInMs()).toBe(0);
+      // Nothing for the scheduler to wait for: the prober wakes the queue when a probe is answered.
+      expect(engine.msUntilAvailable()).toBe(0);
       engine.onProbe(true);
       expect(engine.state).toBe('healthy');
       expect(engine.available()).toBe(true);

@@ -138,9 +138,13 @@ export class EngineHealth {
     this.probeAtMs = this.now() + this.probeDelayMs;
   }
 
-  /** Milliseconds until this engine may be probed again (0 when available; a refusal: until its next probe). */
+  /**
+   * Milliseconds until this engine may take a request (a half-open probe) without anything else happening first;
+   * 0 when available, and 0 when only an answered `/health` probe can re-admit it (the prober wakes the queue then:
+   * no timer of the scheduler's would help).
+   */
   msUntilAvailable(): number {
-    if (this.awaitsProbe) return Math.max(1, this.probeAtMs - this.now());
+    if (this.awaitsProbe) return 0;
     return Math.max(0, this.cooldownUntilMs - this.now());
   }
 }
