@@ -25,6 +25,8 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '2000' },
     'max-tokens': { type: 'string', default: '16' },
     'gap-ms': { type: 'string', default: '6000' },
+    // Extra V8/Node flags for both Node clients (SDK and undici alike), e.g. --node-args=--max-semi-space-size=32 (with '=': the value starts with --).
+    'node-args': { type: 'string', default: '' },
     // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
     out: { type: 'string', default: fileURLToPath(new URL('./results/rl-burst.json', import.meta.url)) },
   },
@@ -33,6 +35,13 @@ const rounds = Number(values.rounds);
 const requests = Number(values.requests);
 const maxTokens = Number(values['max-tokens']);
 const gapMs = Number(values['gap-ms']);
+const nodeArgs = values['node-args'].split(' ').filter(Boolean);
+if (nodeArgs.some((arg) => !arg.startsWith('--'))) {
+  process.stderr.write(
+    `rl-burst: --node-args takes flags such as --max-semi-space-size=32, got ${values['node-args']}\n`,
+  );
+  process.exit(2);
+}
 for (const [flag, value, max] of [
   ['--rounds', rounds, 20],
   ['--requests', requests, 20_000],
@@ -86,7 +95,7 @@ function run(kind) {
   const output =
     kind === 'aiohttp'
       ? execFileSync(python, [aiohttpClient, config], { encoding: 'utf8' })
-      : execFileSync(process.execPath, ['--expose-gc', client, config], { encoding: 'utf8' });
+      : execFileSync(process.execPath, ['--expose-gc', ...nodeArgs, client, config], { encoding: 'utf8' });
   return JSON.parse(output.trim().split('\n').at(-1));
 }
 
@@ -121,7 +130,7 @@ const medians = Object.fromEntries(
 const ratio = (a, b) => Number((a / b).toFixed(2));
 const result = {
   benchmark: 'client CPU per request on RL-shaped bursts (2,000 long generate requests at once, idle gap, again)',
-  command: `node bench/rl-burst.mjs --rounds ${rounds} --requests ${requests} --max-tokens ${maxTokens} --gap-ms ${gapMs}`,
+  command: `node bench/rl-burst.mjs --rounds ${rounds} --requests ${requests} --max-tokens ${maxTokens} --gap-ms ${gapMs}${nodeArgs.length ? ` --node-args='${nodeArgs.join(' ')}'` : ''}`,
   machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version },
   date: new Date().toISOString(),
   fleet: '20 fake-vllm engines in 2 processes at nice 19, TTFT 500 ms, ITL 250 ms, keep-alive 5 s',
