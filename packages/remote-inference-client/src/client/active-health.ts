@@ -1,5 +1,5 @@
 import type { EngineEntry, Scheduler } from '../limits/admission.js';
-import type { SendAttempt } from '../transport/attempt.js';
+import { bookkeepingGet, type SendAttempt } from '../transport/attempt.js';
 import type { ControlPlane } from './control-plane.js';
 
 /**
@@ -75,17 +75,7 @@ export class RecoveryProber {
     try {
       const result = await this.send(
         entry.endpoint,
-        {
-          method: 'GET',
-          path: '/health',
-          headers: this.headers,
-          body: undefined,
-          ttfbTimeoutMs: this.timeoutMs,
-          idleTimeoutMs: this.timeoutMs,
-          maxResponseBytes: 64 * 1024,
-          connectTimeoutMs: Math.min(this.timeoutMs, this.connectTimeoutMs),
-          signal: AbortSignal.timeout(this.timeoutMs),
-        },
+        bookkeepingGet('/health', this.headers, this.timeoutMs, this.connectTimeoutMs, 64 * 1024),
         undefined,
       );
       answered = result.status < 500;

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { isInferenceError } from '../errors.js';
 import type { EngineEntry, Scheduler } from '../limits/admission.js';
 import type { EngineLoadSample, ResolvedAdaptiveCapOptions } from '../limits/engine-capacity.js';
-import { isAttemptFailure, type SendAttempt } from '../transport/attempt.js';
+import { bookkeepingGet, isAttemptFailure, type SendAttempt } from '../transport/attempt.js';
 
 /**
  * The series the adaptive cap reads, named as vLLM's `PrometheusStatLogger` registers them
@@ -156,17 +156,7 @@ export class EngineLoadPoller {
     try {
       const result = await this.send(
         entry.endpoint,
-        {
-          method: 'GET',
-          path: '/metrics',
-          headers: this.headers,
-          body: undefined,
-          ttfbTimeoutMs: timeoutMs,
-          idleTimeoutMs: timeoutMs,
-          maxResponseBytes: maxBodyBytes,
-          connectTimeoutMs: Math.min(timeoutMs, this.connectTimeoutMs),
-          signal: AbortSignal.timeout(timeoutMs),
-        },
+        bookkeepingGet('/metrics', this.headers, timeoutMs, this.connectTimeoutMs, maxBodyBytes),
         undefined,
       );
       const sample = result.status === 200 && result.body ? parseEngineLoad(result.body.toString('latin1')) : undefined;

@@ -25,6 +25,31 @@ export interface AttemptRequest {
   signal: AbortSignal | undefined;
 }
 
+/**
+ * @internal
+ * A GET the client sends on its own behalf (a `/health` probe, a `/metrics` poll): whole answer, one deadline
+ * for all of it, the connect also bounded by the client's `timeouts.connectMs`.
+ */
+export function bookkeepingGet(
+  path: string,
+  headers: Readonly<Record<string, string>>,
+  timeoutMs: number,
+  connectTimeoutMs: number,
+  maxResponseBytes: number,
+): AttemptRequest {
+  return {
+    method: 'GET',
+    path,
+    headers,
+    body: undefined,
+    ttfbTimeoutMs: timeoutMs,
+    idleTimeoutMs: timeoutMs,
+    maxResponseBytes,
+    connectTimeoutMs: Math.min(timeoutMs, connectTimeoutMs),
+    signal: AbortSignal.timeout(timeoutMs),
+  };
+}
+
 /** Receives a 2xx body as it arrives; timestamps are taken before any parsing. */
 export interface AttemptSink {
   onData(chunk: Buffer, receivedAtMs: number): void;
