@@ -217,7 +217,61 @@ describe.each(transports)('$name', (transport) => {
     const finished = await fetch(`${transport.url}/finish_session`, { method: 'POST', body: '{}' });
     expect([finished.status, JSON.parse(await finished.text())]).toEqual([200, { status: 'ok' }]);
   });
+
+  it('a reader that falls behind gets the tokens made meanwhile merged into fewer events, each token once', async () => {
+    // vLLM does not queue events for a client that stops reading: uvicorn's send() awaits drain() above its 64 KiB
+    // high-water mark (uvicorn/protocols/http/flow_control.py, httptools_impl.py), and the engine's outputs for the
+    // request merge meanwhile (RequestOutputCollector, vllm/v1/engine/output_processor.py). ~18 MB of events here.
+    const body = {
+      prompt: [1, 2, 3],
+      max_tokens: 600,
+      n: 32,
+      temperature: 1,
+      logprobs: 20,
+      return_token_ids: true,
+      stream: true,
+      seed: 3,
+    };
+    const eager = byChoice(await (await complete(transport, body)).text());
+    const lazy = await complete(transport, body);
+    // Nobody reads the second stream until the engine has finished it.
+    await until(async () => (await running(transport)) === 0);
+    const held = byChoice(await lazy.text());
+    expect(eager.events).toBe(600 * 32);
+    expect(held.events).toBeLessThan(eager.events / 2);
+    expect(held.choices).toEqual(eager.choices);
+  });
 });
+
+/** Per choice index: the token ids, text and logprob entries of a streamed completion, and its event count. */
+function byChoice(text: string) {
+  const choices: Array<{ tokenIds: number[]; text: string; logprobs: number }> = [];
+  const chunks = sseData(text).filter((event) => event !== '[DONE]');
+  for (const chunk of chunks) {
+    for (const choice of JSON.parse(chunk).choices) {
+      choices[choice.index] ??= { tokenIds: [], text: '', logprobs: 0 };
+      const entry = choices[choice.index]!;
+      entry.tokenIds.push(...choice.token_ids);
+      entry.text += choice.text;
+      entry.logprobs += choice.logprobs.tokens.length;
+    }
+  }
+  return { events: chunks.length, choices };
+}
+
+/** `vllm:num_requests_running` of the transport's engine, from its /metrics. */
+async function running(transport: Transport): Promise<number> {
+  const metrics = await (await fetch(`${transport.url}/metrics`)).text();
+  const line = metrics.split('\n').find((entry) => entry.startsWith('vllm:num_requests_running{'));
+  return Number(line!.split(' ').at(-1));
+}
+
+async function until(check: () => Promise<boolean>): Promise<void> {
+  for (let polls = 0; !(await check()); polls++) {
+    if (polls > 500) throw new Error('condition not reached after 500 polls');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 function isJson(text: string): boolean {
   try {

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { ResponseHeaders, ResponseWriter } from '../routes/route.js';
+import { type ResponseHeaders, type ResponseWriter, STREAM_HIGH_WATER_BYTES } from '../routes/route.js';
 
 /** What the node:http writer asks of its server for connection-level faults. */
 export interface NodeConnectionControl {
@@ -90,5 +90,13 @@ export class NodeResponseWriter implements ResponseWriter {
     response.on('close', () => {
       if (!response.writableFinished) listener();
     });
+  }
+
+  backedUp(listener: () => void): boolean {
+    const socket = this.response.socket;
+    // Above the socket's own 16 KiB mark, the write that crossed it set needDrain: 'drain' follows when it empties.
+    if (!socket || this.response.writableLength <= STREAM_HIGH_WATER_BYTES || !socket.writableNeedDrain) return false;
+    socket.once('drain', listener);
+    return true;
   }
 }

@@ -1,5 +1,8 @@
 import type { ResponseHeaders, ResponseWriter } from '../routes/route.js';
 
+/** Chunks a stream may queue unread before it holds its events (the fetch body counts chunks, not bytes). */
+const HIGH_WATER_CHUNKS = 64;
+
 const encoder = new TextEncoder();
 
 /** Headers a fetch `Response` computes itself or cannot carry. */
@@ -29,6 +32,7 @@ export class MswResponseWriter implements ResponseWriter {
   private gone = false;
   private pendingError: Error | undefined;
   private readonly closeListeners: Array<() => void> = [];
+  private readonly drainListeners: Array<() => void> = [];
 
   constructor(
     signal: AbortSignal,
@@ -65,8 +69,12 @@ export class MswResponseWriter implements ResponseWriter {
       start: (controller) => {
         this.controller = controller;
       },
-      // Called when the reader wants more and nothing is queued: a reset deferred until then has been "flushed".
-      pull: () => this.flushPendingError(),
+      // Called when the reader wants more and nothing is queued: a reset deferred until then has been "flushed",
+      // and a stream held for a reader that fell behind may write again.
+      pull: () => {
+        this.flushPendingError();
+        if (!this.closed) for (const listener of this.drainListeners.splice(0)) listener();
+      },
       cancel: () => this.clientGone(),
     });
     this.resolveResponse(new Response(stream, { status, headers: fetchHeaders(headers) }));
@@ -102,6 +110,13 @@ export class MswResponseWriter implements ResponseWriter {
 
   onClose(listener: () => void): void {
     this.closeListeners.push(listener);
+  }
+
+  backedUp(listener: () => void): boolean {
+    const desired = this.controller?.desiredSize;
+    if (this.closed || desired === undefined || desired === null || desired > -HIGH_WATER_CHUNKS) return false;
+    this.drainListeners.push(listener);
+    return true;
   }
 
   private cut(error: Error, afterFlush: boolean): void {

@@ -126,6 +126,7 @@ function rewritingWholeBody(
     closeConnectionAfterResponse: (delayMs) => response.closeConnectionAfterResponse(delayMs),
     refuseConnections: (windowMs) => response.refuseConnections(windowMs),
     onClose: (listener) => response.onClose(listener),
+    backedUp: (listener) => response.backedUp(listener),
   };
 }
 

@@ -146,6 +146,14 @@ abstract class Sink {
 /** Streams SSE: one write per engine step with every sequence's new tokens. */
 class StreamSink extends Sink {
   private readonly assembler = new StreamAssembler(this.generation);
+  /** Events are held while the client is not reading; the engine's new tokens merge into the next event. */
+  private held = false;
+  private readonly resumeWriting = (): void => {
+    this.held = false;
+    if (this.response.closed || this.assembler.allFinished()) return;
+    const frames = this.assembler.drain();
+    if (frames !== '') this.response.write(frames);
+  };
 
   /**
    * The status line and headers go out as soon as the engine accepted the request, while it is still queued,
@@ -188,8 +196,18 @@ class StreamSink extends Sink {
       response.reset({ afterFlush: true });
       return;
     }
-    // When every sequence has finished, onFinish writes the last tokens, the usage and [DONE] in one write.
-    if (fault === undefined && this.assembler.allFinished()) return;
+    if (fault === undefined) {
+      // When every sequence has finished, onFinish writes the last tokens, the usage and [DONE] in one write.
+      if (this.held || this.assembler.allFinished()) return;
+      // A client that fell behind gets one event with every token made meanwhile once it has read what is queued,
+      // as from vLLM: uvicorn's send() awaits drain() above its high-water mark, and the engine's outputs for the
+      // request merge until the generator takes the next one (RequestOutputCollector, v1/engine/output_processor.py).
+      // Memory per stream stays bounded whatever the client does.
+      if (this.response.backedUp(this.resumeWriting)) {
+        this.held = true;
+        return;
+      }
+    }
     let frames = this.assembler.drain();
     if (fault === 'malformed-chunk') frames += 'data: {"id":"malformed","choices":[{"index":0,"text":\n\n';
     if (fault === 'error-mid-stream') {

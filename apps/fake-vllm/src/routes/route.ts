@@ -60,7 +60,18 @@ export interface ResponseWriter {
   refuseConnections(windowMs: number): void;
   /** Calls `listener` once if the client goes away before the response has ended. */
   onClose(listener: () => void): void;
+  /**
+   * Whether the client has fallen behind: more than {@link STREAM_HIGH_WATER_BYTES} written and not yet taken by
+   * it. When it has, `listener` is called once everything queued has gone out (not if the response closes first).
+   */
+  backedUp(listener: () => void): boolean;
 }
+
+/**
+ * How much a stream may queue for a client that is not reading before it holds its events: uvicorn's
+ * `HIGH_WATER_LIMIT` (`uvicorn/protocols/http/flow_control.py`), above which its `send()` awaits `drain()`.
+ */
+export const STREAM_HIGH_WATER_BYTES = 65_536;
 
 /** What a route handler receives. */
 export interface RouteContext {
