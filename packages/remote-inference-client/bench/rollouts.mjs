@@ -10,8 +10,8 @@
 //
 // Fleets: uniform; one engine at half speed (ITL and TTFT x2); one engine restarting mid-step (every connection
 // reset, refused for --down-ms, back with an empty prefix cache). Then multi-turn agentic sessions (prompts grow by
-// the previous turn's output and a user message) with late binding, without and with session affinity, and the
-// baseline. Prints the step makespan, rollout latency p50/p99 (from the step's start), decode-slot utilisation,
+// the previous turn's output and a user message; between turns the environment works for 0.5-1.5x --tool-ms, as a
+// tool call or code run does) with late binding, without and with session affinity, and the baseline. Prints the step makespan, rollout latency p50/p99 (from the step's start), decode-slot utilisation,
 // failed rollouts, and the lower bound max(total work / total capacity, longest rollout); for sessions also the
 // prefix-cache hit rate (the engines' own counters) and TTFT p50. Writes bench/results/rollouts.json.
 //
@@ -42,6 +42,7 @@ const FULL = {
   turns: 4,
   'session-prompt-tokens': 256,
   'user-tokens': 32,
+  'tool-ms': 300,
   'down-ms': 1500,
   'restart-at': 0.25,
 };
@@ -72,7 +73,7 @@ const settings = {};
 for (const [name, fallback] of Object.entries(preset)) {
   const given = values[name];
   const value = given === undefined ? fallback : Number(given);
-  const whole = !['itl-ms', 'ttft-ms', 'prefill-ms-per-token', 'sigma', 'restart-at'].includes(name);
+  const whole = !['itl-ms', 'ttft-ms', 'prefill-ms-per-token', 'sigma', 'restart-at', 'tool-ms'].includes(name);
   if (!Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value)) || value > 1e6) {
     process.stderr.write(`rollouts: --${name} must be a ${whole ? 'whole ' : ''}number >= 0, got ${given}\n`);
     process.exit(2);
@@ -251,16 +252,25 @@ async function sessionStep(policy) {
   });
   const sessionEnds = [];
   const sessionWorkMs = [];
+  const sessionPathMs = [];
   let failed = 0;
   const failedBy = {};
   const start = performance.now();
   await Promise.all(
     Array.from({ length: settings.sessions }, async (_, session) => {
       const next = createRandom(1000 + session);
+      const toolTime = createRandom(5000 + session);
       let prompt = tokens(next, settings['session-prompt-tokens']);
       let workMs = 0;
+      let toolMs = 0;
       try {
         for (let turn = 0; turn < settings.turns; turn++) {
+          if (turn > 0) {
+            // The environment's step between turns (a tool call, code run): 0.5-1.5x --tool-ms, seeded per session.
+            const ms = settings['tool-ms'] * (0.5 + toolTime());
+            toolMs += ms;
+            await new Promise((resolve) => setTimeout(resolve, ms));
+          }
           const result = await client.generate(
             // The request's seed makes tokens and lengths the same whichever engine serves the turn, so every
             // policy replays the same sessions (without it each engine's own seed would pick the tokens).
@@ -273,6 +283,7 @@ async function sessionStep(policy) {
         }
         sessionEnds.push(performance.now() - start);
         sessionWorkMs.push(workMs);
+        sessionPathMs.push(workMs + toolMs);
       } catch (error) {
         failed++;
         failures(failedBy, error);
@@ -299,20 +310,26 @@ async function sessionStep(policy) {
     hitRate: queries === 0 ? 0 : hits / queries,
     ttftP50Ms: median(ttfts),
     engineTtftP50Ms: median(engineTtfts),
-    // With every prefix cached, a session needs at least its turns' TTFT and decode one after another.
+    // With every prefix cached, a session needs at least its turns' TTFT and decode and its tool time one after
+    // another; the tool time holds no engine slot.
     lowerBoundMs: Math.max(
       sessionWorkMs.reduce((sum, value) => sum + value, 0) / (ENGINES * SLOTS),
-      Math.max(...sessionWorkMs),
+      Math.max(...sessionPathMs),
     ),
   };
 }
 
-/** max(total work / total capacity, longest rollout), from the lengths the engines drew. */
+/**
+ * max(total work / total capacity, longest rollout), from the lengths the engines drew. With a restart, the
+ * capacity the restarted engine's slots could not offer while it was down (--down-ms) is missing too; the work its
+ * cut rollouts lose is not counted (it depends on the policy), so this stays a lower bound.
+ */
 function lowerBoundMs(lengths, fleet) {
   const prefill = PREFILL * settings['prompt-tokens'];
   const work = lengths.map((length) => TTFT + prefill + length * ITL);
   const total = work.reduce((sum, value) => sum + value, 0);
-  return Math.max(total / (SLOTS * speedSum(fleet)), Math.max(...work));
+  const outage = fleet === 'restart' ? SLOTS * settings['down-ms'] : 0;
+  return Math.max((total + outage) / (SLOTS * speedSum(fleet)), Math.max(...work));
 }
 
 const fmt = (ms) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '—');
@@ -388,7 +405,7 @@ try {
     results[fleet] = { runs, summary };
     const title =
       fleet === 'multi-turn'
-        ? `multi-turn: ${settings.sessions} sessions x ${settings.turns} turns (affinity waits up to ${AFFINITY_WAIT_MS} ms)`
+        ? `multi-turn: ${settings.sessions} sessions x ${settings.turns} turns, ~${settings['tool-ms']} ms of tool time between turns (affinity waits up to ${AFFINITY_WAIT_MS} ms)`
         : `${fleet} fleet: ${settings.rollouts} rollouts on ${ENGINES} engines x ${SLOTS} slots`;
     const header = ['policy', 'makespan s', 'vs baseline', 'p50 s', 'p99 s', 'utilisation', 'failed', 'lower bound s'];
     if (fleet === 'multi-turn') header.push('prefix hit rate', 'TTFT p50 ms', 'engine TTFT p50 ms');
