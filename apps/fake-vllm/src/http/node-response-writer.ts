@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { type ResponseHeaders, type ResponseWriter, STREAM_HIGH_WATER_BYTES } from '../routes/route.js';
 
 /** What the node:http writer asks of its server for connection-level faults. */
@@ -7,6 +8,31 @@ export interface NodeConnectionControl {
   closeWhenIdle(response: ServerResponse, delayMs: number): void;
   /** Stops listening for `windowMs`. */
   refuseFor(windowMs: number): void;
+}
+
+/**
+ * How many requests' events go out together: vLLM's output handler processes an engine step's outputs in chunks of
+ * `VLLM_V1_OUTPUT_PROC_CHUNK_SIZE` (128) and yields to the event loop between chunks, where each request's
+ * generator writes its event (`v1/engine/async_llm.py`, `envs.py`).
+ */
+export const OUTPUT_CHUNK_SIZE = 128;
+
+/**
+ * Stream writes waiting to go out, in call order: a socket, then its framed chunk. Writing a chunk of requests'
+ * events back to back, after they were all formatted, is also cheaper: in bench/connections.mjs at 10,000 streams
+ * (two runs each, alternating with the unbatched build) ITL 200 ms gave 49,000-50,000 events/s at 88% of a core
+ * against 44,000-45,000 at 101-103%, and ITL 400 ms 15.4-17.1 against 21.2-22.6 µs of server CPU per event. On
+ * loopback the writer pays for waking the reader; a client woken by one write is often still reading at the next.
+ */
+const pending: Array<Socket | string> = [];
+
+/** Writes every pending chunk. Every other operation on a response calls it first, so bytes keep their order. */
+function flushPending(): void {
+  for (let index = 0; index < pending.length; index += 2) {
+    const socket = pending[index] as Socket;
+    if (!socket.destroyed) socket.write(pending[index + 1] as string);
+  }
+  pending.length = 0;
 }
 
 /**
@@ -31,11 +57,13 @@ export class NodeResponseWriter implements ResponseWriter {
   }
 
   send(status: number, headers: ResponseHeaders, body = ''): void {
+    flushPending();
     this.response.writeHead(status, { 'content-length': Buffer.byteLength(body), ...headers });
     this.response.end(body);
   }
 
   startStream(status: number, headers: ResponseHeaders): void {
+    flushPending();
     const response = this.response;
     if (response.headersSent || response.destroyed) return;
     response.writeHead(status, headers);
@@ -54,18 +82,23 @@ export class NodeResponseWriter implements ResponseWriter {
     // Safe because nothing else is queued on this response; res.end() still writes the terminating chunk.
     const socket = response.socket;
     if (this.chunked && socket && response.writableLength === 0) {
-      socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`);
+      if (pending.length === 0) queueMicrotask(flushPending);
+      pending.push(socket, `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`);
+      if (pending.length === 2 * OUTPUT_CHUNK_SIZE) flushPending();
     } else {
+      flushPending();
       response.write(text);
     }
   }
 
   end(trailers?: ResponseHeaders): void {
+    flushPending();
     if (trailers && this.chunked) this.response.addTrailers(trailers as Record<string, string>);
     this.response.end();
   }
 
   reset(options: { afterFlush?: boolean } = {}): void {
+    flushPending();
     const socket = this.response.socket;
     if (!socket) return;
     if (options.afterFlush) socket.write('', () => socket.resetAndDestroy());
@@ -73,10 +106,12 @@ export class NodeResponseWriter implements ResponseWriter {
   }
 
   destroy(): void {
+    flushPending();
     this.response.socket?.destroy();
   }
 
   closeConnectionAfterResponse(delayMs: number): boolean {
+    flushPending();
     this.connection.closeWhenIdle(this.response, delayMs);
     return true;
   }
