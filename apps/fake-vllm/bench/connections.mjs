@@ -3,7 +3,7 @@
 // and the highest event rate it sustains. The server runs in its own process; CPU is read from /proc/<pid>/stat;
 // events are the server's own count of generated tokens (one SSE event per token per stream).
 //
-//   node bench/connections.mjs [--connections 10000] [--window-ms 5000] [--itl-ms 400,200,100,50,25]
+//   node bench/connections.mjs [--connections 10000] [--window-ms 5000] [--itl-ms 400,200,150,100,50,25]
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -18,7 +18,7 @@ const { values } = parseArgs({
   options: {
     connections: { type: 'string', default: '10000' },
     'window-ms': { type: 'string', default: '5000' },
-    'itl-ms': { type: 'string', default: '400,200,100,50,25' },
+    'itl-ms': { type: 'string', default: '400,200,150,100,50,25' },
     out: { type: 'string', default: fileURLToPath(new URL('./results/connections.json', import.meta.url)) },
   },
 });
