@@ -53,7 +53,8 @@ export class NodeResponseWriter implements ResponseWriter {
   }
 
   get closed(): boolean {
-    return this.response.destroyed;
+    // Ended counts too, as in the msw writer: a held stream resumed by a late 'drain' must not write after end().
+    return this.response.destroyed || this.response.writableEnded;
   }
 
   send(status: number, headers: ResponseHeaders, body = ''): void {
