@@ -41,25 +41,16 @@ const GENERATION_PATHS = new Set(['/v1/completions', '/v1/chat/completions', '/i
 export interface ResponseReader<T> {
   /** Receives a streamed body as it arrives; undefined: the body is buffered whole. */
   readonly sink: AttemptSink | undefined;
-  /** Aborts this attempt only (a stream that saw a bad event), or the whole run. */
-  readonly signal: AbortSignal;
+  /** Aborts this attempt only (a stream that saw a bad event); undefined: the run's own signal. */
+  readonly signal: AbortSignal | undefined;
   /** An error the reader itself saw (a bad event): it explains the transport's failure that followed. */
   readonly error: InferenceError | undefined;
   /** Whether anything reached the caller (a data event, in this attempt or an earlier one). */
   delivered(): boolean;
   /** A finished 2xx attempt as a value, or the error that makes it a failure. */
-  finish(result: AttemptResult): { value: T } | { error: InferenceError; delivered?: boolean };
+  finish(result: AttemptResult, run: RequestRun): { value: T } | { error: InferenceError; delivered?: boolean };
   /** Ends the attempt's listeners. */
   dispose(): void;
-}
-
-/** One logical request: where it goes, and how each attempt is read. */
-interface Plan<T> {
-  method: 'GET' | 'POST';
-  payload: string | undefined;
-  reader(run: RequestRun): ResponseReader<T>;
-  /** Continues a cut token stream instead of failing it. */
-  resume?: ResumeState | undefined;
 }
 
 /** What the attempt loop needs from its client: counters it keeps, the scheduler, the one way to send. */
@@ -92,11 +83,21 @@ export class RequestExecutor {
     this.jsonHeaders = Object.freeze({ ...parts.options.headers, 'content-type': 'application/json' });
   }
 
-  /** A non-streamed call: JSON in, JSON out. */
-  async call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
-    const payload = body === undefined ? undefined : serializeBody(body);
-    const run = this.startRun(path, options);
-    return this.execute(run, { method, payload, reader: wholeReader as (run: RequestRun) => ResponseReader<T> });
+  /**
+   * A non-streamed call: JSON in, JSON out. Not an `async` function, as the request's one suspended frame is the
+   * attempt loop's: a long request holds each frame and promise for seconds (bench/rl-burst.mjs). A caller's
+   * mistake still comes back as a rejected promise.
+   */
+  call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
+    let payload: string | undefined;
+    let run: RequestRun;
+    try {
+      payload = body === undefined ? undefined : serializeBody(body);
+      run = this.startRun(path, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.execute(run, method, payload, WHOLE_READER as ReaderSource<T>);
   }
 
   /**
@@ -113,8 +114,7 @@ export class RequestExecutor {
     const payload = serializeBody(body);
     const run = this.startRun(path, options);
     const reader = new StreamReader<T>(run, this.parts.options.transport.maxEventBytes, resume);
-    const plan: Plan<void> = { method: 'POST', payload, reader: () => reader.forAttempt(), resume };
-    this.execute(run, plan).then(
+    this.execute(run, 'POST', payload, reader, resume).then(
       () => {
         reader.stream.end();
         reader.open();
@@ -150,22 +150,32 @@ export class RequestExecutor {
     publishRequestStats(() => run.stats(error), this.parts.hook);
   }
 
-  /** The one attempt loop. Resolves with the value, or rejects with the final typed error (the run is ended). */
-  private async execute<T>(run: RequestRun, plan: Plan<T>): Promise<T> {
-    let payload = plan.payload;
+  /**
+   * The one attempt loop. Resolves with the value, or rejects with the final typed error (the run is ended).
+   * `source` gives each attempt its reader (a whole body, or a stream's); `resume` continues a cut token stream
+   * instead of failing it.
+   */
+  private async execute<T>(
+    run: RequestRun,
+    method: 'GET' | 'POST',
+    payload: string | undefined,
+    source: ReaderSource<T>,
+    resume?: ResumeState,
+  ): Promise<T> {
     try {
       for (;;) {
         run.attempts++;
-        const reader = plan.reader(run);
+        const reader = source.forAttempt();
         let ticket: Ticket | undefined;
         let error: InferenceError | undefined;
         let delivered = false;
         let value: T | undefined;
         try {
-          ticket = await this.admit(run);
+          const granted = this.admit(run);
+          ticket = granted instanceof Promise ? await granted : granted;
           const result = await this.parts.send(
             ticket.engine.endpoint,
-            this.attemptRequest(run, plan.method, payload, reader.signal),
+            this.attemptRequest(run, method, payload, reader.signal ?? run.signal),
             reader.sink,
           );
           this.noteAttempt(run, result);
@@ -173,7 +183,7 @@ export class RequestExecutor {
             error = this.statusError(run, result);
           } else {
             ticket.engine.health.onSuccess();
-            const outcome = reader.finish(result);
+            const outcome = reader.finish(result, run);
             if ('value' in outcome) value = outcome.value;
             else ({ error, delivered = false } = outcome);
           }
@@ -190,7 +200,6 @@ export class RequestExecutor {
           return value as T;
         }
         delivered ||= reader.delivered();
-        const resume = plan.resume;
         const resumable = resume?.resumable(error, delivered) ?? false;
         if (resumable && resume!.remaining <= 0) {
           // Every token arrived; only the end of the stream was lost.
@@ -248,12 +257,14 @@ export class RequestExecutor {
     };
   }
 
-  private async admit(run: RequestRun): Promise<Ticket> {
+  /** Admission: a ticket at once when there is room (the common case: no promise), else a wait in the queue. */
+  private admit(run: RequestRun): Ticket | Promise<Ticket> {
     if (run.signal.aborted) throw run.abortError();
     const admitted = performance.now();
     const { scheduler, options } = this.parts;
+    let granted: Ticket | Promise<Ticket>;
     try {
-      const granted = scheduler.admit({
+      granted = scheduler.admit({
         signal: run.signal,
         deadlineMs: run.deadlineMs,
         priority: run.options.priority ?? 0,
@@ -262,27 +273,35 @@ export class RequestExecutor {
         retry: run.attempts > 1,
         maxAvoidWaitMs: options.retry.maxBackoffMs,
       });
-      const ticket = granted instanceof Promise ? await granted : granted;
-      run.queueMs += performance.now() - admitted;
-      run.engine = ticket.engine.endpoint;
-      return ticket;
     } catch (error) {
-      if (run.signal.aborted && error instanceof AbortError) {
-        const reason = run.abortError();
-        // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
-        if (reason instanceof TimeoutError && !scheduler.anyEngineAvailable()) {
-          throw new EngineUnavailableError(
-            'No engine available before the deadline (all removed, draining or in cooldown)',
-            {
-              cause: reason,
-              hint: "Check the engines; stats().engines shows each one's cooldown state.",
-            },
-          );
-        }
-        throw reason;
-      }
-      throw error;
+      throw this.admissionError(run, error);
     }
+    if (granted instanceof Promise) {
+      return granted.then(
+        (ticket) => admittedAfter(run, ticket, admitted),
+        (error: unknown) => {
+          throw this.admissionError(run, error);
+        },
+      );
+    }
+    return admittedAfter(run, granted, admitted);
+  }
+
+  /** Why admission failed, as the caller should see it. */
+  private admissionError(run: RequestRun, error: unknown): unknown {
+    if (!(run.signal.aborted && error instanceof AbortError)) return error;
+    const reason = run.abortError();
+    // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
+    if (reason instanceof TimeoutError && !this.parts.scheduler.anyEngineAvailable()) {
+      return new EngineUnavailableError(
+        'No engine available before the deadline (all removed, draining or in cooldown)',
+        {
+          cause: reason,
+          hint: "Check the engines; stats().engines shows each one's cooldown state.",
+        },
+      );
+    }
+    return reason;
   }
 
   /**
@@ -374,38 +393,45 @@ export class RequestExecutor {
   }
 }
 
-/** A whole JSON body: once it parses, it reached the caller; a body that does not parse is not re-sent. */
-/** The reader of every whole-response call: one function, not a closure per call. */
-const wholeReader = (run: RequestRun): ResponseReader<unknown> => new WholeReader<unknown>(run);
+/** Records a granted admission on the run. */
+function admittedAfter(run: RequestRun, ticket: Ticket, admittedAtMs: number): Ticket {
+  run.queueMs += performance.now() - admittedAtMs;
+  run.engine = ticket.engine.endpoint;
+  return ticket;
+}
 
-class WholeReader<T> implements ResponseReader<T> {
-  readonly sink = undefined;
-  readonly error = undefined;
-  readonly signal: AbortSignal;
+/** Gives each attempt of a request its {@link ResponseReader}. */
+interface ReaderSource<T> {
+  forAttempt(): ResponseReader<T>;
+}
 
-  constructor(private readonly run: RequestRun) {
-    this.signal = run.signal;
-  }
-
-  delivered(): boolean {
+/**
+ * The reader of every whole-response call: a JSON body, which reached the caller once it parses (a body that does
+ * not parse is not re-sent: the engine did the work). One shared object: it holds no state of its own.
+ */
+const WHOLE_READER: ResponseReader<unknown> & ReaderSource<unknown> = {
+  sink: undefined,
+  error: undefined,
+  signal: undefined,
+  forAttempt() {
+    return this;
+  },
+  delivered() {
     return false;
-  }
-
-  finish(result: AttemptResult): { value: T } | { error: InferenceError; delivered: boolean } {
+  },
+  finish(result, run) {
     try {
-      return { value: JSON.parse(result.body?.toString('utf8') ?? '') as T };
+      return { value: JSON.parse(result.body?.toString('utf8') ?? '') };
     } catch (parseError) {
-      // The engine did the work and answered: re-sending would generate again.
       return {
         delivered: true,
         error: new StreamParseError(`Response body is not valid JSON: ${(parseError as Error).message}`, {
-          engine: this.run.engine,
+          engine: run.engine,
           status: result.status,
           cause: parseError,
         }),
       };
     }
-  }
-
-  dispose(): void {}
-}
+  },
+  dispose() {},
+};

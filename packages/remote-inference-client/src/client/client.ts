@@ -175,21 +175,35 @@ export class RemoteInferenceClient {
   generate(body: GenerateRequest & { stream: true }, options?: GenerateOptions): Promise<ChunkStream<GenerateChunk>>;
   generate(body: GenerateRequest & { stream?: false }, options?: GenerateOptions): Promise<GenerateResponse>;
   generate(body: GenerateRequest, options?: GenerateOptions): Promise<GenerateResponse | ChunkStream<GenerateChunk>>;
-  async generate(
+  generate(
     body: GenerateRequest,
     options: GenerateOptions = NO_OPTIONS,
   ): Promise<GenerateResponse | ChunkStream<GenerateChunk>> {
-    const request = withModel(body, this.options.model);
-    if (!Array.isArray(request.token_ids) || request.token_ids.length === 0) {
-      throw new InvalidOptionsError(
-        `Expected \`token_ids\` to be a non-empty array of token ids, got \`${JSON.stringify(request.token_ids)}\``,
-      );
+    // Not `async`: a long request would hold this frame and its promise for seconds (bench/rl-burst.mjs); a
+    // caller's mistake still comes back as a rejected promise.
+    let request: GenerateRequest;
+    try {
+      request = withModel(body, this.options.model);
+      if (!Array.isArray(request.token_ids) || request.token_ids.length === 0) {
+        throw new InvalidOptionsError(
+          `Expected \`token_ids\` to be a non-empty array of token ids, got \`${JSON.stringify(request.token_ids)}\``,
+        );
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
-    if (!options.resume) {
+    if (!options?.resume) {
       return request.stream === true
         ? this.executor.stream<GenerateChunk>('/inference/v1/generate', request, options, undefined)
         : this.executor.call<GenerateResponse>('POST', '/inference/v1/generate', request, options);
     }
+    return this.generateResumable(request, options);
+  }
+
+  private async generateResumable(
+    request: GenerateRequest,
+    options: GenerateOptions,
+  ): Promise<GenerateResponse | ChunkStream<GenerateChunk>> {
     const resume = new ResumeState(request);
     const stream = await this.executor.stream<GenerateChunk>(
       '/inference/v1/generate',

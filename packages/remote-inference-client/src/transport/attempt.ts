@@ -1,8 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import type { Dispatcher } from 'undici';
+import { type Dispatcher, util } from 'undici';
 import { AbortError, type InferenceError, mapTransportError, StreamParseError, TimeoutError } from '../errors.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
+
+const { parseHeaders } = util;
 
 /** One HTTP exchange to send. */
 export interface AttemptRequest {
@@ -124,114 +126,313 @@ const STALE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_C
 
 /** Node's timers overflow above this (they fire after 1 ms): longer waits are re-armed in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Until a response replaces them: one shared empty object, not two per in-flight request. */
-const NO_HEADERS: IncomingHttpHeaders = Object.freeze({});
+const NO_RAW_HEADERS: readonly Buffer[] = Object.freeze([]);
 
-class ExchangeHandler implements Dispatcher.DispatchHandler {
-  status = 0;
-  headers: IncomingHttpHeaders = NO_HEADERS;
-  trailers: IncomingHttpHeaders = NO_HEADERS;
-  headersAtMs = 0;
-  /** When the first body byte went to the sink (0: none yet). */
-  firstDataAtMs = 0;
-  private lastDataAtMs = 0;
-  private watchdog: NodeJS.Timeout | undefined;
-  private chunks: Buffer[] | undefined;
-  private size = 0;
-  private controller: Dispatcher.DispatchController | undefined;
-  /**
-   * Set by the sender: the connection whose undici Client carries the request. Before undici starts the request
-   * (connect pending), an abort or a deadline can only end it with its connection.
-   */
-  connection: PooledConnection | undefined;
-
-  /**
-   * The abort listener: the handler itself (`handleEvent`), not a closure, since a long request holds its listener
-   * for seconds and every byte it holds is copied by each young-generation GC.
-   */
-  handleEvent(): void {
-    this.end(new AbortError('The request was aborted', { engine: this.engine, cause: this.signal?.reason }));
-  }
-
-  private end(error: Error): void {
-    if (this.controller) this.controller.abort(error);
-    else void this.connection?.client.destroy(error).catch(() => undefined);
-  }
+/**
+ * A finished exchange. Headers and trailers are parsed when first read: the request path reads them only for a
+ * failed status (`Retry-After`) or when someone listens for request stats (`Server-Timing`), so a 2xx answer
+ * nobody inspects never builds a headers object.
+ */
+class ExchangeResult implements AttemptResult {
+  private parsedHeaders: IncomingHttpHeaders | undefined;
+  private parsedTrailers: IncomingHttpHeaders | undefined;
 
   constructor(
-    private readonly engine: string,
-    private readonly maxResponseBytes: number,
-    private readonly sink: AttemptSink | undefined,
-    private readonly signal: AbortSignal | undefined,
-    private readonly resolve: (result: { body: Buffer | undefined }) => void,
-    private readonly reject: (error: unknown) => void,
+    readonly status: number,
+    private readonly rawHeaders: readonly Buffer[],
+    private readonly rawTrailers: readonly Buffer[],
+    readonly body: Buffer | undefined,
+    readonly timing: AttemptTiming,
   ) {}
 
-  /**
-   * Listens for the caller's abort from the moment of dispatch: undici calls `onRequestStart` only once the socket
-   * is connected, and an abort during a pending connect (a full accept queue) used to wait for the connect timeout.
-   */
-  listen(): void {
-    if (!this.signal) return;
-    if (this.signal.aborted) this.handleEvent();
-    else this.signal.addEventListener('abort', this, { once: true });
+  get headers(): IncomingHttpHeaders {
+    this.parsedHeaders ??= parseHeaders(this.rawHeaders as Buffer[]) as IncomingHttpHeaders;
+    return this.parsedHeaders;
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.signal?.aborted) this.handleEvent();
+  get trailers(): IncomingHttpHeaders {
+    this.parsedTrailers ??= parseHeaders(this.rawTrailers as Buffer[]) as IncomingHttpHeaders;
+    return this.parsedTrailers;
+  }
+}
+
+/**
+ * One attempt on the wire: the undici handler of each try (a reused idle socket that dies before any byte is tried
+ * again on another connection), the stream's watchdog, the caller's abort listener and the sink's flow control, in
+ * one object. A long request holds what it holds for seconds, and every byte is copied by each young-generation GC
+ * (bench/rl-burst.mjs): so no closures, no per-try objects, and the result and timing are built at the end.
+ *
+ * It implements undici's handler interface of `onConnect`/`onHeaders`/`onData`/`onComplete`/`onError` that
+ * `Client` speaks natively: given `onRequestStart`-style methods, undici 7 wraps the handler in an `UnwrapHandler`
+ * and a controller per request and parses every response's headers into an object first.
+ */
+class Exchange implements AttemptFlow {
+  readonly promise: Promise<AttemptResult>;
+  private resolve!: (result: AttemptResult) => void;
+  private reject!: (error: unknown) => void;
+  private connection: PooledConnection | undefined;
+  private reused = false;
+  private staleRetries = 0;
+  private poolWaitMs = 0;
+  private acquiredFromMs = 0;
+  private sentAtMs = 0;
+  private status = 0;
+  private headersAtMs = 0;
+  /** When the first body byte went to the sink (0: none yet). */
+  private firstDataAtMs = 0;
+  private lastDataAtMs = 0;
+  private rawHeaders: readonly Buffer[] = NO_RAW_HEADERS;
+  private chunks: Buffer[] | undefined;
+  private size = 0;
+  private paused = false;
+  /** Resolved or rejected: a connection that arrives late goes back to the pool unused. */
+  private settled = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  /** undici's abort of the request in flight (from `onConnect`); undefined while the connect is pending. */
+  private abortRequest: ((error: Error) => void) | undefined;
+  /** undici's resume of a paused response (from `onHeaders`). */
+  private resumeReading: (() => void) | undefined;
+
+  constructor(
+    private readonly pool: ConnectionPool,
+    private readonly request: AttemptRequest,
+    private readonly sink: AttemptSink | undefined,
+  ) {
+    this.promise = new Promise<AttemptResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.startedAtMs = performance.now();
+    // The caller's abort is heard from the start: undici calls `onConnect` only once the socket is connected, and
+    // an abort during a pending connect (a full accept queue) used to wait for the connect timeout.
+    const signal = request.signal;
+    if (signal) {
+      if (signal.aborted) {
+        this.fail(signal.reason ?? new AbortError('The request was aborted', { engine: pool.origin }));
+        return;
+      }
+      signal.addEventListener('abort', this, { once: true });
+    }
+    this.acquire();
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  private readonly startedAtMs: number;
+
+  private acquire(): void {
+    this.acquiredFromMs = performance.now();
+    let acquired: PooledConnection | Promise<PooledConnection>;
+    try {
+      acquired = this.pool.acquire(this.request.signal);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    if (acquired instanceof Promise) {
+      acquired.then(
+        (connection) => this.dispatch(connection),
+        (error: unknown) => this.fail(error),
+      );
+    } else {
+      this.dispatch(acquired);
+    }
+  }
+
+  private dispatch(connection: PooledConnection): void {
+    if (this.settled || this.request.signal?.aborted) {
+      // Aborted between the pool's grant and this callback: nothing was sent on it.
+      this.pool.release(connection, true);
+      if (!this.settled) this.fail(this.request.signal!.reason ?? new AbortError('The request was aborted'));
+      return;
+    }
+    const now = performance.now();
+    this.poolWaitMs += now - this.acquiredFromMs;
+    this.sentAtMs = now;
+    this.connection = connection;
+    this.reused = connection.connected;
+    this.status = 0;
+    this.headersAtMs = 0;
+    this.firstDataAtMs = 0;
+    this.rawHeaders = NO_RAW_HEADERS;
+    this.chunks = undefined;
+    this.size = 0;
+    this.paused = false;
+    this.abortRequest = undefined;
+    this.resumeReading = undefined;
+    const { request, sink, pool } = this;
+    const ttfbMs = Math.min(request.ttfbTimeoutMs, MAX_TIMER_MS);
+    // A stream's deadlines are the watchdog's (see `check`): undici's bodyTimeout would start at the headers,
+    // which vLLM sends before the request even leaves its queue. A whole answer arrives at once: undici's
+    // coarse timers bound it.
+    if (sink && request.ttfbTimeoutMs > 0) this.arm(request.ttfbTimeoutMs);
+    connection.client.dispatch(
+      {
+        origin: pool.origin,
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
+        body: request.body ?? null,
+        headersTimeout: ttfbMs,
+        bodyTimeout: sink ? 0 : Math.min(request.idleTimeoutMs, MAX_TIMER_MS),
+      },
+      this as unknown as Dispatcher.DispatchHandler,
+    );
+  }
+
+  /** The caller aborted (this object is the signal's listener: no closure per request). */
+  handleEvent(): void {
+    this.end(
+      new AbortError('The request was aborted', { engine: this.pool.origin, cause: this.request.signal?.reason }),
+    );
+  }
+
+  /** Ends the try in flight with `error`; before undici started it (connect pending) only its connection can. */
+  private end(error: Error): void {
+    if (this.abortRequest) this.abortRequest(error);
+    else if (this.connection) void this.connection.client.destroy(error).catch(ignoreError);
+    else this.fail(error);
+  }
+
+  onConnect(abort: (error: Error) => void): void {
+    this.abortRequest = abort;
+    if (this.request.signal?.aborted) this.handleEvent();
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     this.headersAtMs = performance.now();
     this.status = statusCode;
-    this.headers = headers;
-    if (statusCode < 200 || statusCode >= 300 || !this.sink) this.chunks = [];
-    else
-      this.sink.onFlow?.({
-        pause: () => controller.pause(),
-        resume: () => {
-          // Time the consumer held the stream is not the server's silence.
-          this.lastDataAtMs = performance.now();
-          controller.resume();
-        },
-      });
+    this.rawHeaders = rawHeaders;
+    if (statusCode < 200 || statusCode >= 300 || !this.sink) {
+      this.chunks = [];
+    } else {
+      this.resumeReading = resume;
+      this.sink.onFlow?.(this);
+    }
+    return !this.paused;
   }
 
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.chunks) {
-      if (this.size < MAX_ERROR_BODY_BYTES || (this.status >= 200 && this.status < 300)) this.chunks.push(chunk);
+  onData(chunk: Buffer): boolean {
+    const chunks = this.chunks;
+    if (chunks) {
+      const ok = this.status >= 200 && this.status < 300;
+      if (this.size < MAX_ERROR_BODY_BYTES || ok) chunks.push(chunk);
       this.size += chunk.length;
-      if (this.size > this.maxResponseBytes && this.status >= 200 && this.status < 300) {
+      if (ok && this.size > this.request.maxResponseBytes) {
         this.chunks = [];
-        this.controller?.abort(
+        this.abortRequest?.(
           new StreamParseError(
-            `The response body exceeds transport.maxResponseBytes (${this.maxResponseBytes} bytes)`,
-            { engine: this.engine, status: this.status },
+            `The response body exceeds transport.maxResponseBytes (${this.request.maxResponseBytes} bytes)`,
+            { engine: this.pool.origin, status: this.status },
           ),
         );
       }
-      return;
+      return true;
     }
     const now = performance.now();
     if (this.firstDataAtMs === 0) {
       this.firstDataAtMs = now;
-      if (this.idleLimitMs > 0) this.arm(this.idleLimitMs);
-      else if (this.watchdog) clearTimeout(this.watchdog);
+      if (this.request.idleTimeoutMs > 0) this.arm(this.request.idleTimeoutMs);
+      else this.disarm();
     }
     this.lastDataAtMs = now;
     this.sink!.onData(chunk, now);
+    return !this.paused;
   }
 
-  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    this.trailers = trailers ?? NO_HEADERS;
-    this.detach();
-    this.resolve({ body: this.chunks ? Buffer.concat(this.chunks) : undefined });
+  onComplete(rawTrailers: Buffer[] | null): void {
+    this.disarm();
+    const connection = this.connection!;
+    this.pool.release(connection, true);
+    const chunks = this.chunks;
+    const body = chunks === undefined ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    const timing = this.timing(connection);
+    this.stopListening();
+    this.settled = true;
+    this.resolve(new ExchangeResult(this.status, this.rawHeaders, rawTrailers ?? NO_RAW_HEADERS, body, timing));
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    this.detach();
-    this.reject(error);
+  onError(error: Error): void {
+    this.disarm();
+    const connection = this.connection!;
+    this.pool.release(connection, false);
+    const code = (error as { code?: string }).code;
+    if (
+      this.reused &&
+      this.headersAtMs === 0 &&
+      code !== undefined &&
+      STALE_CODES.has(code) &&
+      this.staleRetries < MAX_STALE_RETRIES &&
+      !this.request.signal?.aborted
+    ) {
+      // A reused idle socket the server closed as we wrote (uvicorn sends no keep-alive hint): nothing reached it.
+      this.staleRetries++;
+      this.connection = undefined;
+      this.abortRequest = undefined;
+      this.acquire();
+      return;
+    }
+    this.settleFailure(error);
+  }
+
+  /** Stops reading the socket (the sink's consumer is behind); see {@link AttemptFlow}. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    // Time the consumer held the stream is not the server's silence.
+    this.lastDataAtMs = performance.now();
+    if (!this.paused) return;
+    this.paused = false;
+    this.resumeReading?.();
+  }
+
+  private timing(connection: PooledConnection): AttemptTiming {
+    const headersArrived = this.headersAtMs > 0;
+    return {
+      poolWaitMs: this.poolWaitMs,
+      connectMs:
+        this.reused || connection.connectedAtMs === undefined ? undefined : connection.connectedAtMs - this.sentAtMs,
+      ttfbMs: headersArrived ? this.headersAtMs - this.sentAtMs : 0,
+      reusedConnection: this.reused,
+      staleRetries: this.staleRetries,
+      startedAtMs: this.startedAtMs,
+      headersAtMs: this.headersAtMs,
+      endedAtMs: performance.now(),
+    };
+  }
+
+  /** The attempt failed after a try (the connection is released). */
+  private settleFailure(error: unknown): void {
+    // What reached the caller decides: a stream that broke before its first body byte delivered nothing (the
+    // engine aborts a request whose client went away) and may be re-sent like a failure before the response.
+    const streamed = this.sink !== undefined && this.status >= 200 && this.status < 300;
+    const afterResponseBytes = streamed ? this.firstDataAtMs > 0 : this.headersAtMs > 0;
+    const timing = this.timing(this.connection!);
+    this.stopListening();
+    this.settled = true;
+    this.reject(failure(error, this.pool.origin, afterResponseBytes, timing, this.request));
+  }
+
+  /** The attempt failed before any try (aborted first, no connection to be had). */
+  private fail(error: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.stopListening();
+    const timing: AttemptTiming = {
+      poolWaitMs: this.acquiredFromMs > 0 ? performance.now() - this.acquiredFromMs + this.poolWaitMs : 0,
+      connectMs: undefined,
+      ttfbMs: 0,
+      reusedConnection: false,
+      staleRetries: this.staleRetries,
+      startedAtMs: this.startedAtMs,
+      headersAtMs: 0,
+      endedAtMs: performance.now(),
+    };
+    this.reject(failure(error, this.pool.origin, false, timing, this.request));
+  }
+
+  private stopListening(): void {
+    this.request.signal?.removeEventListener('abort', this);
   }
 
   /**
@@ -240,29 +441,21 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
    * armed at the send and re-armed at the first body byte; later chunks only move `lastDataAtMs`, and the timer,
    * when it fires early, re-arms itself for what is left.
    */
-  watch(engine: string, sentAtMs: number, ttfbMs: number, idleMs: number): void {
-    this.watchEngine = engine;
-    this.sentAtMs = sentAtMs;
-    this.ttfbLimitMs = ttfbMs;
-    this.idleLimitMs = idleMs;
-    if (ttfbMs > 0) this.arm(ttfbMs);
-  }
-
-  private watchEngine = '';
-  private sentAtMs = 0;
-  private ttfbLimitMs = 0;
-  private idleLimitMs = 0;
-
   private arm(delayMs: number): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = setTimeout(fireWatchdog, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)), this);
   }
 
-  /** @internal The watchdog fired (through {@link fireWatchdog}: no closure per handler). */
+  private disarm(): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+  }
+
+  /** @internal The watchdog fired (through {@link fireWatchdog}: no closure per attempt). */
   check(): void {
     this.watchdog = undefined;
     const started = this.firstDataAtMs > 0;
-    const limitMs = started ? this.idleLimitMs : this.ttfbLimitMs;
+    const limitMs = started ? this.request.idleTimeoutMs : this.request.ttfbTimeoutMs;
     if (limitMs <= 0) return;
     const deadline = (started ? this.lastDataAtMs : this.sentAtMs) + limitMs;
     const now = performance.now();
@@ -270,17 +463,12 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
       this.arm(deadline - now);
       return;
     }
-    this.end(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.watchEngine }));
-  }
-
-  private detach(): void {
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = undefined;
-    this.signal?.removeEventListener('abort', this);
+    this.end(new TimeoutError(started ? 'idle' : 'ttfb', limitMs, { engine: this.pool.origin }));
   }
 }
 
-const fireWatchdog = (handler: ExchangeHandler): void => handler.check();
+const fireWatchdog = (exchange: Exchange): void => exchange.check();
+const ignoreError = (): void => {};
 
 /**
  * @internal
@@ -288,96 +476,12 @@ const fireWatchdog = (handler: ExchangeHandler): void => handler.check();
  * closed it as we wrote: uvicorn sends no keep-alive hint) is retried at once on another connection, up to 3 times,
  * and counted; it is not a failure of the request. Rejects with an {@link AttemptFailure}.
  */
-export async function sendAttempt(
+export function sendAttempt(
   pool: ConnectionPool,
   request: AttemptRequest,
   sink: AttemptSink | undefined,
 ): Promise<AttemptResult> {
-  const startedAtMs = performance.now();
-  const timing: AttemptTiming = {
-    poolWaitMs: 0,
-    connectMs: undefined,
-    ttfbMs: 0,
-    reusedConnection: false,
-    staleRetries: 0,
-    startedAtMs,
-    headersAtMs: 0,
-    endedAtMs: 0,
-  };
-  for (;;) {
-    const acquiredFrom = performance.now();
-    let connection: PooledConnection;
-    try {
-      const acquired = pool.acquire(request.signal);
-      connection = acquired instanceof Promise ? await acquired : acquired;
-    } catch (error) {
-      throw failure(error, pool.origin, false, timing, request);
-    }
-    const sentAtMs = performance.now();
-    timing.poolWaitMs += sentAtMs - acquiredFrom;
-    const reused = connection.connected;
-    timing.reusedConnection = reused;
-    let handler: ExchangeHandler | undefined;
-    try {
-      const { body } = await new Promise<{ body: Buffer | undefined }>((resolve, reject) => {
-        handler = new ExchangeHandler(pool.origin, request.maxResponseBytes, sink, request.signal, resolve, reject);
-        handler.connection = connection;
-        const ttfbMs = Math.min(request.ttfbTimeoutMs, MAX_TIMER_MS);
-        connection.client.dispatch(
-          {
-            origin: pool.origin,
-            method: request.method,
-            path: request.path,
-            headers: request.headers,
-            body: request.body ?? null,
-            headersTimeout: ttfbMs,
-            // A stream's body deadlines are the handler's watchdog: undici's bodyTimeout would start at the headers,
-            // which vLLM sends before the request even leaves its queue.
-            bodyTimeout: sink ? 0 : Math.min(request.idleTimeoutMs, MAX_TIMER_MS),
-          },
-          handler,
-        );
-        if (sink) handler.watch(pool.origin, sentAtMs, request.ttfbTimeoutMs, request.idleTimeoutMs);
-        handler.listen();
-      });
-      timing.headersAtMs = handler!.headersAtMs;
-      timing.ttfbMs = handler!.headersAtMs - sentAtMs;
-      timing.endedAtMs = performance.now();
-      if (!reused) timing.connectMs = connectDuration(connection, sentAtMs);
-      pool.release(connection, true);
-      return { status: handler!.status, headers: handler!.headers, body, trailers: handler!.trailers, timing };
-    } catch (error) {
-      const headersArrived = (handler?.headersAtMs ?? 0) > 0;
-      // What reached the caller decides: a stream that broke before its first body byte delivered nothing (the
-      // engine aborts a request whose client went away) and may be re-sent like a failure before the response.
-      const streamed = sink !== undefined && handler !== undefined && handler.status >= 200 && handler.status < 300;
-      const afterResponseBytes = streamed ? handler!.firstDataAtMs > 0 : headersArrived;
-      pool.release(connection, false);
-      const code = (error as { code?: string }).code;
-      if (
-        reused &&
-        !headersArrived &&
-        code &&
-        STALE_CODES.has(code) &&
-        timing.staleRetries < MAX_STALE_RETRIES &&
-        !request.signal?.aborted
-      ) {
-        timing.staleRetries++;
-        continue;
-      }
-      if (!reused) timing.connectMs = connectDuration(connection, sentAtMs);
-      if (handler && headersArrived) {
-        timing.headersAtMs = handler.headersAtMs;
-        timing.ttfbMs = handler.headersAtMs - sentAtMs;
-      }
-      timing.endedAtMs = performance.now();
-      throw failure(error, pool.origin, afterResponseBytes, timing, request);
-    }
-  }
-}
-
-function connectDuration(connection: PooledConnection, sentAtMs: number): number | undefined {
-  return connection.connectedAtMs === undefined ? undefined : connection.connectedAtMs - sentAtMs;
+  return new Exchange(pool, request, sink).promise;
 }
 
 function failure(
