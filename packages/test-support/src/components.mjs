@@ -28,7 +28,8 @@ export const systemComponents = [
   {
     name: 'uvicorn',
     aptPackage: 'python3-uvicorn',
-    usedBy: 'remote-inference-client test/uvicorn-stream.test.ts (real uvicorn, as vLLM serves)',
+    usedBy:
+      'remote-inference-client test/uvicorn-stream.test.ts and test/uvicorn-keep-alive.test.ts (real uvicorn, as vLLM serves)',
     present: () => runs(DEBIAN_PYTHON, ['-c', 'import uvicorn']),
   },
   {
