@@ -355,6 +355,14 @@ export function mapTransportError(
     case 'EMFILE':
     case 'ENFILE':
       return new TooManyOpenFilesError({ engine, cause: error });
+    case 'UND_ERR_INVALID_ARG':
+      // undici refused an argument (from `new Client` or a request): the options are wrong, not the engine, so it
+      // must never count as a connection failure (three of them used to put a healthy engine in cooldown).
+      return new InvalidOptionsError(`undici rejected an option: ${message}`, {
+        engine,
+        cause: error,
+        hint: 'An option reached undici unvalidated: fix it, and please report it so it is checked up front.',
+      });
     default:
       break;
   }

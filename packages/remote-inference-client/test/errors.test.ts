@@ -2,6 +2,7 @@ import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Client } from 'undici';
 import { describe, expect, it } from 'vitest';
 import * as errors from '../src/errors.js';
 import { isRetryable } from '../src/index.js';
@@ -34,6 +35,24 @@ describe('errors: one source of retryability, decided in the constructor', () =>
       new errors.EngineUnavailableError('none'),
     ];
     for (const error of all) expect(isRetryable(error)).toBe(error.retryable);
+  });
+});
+
+describe('errors: undici codes are mapped in one place', () => {
+  it("undici's UND_ERR_INVALID_ARG is the caller's mistake (InvalidOptionsError), never a connection failure", () => {
+    // A real undici error: `new Client` checks its options only when a pool opens a connection.
+    let refused: unknown;
+    try {
+      new Client('http://127.0.0.1:1', { keepAliveTimeoutThreshold: Number.NaN });
+    } catch (caught) {
+      refused = caught;
+    }
+    expect((refused as { code?: string }).code).toBe('UND_ERR_INVALID_ARG');
+    const mapped = errors.mapTransportError(refused, { engine: 'http://127.0.0.1:1', afterResponseBytes: false });
+    expect(mapped).toBeInstanceOf(errors.InvalidOptionsError);
+    expect(mapped.code).toBe('ERR_INVALID_OPTIONS');
+    expect(mapped.retryable).toBe(false);
+    expect(mapped.cause).toBe(refused);
   });
 });
 

@@ -323,7 +323,7 @@ describe('deadlines in every phase', () => {
 });
 
 describe('constructor mistakes are typed errors naming the field', () => {
-  it('null sections, NaN and negative health settings, and engine URLs carrying credentials or a query', () => {
+  it('null sections, NaN and negative health and keep-alive settings, and engine URLs carrying credentials or a query', () => {
     const engines = ['http://127.0.0.1:1'];
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ limits: null }, /`limits` to be an object/],
@@ -334,6 +334,19 @@ describe('constructor mistakes are typed errors naming the field', () => {
       [{ health: { activeCheckIntervalMs: 1e12 } }, /`health.activeCheckIntervalMs`/],
       [{ engines: ['http://user:secret@127.0.0.1:8000'] }, /without credentials[\s\S]*<credentials>@/],
       [{ engines: ['http://127.0.0.1:8000/?api_key=abc'] }, /without credentials, query[\s\S]*\?<query>/],
+      // Passed to undici's `new Client` unchecked, they failed every request as ERR_CONNECTION and put the engine
+      // in cooldown.
+      [
+        { transport: { keepAliveTimeoutThresholdMs: Number.NaN } },
+        /`transport.keepAliveTimeoutThresholdMs` to be a number of ms >= 0, got `NaN`/,
+      ],
+      [{ transport: { keepAliveTimeoutThresholdMs: -1 } }, /`transport.keepAliveTimeoutThresholdMs`.*got `-1`/],
+      [
+        { transport: { keepAliveMaxTimeoutMs: -5 } },
+        /`transport.keepAliveMaxTimeoutMs` to be a number of ms >= 1, got `-5`/,
+      ],
+      [{ transport: { keepAliveMaxTimeoutMs: 'x' } }, /`transport.keepAliveMaxTimeoutMs`.*got `"x"`/],
+      [{ transport: { keepAliveMaxTimeoutMs: Number.POSITIVE_INFINITY } }, /got `Infinity`/],
     ];
     for (const [options, message] of cases) {
       let error: unknown;

@@ -119,8 +119,19 @@ export interface ResolvedClientOptions {
 }
 
 function expect(condition: boolean, field: string, expected: string, got: unknown): void {
-  if (!condition)
-    throw new InvalidOptionsError(`Expected \`${field}\` to be ${expected}, got \`${JSON.stringify(got)}\``);
+  if (!condition) throw new InvalidOptionsError(`Expected \`${field}\` to be ${expected}, got \`${show(got)}\``);
+}
+
+/** A value as a message shows it: JSON, except what JSON cannot say (`NaN`, `Infinity`, `undefined`, `10n`). */
+function show(value: unknown): string {
+  if (value === undefined || (typeof value === 'number' && !Number.isFinite(value))) return String(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return Object.prototype.toString.call(value); // a cycle
+  }
 }
 
 const nonNegative = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value >= 0;
@@ -308,6 +319,20 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
     'transport.keepAliveTimeoutMs',
     'a number of ms >= 1000 (below the server idle timeout, 5000 for vLLM)',
     resolved.transport.keepAliveTimeoutMs,
+  );
+  // undici rejects these only when a connection is created (UND_ERR_INVALID_ARG from `new Client`): every request
+  // would then fail as if the engine were unreachable.
+  expect(
+    nonNegative(resolved.transport.keepAliveTimeoutThresholdMs),
+    'transport.keepAliveTimeoutThresholdMs',
+    'a number of ms >= 0',
+    resolved.transport.keepAliveTimeoutThresholdMs,
+  );
+  expect(
+    nonNegative(resolved.transport.keepAliveMaxTimeoutMs) && resolved.transport.keepAliveMaxTimeoutMs >= 1,
+    'transport.keepAliveMaxTimeoutMs',
+    'a number of ms >= 1',
+    resolved.transport.keepAliveMaxTimeoutMs,
   );
   return resolved;
 }
