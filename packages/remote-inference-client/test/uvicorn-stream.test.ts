@@ -61,6 +61,52 @@ describe.skipIf(skipped !== undefined)('streams against real uvicorn', () => {
     }
   });
 
+  // A byte is not an event: what reached the caller decides, so a stream that dies after a comment or after half an
+  // event delivered nothing and is re-sent like one that died after its headers.
+  it.each([
+    ['ping-then-die', 'an SSE comment'],
+    ['half-then-die', 'half of a data event'],
+  ])('a stream that dies after %s (%s) and before any data event is re-sent', async (scenario) => {
+    const client = new RemoteInferenceClient({
+      engines: [url],
+      retry: { baseBackoffMs: 1, maxBackoffMs: 5 },
+      transport: { shared: false },
+    });
+    try {
+      const stream = await client.generate(
+        { token_ids: [1], sampling_params: { max_tokens: 3 }, stream: true },
+        { headers: { 'x-scenario': scenario, 'x-request-id': scenario, 'x-delay-ms': '0' } },
+      );
+      expect(await tokens(stream)).toEqual([11, 12, 13]);
+      expect(await attempts(scenario)).toBe(2);
+      expect(client.stats().retries).toBe(1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('ttfbMs runs to the first data event: SSE comments (pings) do not satisfy it', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [url],
+      timeouts: { ttfbMs: 300 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      const error = await client
+        .generate(
+          { token_ids: [1], sampling_params: { max_tokens: 3 }, stream: true },
+          { headers: { 'x-scenario': 'pings', 'x-request-id': 'pings' }, timeoutMs: 20_000 },
+        )
+        .then(tokens)
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(TimeoutError);
+      expect((error as TimeoutError).phase).toBe('ttfb');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('ttfbMs runs to the first data event: headers alone do not satisfy it', async () => {
     const client = new RemoteInferenceClient({
       engines: [url],

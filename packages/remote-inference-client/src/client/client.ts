@@ -200,6 +200,7 @@ export class RemoteInferenceClient {
     return this.generateResumable(request, options);
   }
 
+  /** @internal */
   private async generateResumable(
     request: GenerateRequest,
     options: GenerateOptions,

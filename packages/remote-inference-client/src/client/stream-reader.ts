@@ -90,7 +90,11 @@ export class StreamReader<T> {
       { maxEventBytes: this.maxEventBytes },
     );
     const sink: AttemptSink = {
-      onData: (chunk, receivedAtMs) => parser.push(chunk, receivedAtMs),
+      onData: (chunk, receivedAtMs) => {
+        const before = this.delivered;
+        parser.push(chunk, receivedAtMs);
+        return this.delivered > before;
+      },
       onFlow: (flow) => {
         this.flow = flow;
         if (this.paused) flow.pause();

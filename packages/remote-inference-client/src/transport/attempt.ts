@@ -14,7 +14,7 @@ export interface AttemptRequest {
   headers: Readonly<Record<string, string>>;
   body: string | undefined;
   /**
-   * Longest wait for the first response byte that matters: the first body byte of a streamed 2xx response (vLLM
+   * Longest wait for the first response byte that matters: the first data event of a streamed 2xx response (vLLM
    * sends a stream's headers at once, while the request is still queued), the headers of anything else (a whole
    * response arrives at the end, headers and body together). 0 = none.
    */
@@ -54,7 +54,12 @@ export function bookkeepingGet(
 
 /** Receives a 2xx body as it arrives; timestamps are taken before any parsing. */
 export interface AttemptSink {
-  onData(chunk: Buffer, receivedAtMs: number): void;
+  /**
+   * A body chunk. Returns true when the chunk completed a data event that reached the caller: a stream's first
+   * such event ends its `ttfbTimeoutMs` and makes a later failure unsafe to re-send. Bytes that deliver nothing (an
+   * SSE comment, a keep-alive ping, half an event) do neither.
+   */
+  onData(chunk: Buffer, receivedAtMs: number): boolean;
   /** Called when the response starts, with a way to stop and restart reading the socket (backpressure). */
   onFlow?(flow: AttemptFlow): void;
 }
@@ -178,8 +183,8 @@ class Exchange implements AttemptFlow {
   private sentAtMs = 0;
   private status = 0;
   private headersAtMs = 0;
-  /** When the first body byte went to the sink (0: none yet). */
-  private firstDataAtMs = 0;
+  /** When the sink said a data event reached the caller (0: none yet). */
+  private firstEventAtMs = 0;
   private lastDataAtMs = 0;
   private rawHeaders: readonly Buffer[] = NO_RAW_HEADERS;
   private chunks: Buffer[] | undefined;
@@ -251,7 +256,7 @@ class Exchange implements AttemptFlow {
     this.reused = connection.connected;
     this.status = 0;
     this.headersAtMs = 0;
-    this.firstDataAtMs = 0;
+    this.firstEventAtMs = 0;
     this.rawHeaders = NO_RAW_HEADERS;
     this.chunks = undefined;
     this.size = 0;
@@ -328,13 +333,12 @@ class Exchange implements AttemptFlow {
       return true;
     }
     const now = performance.now();
-    if (this.firstDataAtMs === 0) {
-      this.firstDataAtMs = now;
+    this.lastDataAtMs = now;
+    if (this.sink!.onData(chunk, now) && this.firstEventAtMs === 0) {
+      this.firstEventAtMs = now;
       if (this.request.idleTimeoutMs > 0) this.arm(this.request.idleTimeoutMs);
       else this.disarm();
     }
-    this.lastDataAtMs = now;
-    this.sink!.onData(chunk, now);
     return !this.paused;
   }
 
@@ -403,10 +407,11 @@ class Exchange implements AttemptFlow {
 
   /** The attempt failed after a try (the connection is released). */
   private settleFailure(error: unknown): void {
-    // What reached the caller decides: a stream that broke before its first body byte delivered nothing (the
-    // engine aborts a request whose client went away) and may be re-sent like a failure before the response.
+    // What reached the caller decides: a stream that broke before its first data event delivered nothing (the
+    // engine aborts a request whose client went away; a ping or half an event is nothing) and may be re-sent like
+    // a failure before the response.
     const streamed = this.sink !== undefined && this.status >= 200 && this.status < 300;
-    const afterResponseBytes = streamed ? this.firstDataAtMs > 0 : this.headersAtMs > 0;
+    const afterResponseBytes = streamed ? this.firstEventAtMs > 0 : this.headersAtMs > 0;
     const timing = this.timing(this.connection!);
     this.stopListening();
     this.settled = true;
@@ -436,9 +441,9 @@ class Exchange implements AttemptFlow {
   }
 
   /**
-   * A streamed request's deadlines: `ttfbMs` from the send to the first body byte (headers alone do not count:
-   * vLLM sends them while the request is still queued), then `idleMs` between body chunks. One timer per attempt,
-   * armed at the send and re-armed at the first body byte; later chunks only move `lastDataAtMs`, and the timer,
+   * A streamed request's deadlines: `ttfbMs` from the send to the first data event (headers alone do not count:
+   * vLLM sends them while the request is still queued; nor do pings), then `idleMs` between body chunks. One timer per attempt,
+   * armed at the send and re-armed at the first data event; later chunks only move `lastDataAtMs`, and the timer,
    * when it fires early, re-arms itself for what is left.
    */
   private arm(delayMs: number): void {
@@ -454,7 +459,7 @@ class Exchange implements AttemptFlow {
   /** @internal The watchdog fired (through {@link fireWatchdog}: no closure per attempt). */
   check(): void {
     this.watchdog = undefined;
-    const started = this.firstDataAtMs > 0;
+    const started = this.firstEventAtMs > 0;
     const limitMs = started ? this.request.idleTimeoutMs : this.request.ttfbTimeoutMs;
     if (limitMs <= 0) return;
     const deadline = (started ? this.lastDataAtMs : this.sentAtMs) + limitMs;
