@@ -152,6 +152,20 @@ describe.each(transports)('$name', (transport) => {
     expect(text).not.toContain('[DONE]');
   });
 
+  it('truncate-stream, not streamed: the first half of the body arrives, then the connection closes', async () => {
+    // One request id for both, so the bodies differ at most in `created` (which may tick over between them).
+    const body = { prompt: [1], max_tokens: 8, request_id: 'truncated' };
+    const whole = await (await complete(transport, body)).text();
+    const before = await transport.injected('truncate-stream');
+    const response = await complete(transport, body, 'truncate-stream');
+    expect(response.status).toBe(200);
+    const { text, error } = await readAll(response);
+    expect(error).toBeDefined();
+    const created = /"created":\d+/;
+    expect(text.replace(created, '')).toBe(whole.slice(0, Math.floor(whole.length / 2)).replace(created, ''));
+    expect(await transport.injected('truncate-stream')).toBe(before + 1);
+  });
+
   it('malformed-chunk and error-mid-stream: one bad event; a vLLM error event then [DONE]', async () => {
     const malformed = sseData(
       await (await complete(transport, { prompt: [1], max_tokens: 4, stream: true }, 'malformed-chunk')).text(),

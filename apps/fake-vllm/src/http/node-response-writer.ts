@@ -108,7 +108,11 @@ export class NodeResponseWriter implements ResponseWriter {
 
   destroy(): void {
     flushPending();
-    this.response.socket?.destroy();
+    const socket = this.response.socket;
+    if (!socket) return;
+    // res.write() corks the socket until the next tick, and destroy() discards what is corked or queued (a truncated
+    // whole body arrived as headers and 0 bytes): close once what was written has been handed to the kernel.
+    socket.write('', () => socket.destroy());
   }
 
   closeConnectionAfterResponse(delayMs: number): boolean {

@@ -65,18 +65,26 @@ export class MswResponseWriter implements ResponseWriter {
   startStream(status: number, headers: ResponseHeaders): void {
     if (this.started) return;
     this.started = true;
-    const stream = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.controller = controller;
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.controller = controller;
+        },
+        // Called when the reader wants more and nothing is queued: a reset deferred until then has been "flushed",
+        // and a stream held for a reader that fell behind may write again.
+        pull: () => {
+          this.flushPendingError();
+          if (!this.closed) for (const listener of this.drainListeners.splice(0)) listener();
+        },
+        cancel: () => this.clientGone(),
       },
-      // Called when the reader wants more and nothing is queued: a reset deferred until then has been "flushed",
-      // and a stream held for a reader that fell behind may write again.
-      pull: () => {
-        this.flushPendingError();
-        if (!this.closed) for (const listener of this.drainListeners.splice(0)) listener();
-      },
-      cancel: () => this.clientGone(),
-    });
+      // No read-ahead: pull() means a read is waiting. msw tees every mocked response (`response.clone()` for its
+      // 'response' event), and a tee reads its source as soon as the source's queue is below the high-water mark;
+      // with the default mark of 1, pull() ran right after the tee took the last chunk, the deferred error followed,
+      // and erroring the tee's branches discarded that chunk before the client read it (a truncated whole body
+      // arrived as 0 bytes).
+      { highWaterMark: 0 },
+    );
     this.resolveResponse(new Response(stream, { status, headers: fetchHeaders(headers) }));
   }
 
@@ -130,8 +138,9 @@ export class MswResponseWriter implements ResponseWriter {
     this.ended = true;
     for (const listener of this.closeListeners.splice(0)) listener();
     this.pendingError = error;
-    // Erroring a stream discards what is still queued: wait until the reader has taken it.
-    if (!afterFlush || (this.controller?.desiredSize ?? 1) > 0) this.flushPendingError();
+    // Erroring a stream discards what is still queued: wait until the reader has taken it (nothing is queued when
+    // desiredSize, which is the high-water mark 0 minus the queued chunks, is 0).
+    if (!afterFlush || (this.controller?.desiredSize ?? 0) >= 0) this.flushPendingError();
   }
 
   private flushPendingError(): void {
