@@ -111,10 +111,10 @@ const FLAGS: Record<
 };
 
 function usage(): string {
-  const lines = Object.entries(FLAGS).map(([flag, [kind, , help]]) => {
-    const name = `--${flag}${kind === 'boolean' ? '' : ` <${kind}>`}`;
-    return `  ${name.padEnd(34)}${help}`;
-  });
+  const names = Object.entries(FLAGS).map(([flag, [kind]]) => `--${flag}${kind === 'boolean' ? '' : ` <${kind}>`}`);
+  // The column follows the longest flag: a fixed width once ran `--request-body-timeout-ms <number>` into its text.
+  const width = Math.max(...names.map((name) => name.length)) + 2;
+  const lines = Object.values(FLAGS).map(([, , help], index) => `  ${names[index]!.padEnd(width)}${help}`);
   return `Usage: fake-vllm [flags]\n\nStarts fake vLLM engines and prints one JSON line when ready:\n  {"event":"ready","engines":[{"url":...}],"control":"ws://..."}\n\nFlags (each also read from FAKE_VLLM_<FLAG>, e.g. FAKE_VLLM_ITL_MS=10):\n${lines.join('\n')}\n`;
 }
 

@@ -101,3 +101,23 @@ it('spreads engines over child processes and aggregates their stats', async () =
   child.kill('SIGTERM');
   expect((await once(child, 'exit'))[0]).toBe(0);
 });
+
+it('--help lists every flag with its description in one column, at least two spaces after the longest flag', async () => {
+  const child = spawn(process.execPath, [cli, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let help = '';
+  child.stdout!.on('data', (chunk) => {
+    help += chunk;
+  });
+  const [code] = await once(child, 'exit');
+  expect(code).toBe(0);
+  const flagLines = help.split('\n').filter((line) => line.startsWith('  --'));
+  expect(flagLines.length).toBeGreaterThan(40);
+  // `--request-body-timeout-ms <number>` once ran into its description ("<number>A body not fully received").
+  const columns = flagLines.map((line) => {
+    const match = /^ {2}--[a-z-]+(?: <(?:string|number)>)? {2,}(?=\S)/.exec(line);
+    expect(match, line).not.toBeNull();
+    return match![0].length;
+  });
+  expect(new Set(columns).size).toBe(1);
+});
