@@ -338,10 +338,17 @@ const LISTEN_ERRORS: Record<string, string> = {
 /** The one line to print for a start failure the user can fix (a bad address, a port in use); else undefined. */
 function startProblem(error: unknown, options: FakeVllmOptions, sources: Record<string, string>): string | undefined {
   if (error instanceof FakeVllmConfigError) return (nameTheSource(error, sources) as Error).message;
-  const { code, address, port } = (error ?? {}) as { code?: unknown; address?: unknown; port?: unknown };
+  const { code, address, port, listener } = (error ?? {}) as {
+    code?: unknown;
+    address?: unknown;
+    port?: unknown;
+    listener?: unknown;
+  };
   if (typeof code !== 'string' || LISTEN_ERRORS[code] === undefined) return undefined;
   const control = typeof options.control === 'object' ? options.control : {};
-  const isControl = port !== undefined && port !== 0 && port === control.port;
+  // The control channel marks its own listen errors; a port comparison blamed `--host` for `--control-host 8.8.8.8`
+  // (both ports 0).
+  const isControl = listener === 'control';
   const flags = isControl ? '`--control-host`, `--control-port`' : '`--host`, `--port`';
   const host = typeof address === 'string' ? address : isControl ? control.host : options.host;
   const where = `${host ?? '127.0.0.1'}:${port ?? (isControl ? control.port : options.port) ?? 0}`;

@@ -138,11 +138,13 @@ export class ControlChannelServer {
   async start(): Promise<string> {
     const http = (this.server as unknown as { _server: Server })._server;
     if (!http.listening) {
-      // A port in use or an address not on this host arrives as 'error': reject instead of an uncaught throw.
+      // A port in use or an address not on this host arrives as 'error': reject instead of an uncaught throw. The
+      // error is marked as the control channel's (`listener: 'control'`): its port is often 0 like the engines', so
+      // the CLI could not otherwise tell whose flags to name.
       await new Promise<void>((resolve, reject) => {
         const onError = (error: Error) => {
           this.server.off('listening', onListening);
-          reject(error);
+          reject(Object.assign(error, { listener: 'control' }));
         };
         const onListening = () => {
           this.server.off('error', onError);

@@ -91,6 +91,14 @@ describe('an address that cannot be bound prints one line and exits 2', () => {
     );
   });
 
+  it('a control address not on this host names the control flags, not the engine ones', async () => {
+    // The control channel's port is 0 here, so the port alone cannot tell which listener failed.
+    expectOneLine(
+      await runCli(['--control-host', '8.8.8.8']),
+      /Cannot listen on 8\.8\.8\.8:0 \(`--control-host`, `--control-port`\): address not available on this host \(EADDRNOTAVAIL\)/,
+    );
+  });
+
   it.each([[[]], [['--processes', '2']]])('a port in use %j', async (extra) => {
     const holder = createServer().listen(0, '127.0.0.1');
     await once(holder, 'listening');
