@@ -59,6 +59,11 @@ export interface ExecutorParts {
   scheduler: Scheduler;
   budget: RetryBudget;
   send: SendAttempt;
+  /**
+   * `send` is the client's own transport, which listens to the run itself: no `AbortSignal` is made per request.
+   * A `sendAttempt` seam gets the run's `signal`.
+   */
+  linksRuns: boolean;
   hook: ((stats: RequestStats) => void) | undefined;
   /** Probes engines that refused connections (`health.probeIntervalMs`); undefined: off. */
   prober?: RecoveryProber | undefined;
@@ -175,7 +180,7 @@ export class RequestExecutor {
           ticket = granted instanceof Promise ? await granted : granted;
           const result = await this.parts.send(
             ticket.engine.endpoint,
-            this.attemptRequest(run, method, payload, reader.signal ?? run.signal),
+            this.attemptRequest(run, method, payload, reader.signal),
             reader.sink,
           );
           this.noteAttempt(run, result);
@@ -227,11 +232,12 @@ export class RequestExecutor {
     }
   }
 
+  /** One attempt's request. `signal`: the reader's own (a stream's attempt), else the run is the abort source. */
   private attemptRequest(
     run: RequestRun,
     method: 'GET' | 'POST',
     body: string | undefined,
-    signal: AbortSignal,
+    signal: AbortSignal | undefined,
   ): AttemptRequest {
     const { options } = this.parts;
     let headers: Record<string, string>;
@@ -253,19 +259,23 @@ export class RequestExecutor {
       idleTimeoutMs: timeouts.idleMs,
       connectTimeoutMs: timeouts.connectMs,
       maxResponseBytes: options.transport.maxResponseBytes,
-      signal,
+      signal: signal ?? (this.parts.linksRuns ? undefined : run.signal),
+      run: signal === undefined && this.parts.linksRuns ? run : undefined,
     };
   }
 
   /** Admission: a ticket at once when there is room (the common case: no promise), else a wait in the queue. */
   private admit(run: RequestRun): Ticket | Promise<Ticket> {
-    if (run.signal.aborted) throw run.abortError();
+    if (run.aborted) throw run.abortError();
     const admitted = performance.now();
     const { scheduler, options } = this.parts;
     let granted: Ticket | Promise<Ticket>;
     try {
       granted = scheduler.admit({
-        signal: run.signal,
+        // Read only by a request that has to wait in the queue: most never do, and never make the signal.
+        get signal() {
+          return run.signal;
+        },
         deadlineMs: run.deadlineMs,
         priority: run.options.priority ?? 0,
         sessionId: run.options.sessionId,
@@ -289,7 +299,7 @@ export class RequestExecutor {
 
   /** Why admission failed, as the caller should see it. */
   private admissionError(run: RequestRun, error: unknown): unknown {
-    if (!(run.signal.aborted && error instanceof AbortError)) return error;
+    if (!(run.aborted && error instanceof AbortError)) return error;
     const reason = run.abortError();
     // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
     if (reason instanceof TimeoutError && !this.parts.scheduler.anyEngineAvailable()) {
@@ -316,7 +326,9 @@ export class RequestExecutor {
     delivered: boolean,
     resumable: boolean,
   ): Promise<void> {
-    run.errors.push(error);
+    run.errors ??= [];
+    const errors = run.errors;
+    errors.push(error);
     if (ticket) {
       const entry = ticket.engine;
       entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
@@ -333,11 +345,11 @@ export class RequestExecutor {
       run.avoid.add(entry.endpoint);
     }
     error.attempts = run.attempts;
-    if (run.signal.aborted) throw run.abortError();
+    if (run.aborted) throw run.abortError();
     if (!resumable && (delivered || !error.retryable)) throw error;
     const { retry } = this.parts.options;
     if (run.attempts >= retry.maxAttempts) {
-      throw new RetriesExhaustedError(run.errors, resumable ? 'Resume attempts exhausted' : 'Retries exhausted');
+      throw new RetriesExhaustedError(errors, resumable ? 'Resume attempts exhausted' : 'Retries exhausted');
     }
     const waitMs = backoffMs(run.attempts + 1, retry, error);
     if (
@@ -345,14 +357,11 @@ export class RequestExecutor {
       error.retryAfterMs !== undefined &&
       error.retryAfterMs > retry.maxRetryAfterMs
     ) {
-      throw new RetriesExhaustedError(
-        run.errors,
-        `Retry-After of ${error.retryAfterMs} ms exceeds retry.maxRetryAfterMs`,
-      );
+      throw new RetriesExhaustedError(errors, `Retry-After of ${error.retryAfterMs} ms exceeds retry.maxRetryAfterMs`);
     }
-    if (performance.now() + waitMs >= run.deadlineMs) throw new RetriesExhaustedError(run.errors, 'Deadline reached');
+    if (performance.now() + waitMs >= run.deadlineMs) throw new RetriesExhaustedError(errors, 'Deadline reached');
     if (!this.parts.budget.tryRetry(this.runs.size)) {
-      throw new RetriesExhaustedError(run.errors, 'Retry budget spent (the fleet is failing)');
+      throw new RetriesExhaustedError(errors, 'Retry budget spent (the fleet is failing)');
     }
     if (!resumable) this.counters.retries++;
     if (waitMs > 0) {
@@ -369,11 +378,11 @@ export class RequestExecutor {
       run.result = { status: 0, headers: {}, body: undefined, trailers: {}, timing: failure.timing };
       run.staleRetries += failure.timing.staleRetries;
       this.counters.staleRetries += failure.timing.staleRetries;
-      if (run.signal.aborted) return run.abortError();
+      if (run.aborted) return run.abortError();
       return failure.error;
     }
     if (isInferenceError(failure)) return failure;
-    if (run.signal.aborted) return run.abortError();
+    if (run.aborted) return run.abortError();
     return new UnexpectedError(failure);
   }
 

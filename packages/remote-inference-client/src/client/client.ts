@@ -136,6 +136,7 @@ export class RemoteInferenceClient {
       scheduler: this.scheduler,
       budget: this.budget,
       send,
+      linksRuns: options.sendAttempt === undefined,
       hook: options.onRequestEnd,
       prober: this.prober,
     });
@@ -370,7 +371,7 @@ export class RemoteInferenceClient {
       clearInterval(this.healthTimer);
       this.loadPoller?.close();
       this.prober.close();
-      for (const run of this.executor.runs) run.controller.abort(new AbortError('The client was closed'));
+      for (const run of this.executor.runs) run.abort(new AbortError('The client was closed'));
       await this.scheduler.close();
       await this.transport.release();
     })();

@@ -33,13 +33,30 @@ export interface GenerateOptions extends RequestOptions {
 /** @internal The options of a call given none: one frozen object, not one per call (a long request keeps it alive). */
 export const NO_OPTIONS: GenerateOptions = Object.freeze({});
 
+/**
+ * @internal
+ * What an attempt on the client's own transport listens to instead of an `AbortSignal`: the run it belongs to.
+ * An `AbortSignal` costs ~5 µs of CPU to make in Node 20 and ~250 bytes a long request holds (bench/rl-burst.mjs),
+ * so a run makes one only when something needs the standard interface (a queue wait, a backoff sleep, a stream's
+ * attempt, a `sendAttempt` seam).
+ */
+export interface RunAbort {
+  readonly aborted: boolean;
+  /** Why the run was aborted (a typed error), once it was. */
+  readonly reason: unknown;
+  /** The run as an `AbortSignal`, made on first use (a wait for a connection). */
+  readonly signal: AbortSignal;
+  /** The attempt in flight: told of an abort by `handleEvent()`, as an `AbortSignal` listener would be. */
+  attach(attempt: { handleEvent(): void }): void;
+  detach(attempt: { handleEvent(): void }): void;
+}
+
 /** @internal State of one logical request across its attempts: its deadline, abort, errors and timing. */
-export class RequestRun {
-  readonly controller = new AbortController();
+export class RequestRun implements RunAbort {
   readonly startedAtMs = performance.now();
-  readonly startedAt = Date.now();
   readonly deadlineMs: number;
-  readonly errors: InferenceError[] = [];
+  /** Every failed attempt's error; made on the first failure, as most requests have none. */
+  errors: InferenceError[] | undefined;
   /** Engines this request failed on (failover); created on the first failure, as most requests have none. */
   avoid: Set<string> | undefined;
   attempts = 0;
@@ -54,6 +71,10 @@ export class RequestRun {
   lastEventMs = 0;
   gaps: number[] | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Made on first use of {@link signal}. */
+  private controller: AbortController | undefined;
+  private abortReason: InferenceError | undefined;
+  private attempt: { handleEvent(): void } | undefined;
   /** Forwards the caller's abort; only a call given a `signal` has one. */
   private readonly onUserAbort: (() => void) | undefined;
 
@@ -69,22 +90,52 @@ export class RequestRun {
     const signal = options.signal;
     if (signal) {
       this.onUserAbort = () =>
-        this.controller.abort(new AbortError('The request was aborted by the caller', { cause: signal.reason }));
+        this.abort(new AbortError('The request was aborted by the caller', { cause: signal.reason }));
       if (signal.aborted) this.onUserAbort();
       else signal.addEventListener('abort', this.onUserAbort, { once: true });
     }
     if (details) this.gaps = [];
   }
 
+  get aborted(): boolean {
+    return this.abortReason !== undefined;
+  }
+
+  get reason(): unknown {
+    return this.abortReason;
+  }
+
+  /** The run as an `AbortSignal`, for those that need one (made on first use, aborted if the run already is). */
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
     return this.controller.signal;
+  }
+
+  /** Aborts the run wherever it is (queued, connecting, streaming, backing off); the first reason stays. */
+  abort(reason: InferenceError): void {
+    if (this.abortReason) return;
+    this.abortReason = reason;
+    this.attempt?.handleEvent();
+    this.controller?.abort(reason);
+  }
+
+  attach(attempt: { handleEvent(): void }): void {
+    this.attempt = attempt;
+    if (this.abortReason) attempt.handleEvent();
+  }
+
+  detach(attempt: { handleEvent(): void }): void {
+    if (this.attempt === attempt) this.attempt = undefined;
   }
 
   /** Node's timers overflow above 2^31-1 ms (firing after 1 ms): a longer deadline is re-armed in steps. */
   private armDeadline(budget: number): void {
     const leftMs = this.deadlineMs - performance.now();
     if (leftMs <= 0) {
-      this.controller.abort(new TimeoutError('total', budget));
+      this.abort(new TimeoutError('total', budget));
       return;
     }
     this.timer = setTimeout(() => this.armDeadline(budget), Math.min(leftMs, MAX_TIMER_MS));
@@ -92,8 +143,7 @@ export class RequestRun {
 
   /** The reason the run was aborted, as a typed error. */
   abortError(): InferenceError {
-    const reason = this.controller.signal.reason;
-    return isInferenceError(reason) ? reason : new AbortError('The request was aborted', { cause: reason });
+    return this.abortReason ?? new AbortError('The request was aborted');
   }
 
   recordEvent(receivedAtMs: number): void {
@@ -135,7 +185,7 @@ export class RequestRun {
       totalMs: performance.now() - this.startedAtMs,
       serverQueueMs: serverTiming.queue,
       serverTtftMs: serverTiming.ttft,
-      startedAt: this.startedAt,
+      startedAt: Math.round(performance.timeOrigin + this.startedAtMs),
     };
   }
 }

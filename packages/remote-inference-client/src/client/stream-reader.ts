@@ -41,8 +41,7 @@ export class StreamReader<T> {
       this.failOpen = reject;
     });
     this.stream = new ChunkStream<T>(
-      (reason) =>
-        run.controller.abort(isInferenceError(reason) ? reason : new AbortError(reason.message, { cause: reason })),
+      (reason) => run.abort(isInferenceError(reason) ? reason : new AbortError(reason.message, { cause: reason })),
       (paused) => {
         this.paused = paused;
         if (paused) this.flow?.pause();

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { type Dispatcher, util } from 'undici';
+import type { RunAbort } from '../client/request-run.js';
 import { AbortError, type InferenceError, mapTransportError, StreamParseError, TimeoutError } from '../errors.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 
@@ -25,6 +26,11 @@ export interface AttemptRequest {
   maxResponseBytes: number;
   connectTimeoutMs: number;
   signal: AbortSignal | undefined;
+  /**
+   * @internal The request run this attempt belongs to, listened to instead of `signal` (the client's own
+   * transport; a `sendAttempt` seam gets `signal`).
+   */
+  run?: RunAbort | undefined;
 }
 
 /**
@@ -210,14 +216,13 @@ class Exchange implements AttemptFlow {
     this.startedAtMs = performance.now();
     // The caller's abort is heard from the start: undici calls `onConnect` only once the socket is connected, and
     // an abort during a pending connect (a full accept queue) used to wait for the connect timeout.
-    const signal = request.signal;
-    if (signal) {
-      if (signal.aborted) {
-        this.fail(signal.reason ?? new AbortError('The request was aborted', { engine: pool.origin }));
-        return;
-      }
-      signal.addEventListener('abort', this, { once: true });
+    const { run, signal } = request;
+    if (this.aborted()) {
+      this.fail(this.abortCause() ?? new AbortError('The request was aborted', { engine: pool.origin }));
+      return;
     }
+    if (run) run.attach(this);
+    else signal?.addEventListener('abort', this, { once: true });
     this.acquire();
   }
 
@@ -227,7 +232,7 @@ class Exchange implements AttemptFlow {
     this.acquiredFromMs = performance.now();
     let acquired: PooledConnection | Promise<PooledConnection>;
     try {
-      acquired = this.pool.acquire(this.request.signal);
+      acquired = this.pool.acquire(this.request.run ? this : this.request.signal);
     } catch (error) {
       this.fail(error);
       return;
@@ -243,10 +248,10 @@ class Exchange implements AttemptFlow {
   }
 
   private dispatch(connection: PooledConnection): void {
-    if (this.settled || this.request.signal?.aborted) {
+    if (this.settled || this.aborted()) {
       // Aborted between the pool's grant and this callback: nothing was sent on it.
       this.pool.release(connection, true);
-      if (!this.settled) this.fail(this.request.signal!.reason ?? new AbortError('The request was aborted'));
+      this.fail(this.abortCause() ?? new AbortError('The request was aborted'));
       return;
     }
     const now = performance.now();
@@ -283,11 +288,22 @@ class Exchange implements AttemptFlow {
     );
   }
 
-  /** The caller aborted (this object is the signal's listener: no closure per request). */
+  /** The signal a wait for a connection listens to, made only when one begins (see `ConnectionPool.acquire`). */
+  waitSignal(): AbortSignal | undefined {
+    return this.request.run?.signal ?? this.request.signal;
+  }
+
+  private aborted(): boolean {
+    return this.request.run?.aborted ?? this.request.signal?.aborted ?? false;
+  }
+
+  private abortCause(): unknown {
+    return this.request.run ? this.request.run.reason : this.request.signal?.reason;
+  }
+
+  /** The caller aborted (this object is the signal's, or the run's, listener: no closure per request). */
   handleEvent(): void {
-    this.end(
-      new AbortError('The request was aborted', { engine: this.pool.origin, cause: this.request.signal?.reason }),
-    );
+    this.end(new AbortError('The request was aborted', { engine: this.pool.origin, cause: this.abortCause() }));
   }
 
   /** Ends the try in flight with `error`; before undici started it (connect pending) only its connection can. */
@@ -299,7 +315,7 @@ class Exchange implements AttemptFlow {
 
   onConnect(abort: (error: Error) => void): void {
     this.abortRequest = abort;
-    if (this.request.signal?.aborted) this.handleEvent();
+    if (this.aborted()) this.handleEvent();
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -365,7 +381,7 @@ class Exchange implements AttemptFlow {
       code !== undefined &&
       STALE_CODES.has(code) &&
       this.staleRetries < MAX_STALE_RETRIES &&
-      !this.request.signal?.aborted
+      !this.aborted()
     ) {
       // A reused idle socket the server closed as we wrote (uvicorn sends no keep-alive hint): nothing reached it.
       this.staleRetries++;
@@ -437,7 +453,8 @@ class Exchange implements AttemptFlow {
   }
 
   private stopListening(): void {
-    this.request.signal?.removeEventListener('abort', this);
+    if (this.request.run) this.request.run.detach(this);
+    else this.request.signal?.removeEventListener('abort', this);
   }
 
   /**
@@ -496,9 +513,11 @@ function failure(
   timing: AttemptTiming,
   request: AttemptRequest,
 ): AttemptFailure {
+  const aborted = request.run ? request.run.aborted : request.signal?.aborted;
+  const reason = request.run ? request.run.reason : request.signal?.reason;
   const mapped =
-    request.signal?.aborted && !(error instanceof AbortError)
-      ? mapTransportError(request.signal.reason ?? error, { engine, afterResponseBytes })
+    aborted && !(error instanceof AbortError)
+      ? mapTransportError(reason ?? error, { engine, afterResponseBytes })
       : mapTransportError(error, {
           engine,
           afterResponseBytes,

@@ -60,6 +60,9 @@ interface Waiter {
 
 export type { PoolStats } from './pool-stats.js';
 
+/** What ends a wait for a connection: a signal, or an owner that makes one when a wait begins. */
+export type AcquireAbort = AbortSignal | { waitSignal(): AbortSignal | undefined };
+
 /** Margin below the client keep-alive at which an idle socket is no longer trusted (timer skew, GC pauses). */
 const STALE_MARGIN_MS = 250;
 
@@ -105,8 +108,11 @@ export class ConnectionPool {
     this.sourceIndex = sourceIpOffset;
   }
 
-  /** A connection for one request: an idle one if any is fresh, else a new one, else wait in FIFO order. */
-  acquire(signal?: AbortSignal): PooledConnection | Promise<PooledConnection> {
+  /**
+   * A connection for one request: an idle one if any is fresh, else a new one, else wait in FIFO order. `abort` ends
+   * a wait: a signal, or something that makes one only when a wait begins (most acquisitions never wait).
+   */
+  acquire(abort?: AcquireAbort): PooledConnection | Promise<PooledConnection> {
     if (this.closed) return Promise.reject(new AbortError('The connection pool is closed', { engine: this.origin }));
     const connection = this.takeIdle() ?? this.tryCreate();
     if (connection) {
@@ -122,6 +128,7 @@ export class ConnectionPool {
         }),
       );
     }
+    const signal = abort === undefined || abort instanceof AbortSignal ? abort : abort.waitSignal();
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal, onAbort: undefined };
       if (signal) {
