@@ -6,11 +6,13 @@
 const BRAND = Symbol.for('remote-inference-client.error');
 /** The brands of an error's class and every class above it (own property, non-enumerable). */
 const CLASS_BRANDS = Symbol.for('remote-inference-client.error.classes');
-
-/** The cross-copy brand of one error class, as undici brands each of its classes. */
-function classBrand(name: string): symbol {
-  return Symbol.for(`remote-inference-client.error.${name}`);
-}
+const BRAND_PREFIX = 'remote-inference-client.error.';
+/**
+ * Each class's cross-copy brand, set in its static block from a literal `Symbol.for` (as undici brands each class
+ * with `Symbol.for('undici.error.UND_ERR_...')`): a minifier that renames the class cannot change it. A class
+ * without an entry (a caller's own subclass) falls back to the prototype chain.
+ */
+const CLASS_BRAND = new WeakMap<object, symbol>();
 
 /** Stable error codes. */
 export type InferenceErrorCode =
@@ -64,18 +66,31 @@ export class InferenceError extends Error {
    * each class is recognised by its `Symbol.for` brand, not by prototype identity.
    */
   static override [Symbol.hasInstance](value: unknown): boolean {
-    if (typeof value !== 'object' || value === null) return false;
-    const brands = (value as Record<symbol, unknown>)[CLASS_BRANDS];
     // biome-ignore lint/complexity/noThisInStatic: `this` is the class `instanceof` asks about (a subclass too).
-    return Array.isArray(brands) && brands.includes(classBrand(this.name));
+    const brand = CLASS_BRAND.get(this);
+    // A caller's subclass has no brand of its own: the ordinary prototype check.
+    // biome-ignore lint/complexity/noThisInStatic: the same class.
+    if (brand === undefined) return Function.prototype[Symbol.hasInstance].call(this, value);
+    if (typeof value !== 'object' || value === null) return false;
+    // The base brand: every copy of the package sets it, including copies that predate the class brands.
+    if (brand === CLASS_BRAND.get(InferenceError)) return (value as Record<symbol, unknown>)[BRAND] === true;
+    const brands = (value as Record<symbol, unknown>)[CLASS_BRANDS];
+    return Array.isArray(brands) && brands.includes(brand);
+  }
+
+  static {
+    CLASS_BRAND.set(InferenceError, Symbol.for('remote-inference-client.error.InferenceError'));
   }
 
   constructor(code: InferenceErrorCode, message: string, details: InferenceErrorDetails = {}) {
     super(message, { cause: details.cause });
-    this.name = new.target.name;
+    const own = CLASS_BRAND.get(new.target);
+    // Named from the literal brand, not `new.target.name`, which a minifier renames.
+    this.name = own?.description?.slice(BRAND_PREFIX.length) ?? new.target.name;
     const brands: symbol[] = [];
-    for (let type: { name: string } | null = new.target; type && type !== Error; type = Object.getPrototypeOf(type)) {
-      brands.push(classBrand(type.name));
+    for (let type: object | null = new.target; type !== null && type !== Error; type = Object.getPrototypeOf(type)) {
+      const brand = CLASS_BRAND.get(type);
+      if (brand !== undefined) brands.push(brand);
     }
     Object.defineProperty(this, CLASS_BRANDS, { value: brands });
     this.code = code;
@@ -96,8 +111,16 @@ export function isInferenceError(value: unknown): value is InferenceError {
 
 /** An option had the wrong type or value; the message names the field, what was expected and what came. */
 export class InvalidOptionsError extends InferenceError {
-  constructor(message: string, details: InferenceErrorDetails = {}) {
-    super('ERR_INVALID_OPTIONS', message, { hint: 'Fix the option named in the message.', ...details });
+  static {
+    CLASS_BRAND.set(InvalidOptionsError, Symbol.for('remote-inference-client.error.InvalidOptionsError'));
+  }
+
+  constructor(message: string, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_INVALID_OPTIONS', message, {
+      hint: 'Fix the option named in the message.',
+      ...details,
+      retryable: false,
+    });
   }
 }
 
@@ -106,6 +129,10 @@ export class InvalidOptionsError extends InferenceError {
  * connection failure (refused, reset, closed, unreachable); an unknown failure is not re-sent.
  */
 export class ConnectionError extends InferenceError {
+  static {
+    CLASS_BRAND.set(ConnectionError, Symbol.for('remote-inference-client.error.ConnectionError'));
+  }
+
   /** The system or undici error code underneath (ECONNRESET, ECONNREFUSED, UND_ERR_SOCKET, ...). */
   readonly systemCode: string | undefined;
   constructor(message: string, systemCode: string | undefined, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
@@ -122,13 +149,18 @@ export type TimeoutPhase = 'connect' | 'ttfb' | 'idle' | 'total' | 'queue';
 
 /** A deadline expired. `phase` says which: connect, time to first byte, idle between chunks, total, or queue. */
 export class TimeoutError extends InferenceError {
+  static {
+    CLASS_BRAND.set(TimeoutError, Symbol.for('remote-inference-client.error.TimeoutError'));
+  }
+
   readonly phase: TimeoutPhase;
   readonly timeoutMs: number;
-  constructor(phase: TimeoutPhase, timeoutMs: number, details: InferenceErrorDetails = {}) {
+  constructor(phase: TimeoutPhase, timeoutMs: number, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
     super('ERR_TIMEOUT', `${phase} timeout after ${timeoutMs} ms${details.engine ? ` (${details.engine})` : ''}`, {
-      retryable: phase === 'connect',
       hint: `Raise \`timeouts.${phase === 'queue' ? 'total' : phase}Ms\` if the engine is legitimately slow.`,
       ...details,
+      // Only a connect timeout is safe to re-send: nothing reached the engine.
+      retryable: phase === 'connect',
     });
     this.phase = phase;
     this.timeoutMs = timeoutMs;
@@ -137,13 +169,21 @@ export class TimeoutError extends InferenceError {
 
 /** The caller aborted (signal, `break` out of a stream, or `close()`). */
 export class AbortError extends InferenceError {
-  constructor(message = 'The request was aborted', details: InferenceErrorDetails = {}) {
-    super('ERR_ABORTED', message, details);
+  static {
+    CLASS_BRAND.set(AbortError, Symbol.for('remote-inference-client.error.AbortError'));
+  }
+
+  constructor(message = 'The request was aborted', details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_ABORTED', message, { ...details, retryable: false });
   }
 }
 
 /** The engine answered with a non-2xx status. */
 export class HttpStatusError extends InferenceError {
+  static {
+    CLASS_BRAND.set(HttpStatusError, Symbol.for('remote-inference-client.error.HttpStatusError'));
+  }
+
   /** Server-requested wait before a retry, from `Retry-After`, in ms. */
   readonly retryAfterMs: number | undefined;
   constructor(
@@ -192,41 +232,62 @@ function summarizeBody(body: string): string {
 
 /** A stream broke after bytes reached the caller: never re-sent, except token-in/token-out with `resume`. */
 export class StreamInterruptedError extends InferenceError {
-  constructor(message: string, details: InferenceErrorDetails = {}) {
+  static {
+    CLASS_BRAND.set(StreamInterruptedError, Symbol.for('remote-inference-client.error.StreamInterruptedError'));
+  }
+
+  constructor(message: string, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
     super('ERR_STREAM_INTERRUPTED', message, {
       hint: 'For /inference/v1/generate pass `resume: true` to continue from the tokens received.',
       ...details,
+      // Bytes reached the caller: re-sending could duplicate them (resume decides separately).
+      retryable: false,
     });
   }
 }
 
 /** The stream ended cleanly at the HTTP level but without `data: [DONE]`. */
 export class StreamTruncatedError extends InferenceError {
-  constructor(details: InferenceErrorDetails = {}) {
-    super(
-      'ERR_STREAM_TRUNCATED',
-      `Stream ended without [DONE]${details.engine ? ` (${details.engine})` : ''}`,
-      details,
-    );
+  static {
+    CLASS_BRAND.set(StreamTruncatedError, Symbol.for('remote-inference-client.error.StreamTruncatedError'));
+  }
+
+  constructor(details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_STREAM_TRUNCATED', `Stream ended without [DONE]${details.engine ? ` (${details.engine})` : ''}`, {
+      ...details,
+      retryable: false,
+    });
   }
 }
 
 /** A stream event or response body was not valid JSON. */
 export class StreamParseError extends InferenceError {
-  constructor(message: string, details: InferenceErrorDetails = {}) {
-    super('ERR_STREAM_PARSE', message, details);
+  static {
+    CLASS_BRAND.set(StreamParseError, Symbol.for('remote-inference-client.error.StreamParseError'));
+  }
+
+  constructor(message: string, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_STREAM_PARSE', message, { ...details, retryable: false });
   }
 }
 
 /** The server sent an error event after the stream started (vLLM's `data: {"error": ...}`). */
 export class ServerStreamError extends InferenceError {
-  constructor(message: string, details: InferenceErrorDetails = {}) {
-    super('ERR_SERVER_STREAM_ERROR', `Server error mid-stream: ${message}`, details);
+  static {
+    CLASS_BRAND.set(ServerStreamError, Symbol.for('remote-inference-client.error.ServerStreamError'));
+  }
+
+  constructor(message: string, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_SERVER_STREAM_ERROR', `Server error mid-stream: ${message}`, { ...details, retryable: false });
   }
 }
 
 /** Every allowed attempt failed; `errors` holds each attempt's error, in order. */
 export class RetriesExhaustedError extends InferenceError {
+  static {
+    CLASS_BRAND.set(RetriesExhaustedError, Symbol.for('remote-inference-client.error.RetriesExhaustedError'));
+  }
+
   readonly errors: InferenceError[];
   constructor(errors: InferenceError[], reason: string) {
     const last = errors.at(-1);
@@ -245,33 +306,51 @@ export class RetriesExhaustedError extends InferenceError {
 
 /** No engine could take the request (all removed, in cooldown, or draining) before its deadline. */
 export class EngineUnavailableError extends InferenceError {
-  constructor(message: string, details: InferenceErrorDetails = {}) {
-    super('ERR_ENGINE_UNAVAILABLE', message, { retryable: true, ...details });
+  static {
+    CLASS_BRAND.set(EngineUnavailableError, Symbol.for('remote-inference-client.error.EngineUnavailableError'));
+  }
+
+  constructor(message: string, details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
+    super('ERR_ENGINE_UNAVAILABLE', message, { ...details, retryable: true });
   }
 }
 
 /** The kernel has no free local port for a new connection (EADDRNOTAVAIL / EADDRINUSE on bind). */
 export class PortsExhaustedError extends InferenceError {
-  constructor(details: InferenceErrorDetails = {}) {
+  static {
+    CLASS_BRAND.set(PortsExhaustedError, Symbol.for('remote-inference-client.error.PortsExhaustedError'));
+  }
+
+  constructor(details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
     super('ERR_PORTS_EXHAUSTED', `Ports exhausted: no free local port to reach ${details.engine ?? 'the engine'}`, {
       hint: 'Add source IPs (`sourceIps`), spread load over more processes or hosts, or lower the connection ceiling.',
       ...details,
+      retryable: false,
     });
   }
 }
 
 /** The process hit its open-file limit (EMFILE) or the system's (ENFILE). */
 export class TooManyOpenFilesError extends InferenceError {
-  constructor(details: InferenceErrorDetails = {}) {
+  static {
+    CLASS_BRAND.set(TooManyOpenFilesError, Symbol.for('remote-inference-client.error.TooManyOpenFilesError'));
+  }
+
+  constructor(details: Omit<InferenceErrorDetails, 'retryable'> = {}) {
     super('ERR_TOO_MANY_OPEN_FILES', 'Too many open files: the descriptor limit was reached', {
       hint: 'Raise `ulimit -n`, or spread connections over more processes (each socket costs one descriptor).',
       ...details,
+      retryable: false,
     });
   }
 }
 
 /** `limits.maxQueued` was reached: the request was rejected instead of queued. */
 export class QueueFullError extends InferenceError {
+  static {
+    CLASS_BRAND.set(QueueFullError, Symbol.for('remote-inference-client.error.QueueFullError'));
+  }
+
   constructor(maxQueued: number) {
     super('ERR_QUEUE_FULL', `Admission queue is full (limits.maxQueued = ${maxQueued})`, {
       retryable: true,
@@ -282,6 +361,10 @@ export class QueueFullError extends InferenceError {
 
 /** The cluster-wide limiter (Redis) could not be reached and `limits.redis.onUnavailable` is `fail-closed`. */
 export class LimiterUnavailableError extends InferenceError {
+  static {
+    CLASS_BRAND.set(LimiterUnavailableError, Symbol.for('remote-inference-client.error.LimiterUnavailableError'));
+  }
+
   constructor(message: string, cause?: unknown) {
     super('ERR_LIMITER_UNAVAILABLE', message, {
       cause,
@@ -296,9 +379,14 @@ export class LimiterUnavailableError extends InferenceError {
  * value). `cause` holds what was thrown. Not retried.
  */
 export class UnexpectedError extends InferenceError {
+  static {
+    CLASS_BRAND.set(UnexpectedError, Symbol.for('remote-inference-client.error.UnexpectedError'));
+  }
+
   constructor(cause: unknown) {
     super('ERR_UNEXPECTED', `Unexpected failure: ${cause instanceof Error ? cause.message : String(cause)}`, {
       cause,
+      retryable: false,
       hint: 'Please report it with the cause attached.',
     });
   }
@@ -306,8 +394,12 @@ export class UnexpectedError extends InferenceError {
 
 /** The client was closed; no new request is accepted. */
 export class ClientClosedError extends InferenceError {
+  static {
+    CLASS_BRAND.set(ClientClosedError, Symbol.for('remote-inference-client.error.ClientClosedError'));
+  }
+
   constructor() {
-    super('ERR_CLIENT_CLOSED', 'The client is closed');
+    super('ERR_CLIENT_CLOSED', 'The client is closed', { retryable: false });
   }
 }
 

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -56,41 +56,152 @@ describe('errors: undici codes are mapped in one place', () => {
   });
 });
 
+type ErrorsModule = typeof errors;
+
+/** One instance of each error class, built from a given copy of the module. */
+const BUILD: Record<string, (from: ErrorsModule) => errors.InferenceError> = {
+  InferenceError: (from) => new from.InferenceError('ERR_UNEXPECTED', 'x'),
+  InvalidOptionsError: (from) => new from.InvalidOptionsError('x'),
+  ConnectionError: (from) => new from.ConnectionError('x', 'ECONNRESET'),
+  TimeoutError: (from) => new from.TimeoutError('ttfb', 5),
+  AbortError: (from) => new from.AbortError(),
+  HttpStatusError: (from) => new from.HttpStatusError(503, ''),
+  StreamInterruptedError: (from) => new from.StreamInterruptedError('x'),
+  StreamTruncatedError: (from) => new from.StreamTruncatedError(),
+  StreamParseError: (from) => new from.StreamParseError('x'),
+  ServerStreamError: (from) => new from.ServerStreamError('x'),
+  RetriesExhaustedError: (from) => new from.RetriesExhaustedError([], 'x'),
+  EngineUnavailableError: (from) => new from.EngineUnavailableError('x'),
+  PortsExhaustedError: (from) => new from.PortsExhaustedError(),
+  TooManyOpenFilesError: (from) => new from.TooManyOpenFilesError(),
+  QueueFullError: (from) => new from.QueueFullError(1),
+  LimiterUnavailableError: (from) => new from.LimiterUnavailableError('x'),
+  UnexpectedError: (from) => new from.UnexpectedError('x'),
+  ClientClosedError: (from) => new from.ClientClosedError(),
+};
+const NAMES = Object.keys(BUILD);
+
+function errorClasses(from: ErrorsModule): Map<string, abstract new (...args: never[]) => Error> {
+  return new Map(
+    Object.entries(from).filter(
+      ([, value]) =>
+        typeof value === 'function' &&
+        (value === from.InferenceError || Object.prototype.isPrototypeOf.call(from.InferenceError, value)),
+    ) as [string, abstract new (...args: never[]) => Error][],
+  );
+}
+
+/** The built errors module copied elsewhere (a second copy of the package), optionally "minified". */
+async function copyOfErrors(minify: boolean): Promise<ErrorsModule> {
+  const dist = fileURLToPath(new URL('../dist', import.meta.url));
+  const copy = mkdtempSync(join(tmpdir(), 'ric-copy-'));
+  cpSync(dist, copy, { recursive: true });
+  if (minify) {
+    // What a minifier does to a class: renamed everywhere it is used as an identifier, exported under its public
+    // name. The brand strings (`Symbol.for('remote-inference-client.error.<Name>')`) are data and stay.
+    const file = join(copy, 'errors.js');
+    let source = readFileSync(file, 'utf8');
+    NAMES.forEach((name, index) => {
+      source = source.replace(new RegExp(`(?<![.\\w])${name}\\b`, 'g'), `E${index}`);
+    });
+    source = source.replace(/export class (E\d+)/g, 'class $1');
+    source += `\nexport { ${NAMES.map((name, index) => `E${index} as ${name}`).join(', ')} };\n`;
+    writeFileSync(file, source);
+  }
+  return (await import(pathToFileURL(join(copy, 'errors.js')).href)) as ErrorsModule;
+}
+
+/** Whether `instance` (of class `built`) must be an instance of class `against`. */
+const shouldMatch = (built: string, against: string) => built === against || against === 'InferenceError';
+
 describe('errors: every class is branded across two copies of the package', () => {
+  it('the table below covers every error class the module exports', () => {
+    expect([...errorClasses(errors).keys()].sort()).toEqual([...NAMES].sort());
+  });
+
   it('instanceof works between copies for each class, and only for the right class', async () => {
-    // A real second copy: the built package copied elsewhere and imported from there.
-    const dist = fileURLToPath(new URL('../dist', import.meta.url));
-    const copy = mkdtempSync(join(tmpdir(), 'ric-copy-'));
-    cpSync(dist, copy, { recursive: true });
-    const other = (await import(pathToFileURL(join(copy, 'errors.js')).href)) as typeof errors;
+    const other = await copyOfErrors(false);
     expect(other.TimeoutError).not.toBe(errors.TimeoutError);
-    const theirs = new other.TimeoutError('ttfb', 5);
-    expect(theirs instanceof errors.TimeoutError).toBe(true);
-    expect(theirs instanceof errors.InferenceError).toBe(true);
-    expect(theirs instanceof Error).toBe(true);
-    expect(theirs instanceof errors.AbortError).toBe(false);
-    expect(errors.isInferenceError(theirs)).toBe(true);
-    const classes = [
-      'InvalidOptionsError',
-      'ConnectionError',
-      'AbortError',
-      'StreamInterruptedError',
-      'StreamParseError',
-      'ServerStreamError',
-      'EngineUnavailableError',
-    ] as const;
-    const ours = new Map<string, unknown>(Object.entries(errors));
-    const theirsByName = new Map<string, unknown>(Object.entries(other));
-    for (const name of classes) {
-      const Theirs = theirsByName.get(name) as new (message: string, code?: string) => Error;
-      const instance = new Theirs('x', 'ECONNRESET');
-      for (const against of classes) {
-        expect(instance instanceof (ours.get(against) as new () => Error)).toBe(name === against);
+    const ours = errorClasses(errors);
+    const theirs = errorClasses(other);
+    for (const built of NAMES) {
+      for (const [from, to] of [
+        [other, ours],
+        [errors, theirs],
+        [errors, ours],
+      ] as const) {
+        const instance = BUILD[built]!(from);
+        expect(instance instanceof Error).toBe(true);
+        expect(errors.isInferenceError(instance)).toBe(true);
+        for (const against of NAMES) {
+          expect(instance instanceof to.get(against)!, `${built} instanceof ${against}`).toBe(
+            shouldMatch(built, against),
+          );
+        }
       }
     }
-    expect(new other.HttpStatusError(503, '') instanceof errors.HttpStatusError).toBe(true);
-    expect(new other.RetriesExhaustedError([], 'x') instanceof errors.RetriesExhaustedError).toBe(true);
     expect({ code: 'ERR_TIMEOUT' } instanceof errors.TimeoutError).toBe(false);
     expect(new Error('plain') instanceof errors.InferenceError).toBe(false);
+  });
+
+  it('brands and names survive a minifier renaming the classes', async () => {
+    const minified = await copyOfErrors(true);
+    const ours = errorClasses(errors);
+    for (const built of NAMES) {
+      const instance = BUILD[built]!(minified);
+      // The rename took: the class itself is called something else now.
+      expect(instance.constructor.name).toMatch(/^E\d+$/);
+      for (const against of NAMES) {
+        expect(instance instanceof ours.get(against)!, `minified ${built} instanceof ${against}`).toBe(
+          shouldMatch(built, against),
+        );
+      }
+      expect(instance.name).toBe(built);
+      expect(BUILD[built]!(errors) instanceof errorClasses(minified).get(built)!).toBe(true);
+    }
+  });
+
+  it("a caller's own subclass falls back to the prototype chain; the base brand alone still means InferenceError", () => {
+    class MyTimeout extends errors.TimeoutError {}
+    const mine = new MyTimeout('ttfb', 1);
+    expect(mine.name).toBe('MyTimeout');
+    expect(mine instanceof MyTimeout).toBe(true);
+    expect(mine instanceof errors.TimeoutError).toBe(true);
+    expect(mine instanceof errors.InferenceError).toBe(true);
+    expect(new errors.TimeoutError('ttfb', 1) instanceof MyTimeout).toBe(false);
+    // An error from a copy that predates the class brands carries only the base brand.
+    const older = Object.assign(new Error('old'), { [Symbol.for('remote-inference-client.error')]: true });
+    expect(older instanceof errors.InferenceError).toBe(true);
+    expect(older instanceof errors.TimeoutError).toBe(false);
+  });
+});
+
+describe('errors: retryable is decided by each class, never by its details', () => {
+  it('details cannot override a subclass decision', () => {
+    const flipped = (retryable: boolean) => ({ retryable: !retryable }) as never;
+    const cases: [errors.InferenceError, (details: never) => errors.InferenceError][] = [
+      [new errors.TimeoutError('ttfb', 1), (details) => new errors.TimeoutError('ttfb', 1, details)],
+      [new errors.TimeoutError('connect', 1), (details) => new errors.TimeoutError('connect', 1, details)],
+      [new errors.EngineUnavailableError('x'), (details) => new errors.EngineUnavailableError('x', details)],
+      [new errors.InvalidOptionsError('x'), (details) => new errors.InvalidOptionsError('x', details)],
+      [
+        new errors.ConnectionError('x', 'ECONNRESET'),
+        (details) => new errors.ConnectionError('x', 'ECONNRESET', details),
+      ],
+      [new errors.AbortError(), (details) => new errors.AbortError('x', details)],
+      [new errors.HttpStatusError(400, ''), (details) => new errors.HttpStatusError(400, '', details)],
+      [new errors.StreamInterruptedError('x'), (details) => new errors.StreamInterruptedError('x', details)],
+      [new errors.StreamTruncatedError(), (details) => new errors.StreamTruncatedError(details)],
+      [new errors.StreamParseError('x'), (details) => new errors.StreamParseError('x', details)],
+      [new errors.ServerStreamError('x'), (details) => new errors.ServerStreamError('x', details)],
+      [new errors.PortsExhaustedError(), (details) => new errors.PortsExhaustedError(details)],
+      [new errors.TooManyOpenFilesError(), (details) => new errors.TooManyOpenFilesError(details)],
+    ];
+    for (const [plain, build] of cases) {
+      expect(build(flipped(plain.retryable)).retryable, plain.name).toBe(plain.retryable);
+    }
+    expect(new errors.TimeoutError('ttfb', 1).retryable).toBe(false);
+    expect(new errors.TimeoutError('connect', 1).retryable).toBe(true);
+    expect(new errors.EngineUnavailableError('x').retryable).toBe(true);
   });
 });
