@@ -84,4 +84,20 @@ describe('SseParser bounds (hostile servers)', () => {
     expect(events).toHaveLength(1);
     expect(events[0]!.data).toBe(payload);
   });
+
+  it('a 10 MB body without a newline, in 16 KB chunks, is copied at most twice (linear, not quadratic)', () => {
+    // The audit's row: a parser that re-joined its unfinished line on every chunk copied ~n^2/2 bytes (20 MB of
+    // input cost 7.6 s of CPU and stalled the process). Counted in bytes copied, not timed.
+    const inputBytes = 10 * 1024 * 1024;
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    const events: SseEvent[] = [];
+    const parser = new SseParser((event) => events.push(event));
+    parser.push(Buffer.from('data: '), 0);
+    for (let fed = 0; fed < inputBytes; fed += chunk.length) parser.push(chunk, 1);
+    expect(parser.copiedBytes).toBeLessThanOrEqual(2 * inputBytes);
+    parser.push(Buffer.from('\n\n'), 2);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.data).toHaveLength(inputBytes);
+    expect(parser.copiedBytes).toBeLessThanOrEqual(2 * (inputBytes + 8));
+  });
 });
