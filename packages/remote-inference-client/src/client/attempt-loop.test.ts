@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   ConnectionError,
   HttpStatusError,
+  InvalidOptionsError,
   RetriesExhaustedError,
   StreamInterruptedError,
   UnexpectedError,
@@ -286,6 +287,51 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await Promise.all(Array.from({ length: 10 }, () => client.generate(generate)));
     expect(client.stats().engines[0]!.capacity!.state).toBe('learning');
     expect(metricsPolls).toBeLessThanOrEqual(6);
+    await client.close();
+  });
+});
+
+describe('caller mistakes and odd events, through the sendAttempt seam', () => {
+  it('every request method rejects a caller mistake with a typed error; none throws synchronously', async () => {
+    const { client, calls } = scripted(() => json({}));
+    const calls_ = [
+      () => client.generate(null as never),
+      () => client.generate(generate, null as never),
+      () => client.completions.create(null as never),
+      () => client.chat.completions.create(null as never),
+      () => client.tokenize(null as never),
+      () => client.detokenize(null as never),
+    ];
+    for (const call of calls_) {
+      let promise: Promise<unknown> | undefined;
+      expect(() => {
+        promise = call();
+      }).not.toThrow();
+      await expect(promise).rejects.toBeInstanceOf(InvalidOptionsError);
+    }
+    // Nothing was sent or counted for any of them.
+    expect(calls).toHaveLength(0);
+    expect(client.stats().requests).toBe(0);
+    await client.close();
+  });
+
+  it('a resumed generation whose stream carries an event without `choices` still collects its tokens', async () => {
+    const { client } = scripted(({ sink }) => {
+      sink!.onData(Buffer.from('data: {"request_id":"r","usage":{"completion_tokens":0}}\n\n'), 0);
+      return streamed(sink, [4, 5, 6]);
+    });
+    const result = await client.generate(generate, { resume: true });
+    expect(result.choices[0]!.token_ids).toEqual([4, 5, 6]);
+    await client.close();
+  });
+
+  it('generateBatch reports a failure that is not an InferenceError as ERR_UNEXPECTED, not as an abort', async () => {
+    const { client } = scripted(() => json({}));
+    // Every failure inside the request path is typed already; this is the batch's own last line of defence.
+    client.generate = (() => Promise.reject(new TypeError('not typed'))) as never;
+    const [outcome] = await client.generateBatch([generate]);
+    expect(outcome!.ok).toBe(false);
+    expect((outcome as { error: unknown }).error).toBeInstanceOf(UnexpectedError);
     await client.close();
   });
 });

@@ -6,6 +6,7 @@ import {
   type InferenceError,
   InvalidOptionsError,
   isInferenceError,
+  UnexpectedError,
 } from '../errors.js';
 import { type EngineEntry, resolveLimits, Scheduler } from '../limits/admission.js';
 import type { CapState } from '../limits/engine-capacity.js';
@@ -234,7 +235,7 @@ export class RemoteInferenceClient {
         } catch (error) {
           result = {
             ok: false,
-            error: isInferenceError(error) ? error : new AbortError(String(error), { cause: error }),
+            error: isInferenceError(error) ? error : new UnexpectedError(error),
           };
         }
         onResult?.(index, result);
@@ -245,12 +246,23 @@ export class RemoteInferenceClient {
 
   /** `POST /tokenize`. */
   tokenize(body: TokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<TokenizeResponse> {
-    return this.executor.call<TokenizeResponse>('POST', '/tokenize', withModel(body, this.options.model), options);
+    return this.callWithModel<TokenizeResponse>('/tokenize', body, options);
   }
 
   /** `POST /detokenize`. */
   detokenize(body: DetokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<DetokenizeResponse> {
-    return this.executor.call<DetokenizeResponse>('POST', '/detokenize', withModel(body, this.options.model), options);
+    return this.callWithModel<DetokenizeResponse>('/detokenize', body, options);
+  }
+
+  /** A whole-response POST of a body that takes the default model; a body that is not an object is a rejection. */
+  private callWithModel<T>(path: string, body: { model?: string }, options: RequestOptions): Promise<T> {
+    let request: { model?: string };
+    try {
+      request = withModel(body, this.options.model);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.executor.call<T>('POST', path, request, options);
   }
 
   /** Resolves when every engine answers `GET /health` with 200; throws ERR_ENGINE_UNAVAILABLE naming the others. */

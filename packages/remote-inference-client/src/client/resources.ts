@@ -36,7 +36,12 @@ export class Completions {
     body: CompletionRequest,
     options: RequestOptions = NO_OPTIONS,
   ): Promise<Completion | ChunkStream<CompletionChunk>> {
-    const request = withModel(body, this.model);
+    let request: typeof body;
+    try {
+      request = withModel(body, this.model);
+    } catch (error) {
+      return Promise.reject(error); // a caller's mistake is a rejection, as from every other method
+    }
     return request.stream === true
       ? this.executor.stream<CompletionChunk>('/v1/completions', request, options, undefined)
       : this.executor.call<Completion>('POST', '/v1/completions', request, options);
@@ -66,7 +71,12 @@ export class ChatCompletions {
     body: ChatCompletionRequest,
     options: RequestOptions = NO_OPTIONS,
   ): Promise<ChatCompletion | ChunkStream<ChatCompletionChunk>> {
-    const request = withModel(body, this.model);
+    let request: typeof body;
+    try {
+      request = withModel(body, this.model);
+    } catch (error) {
+      return Promise.reject(error); // a caller's mistake is a rejection, as from every other method
+    }
     return request.stream === true
       ? this.executor.stream<ChatCompletionChunk>('/v1/chat/completions', request, options, undefined)
       : this.executor.call<ChatCompletion>('POST', '/v1/chat/completions', request, options);

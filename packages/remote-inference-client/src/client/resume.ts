@@ -80,7 +80,8 @@ export class ResumeState {
     let finishReason: string | null = null;
     for await (const chunk of stream) {
       requestId ||= chunk.request_id;
-      finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+      // An event without `choices` (a usage-only chunk, or a server that sends something else) carries no finish.
+      finishReason = chunk.choices?.[0]?.finish_reason ?? finishReason;
     }
     return {
       request_id: requestId,
