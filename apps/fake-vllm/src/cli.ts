@@ -4,6 +4,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FakeVllmConfigError } from './errors.js';
 import { parseFaultProfile } from './faults.js';
+import { openFileLimit } from './open-file-limit.js';
 import { type FakeVllmOptions, resolveFakeVllmOptions } from './options.js';
 import { startFakeVllm } from './start.js';
 
@@ -333,10 +334,17 @@ const LISTEN_ERRORS: Record<string, string> = {
   EACCES: 'permission denied (ports below 1024 need privileges)',
   ENOTFOUND: 'host name not found',
   EAI_AGAIN: 'host name lookup failed',
+  EMFILE: 'too many open files',
+  ENFILE: "the system's file table is full",
 };
 
 /** The one line to print for a start failure the user can fix (a bad address, a port in use); else undefined. */
-function startProblem(error: unknown, options: FakeVllmOptions, sources: Record<string, string>): string | undefined {
+function startProblem(
+  error: unknown,
+  options: FakeVllmOptions,
+  sources: Record<string, string>,
+  fileLimit: number | undefined,
+): string | undefined {
   if (error instanceof FakeVllmConfigError) return (nameTheSource(error, sources) as Error).message;
   const { code, address, port, listener } = (error ?? {}) as {
     code?: unknown;
@@ -352,6 +360,16 @@ function startProblem(error: unknown, options: FakeVllmOptions, sources: Record<
   const flags = isControl ? '`--control-host`, `--control-port`' : '`--host`, `--port`';
   const host = typeof address === 'string' ? address : isControl ? control.host : options.host;
   const where = `${host ?? '127.0.0.1'}:${port ?? (isControl ? control.port : options.port) ?? 0}`;
+  if (code === 'EMFILE' || code === 'ENFILE') {
+    // Not the address's fault: descriptors ran out (the up-front check in startFakeVllm leaves room for each engine's
+    // socket and a connection, but routes modules and other code may open files too).
+    const engines = sources.engines ?? '`--engines`';
+    const limit =
+      code === 'EMFILE'
+        ? `this process's open-file limit${fileLimit === undefined ? '' : ` of ${fileLimit}`} (ulimit -n)`
+        : 'fs.file-max';
+    return `Cannot listen on ${where} (${engines}): ${LISTEN_ERRORS[code]} (${code}), past ${limit}; serve fewer engines per process (\`--processes\`) or raise the limit`;
+  }
   return `Cannot listen on ${where} (${flags}): ${LISTEN_ERRORS[code]} (${code})`;
 }
 
@@ -372,10 +390,12 @@ async function main(): Promise<void> {
     return;
   }
   let server: Awaited<ReturnType<typeof startFakeVllm>>;
+  // Read now: once descriptors have run out, /proc/self/limits cannot be opened to say what the limit was.
+  const fileLimit = openFileLimit();
   try {
     server = await startFakeVllm(parsed.options);
   } catch (error) {
-    const problem = startProblem(error, parsed.options, parsed.sources);
+    const problem = startProblem(error, parsed.options, parsed.sources, fileLimit);
     if (problem === undefined) throw error;
     exitWith(problem);
   }

@@ -2,6 +2,7 @@ import { ChildEngineGroup } from './child-engine-group.js';
 import { ControlChannelServer, type FakeVllmControl } from './control-channel.js';
 import { aggregateStats, type EngineGroup, type FakeVllmStats, LocalEngineGroup } from './engine-group.js';
 import { FakeVllmConfigError } from './errors.js';
+import { checkOpenFileLimit } from './open-file-limit.js';
 import { type FakeVllmOptions, type ResolvedFakeVllmOptions, resolveFakeVllmOptions } from './options.js';
 import { routesAreSerializable } from './routes/load-routes.js';
 
@@ -34,6 +35,7 @@ export async function startFakeVllm(options: FakeVllmOptions = {}): Promise<Fake
       { field: 'routes' },
     );
   }
+  checkOpenFileLimit(resolved);
   const ports = Array.from({ length: resolved.engines }, (_, index) =>
     resolved.port === 0 ? 0 : resolved.port + index,
   );

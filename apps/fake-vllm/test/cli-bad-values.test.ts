@@ -11,8 +11,13 @@ import { describe, expect, it } from 'vitest';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
-async function runCli(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [cli, ...args], {
+/** Runs the CLI; with `openFileLimit`, under that `ulimit -n` (soft and hard, so Node cannot raise it). */
+async function runCli(args: string[], env: Record<string, string> = {}, openFileLimit?: number) {
+  const command =
+    openFileLimit === undefined
+      ? [process.execPath, cli, ...args]
+      : ['/bin/sh', '-c', `ulimit -n ${openFileLimit} && exec "$0" "$@"`, process.execPath, cli, ...args];
+  const child = spawn(command[0]!, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -80,6 +85,39 @@ describe('an out-of-range value prints one line and exits 2', () => {
     );
     writeFileSync(path, JSON.stringify({ itlMS: 5 }));
     expectOneLine(await runCli(['--config', path]), /Unknown option `itlMS` in the `--config` file/);
+  });
+});
+
+describe('more engines than the open-file limit allows prints one line and exits 2', () => {
+  // `--engines 30000` once built engines for 23 s, then died of EMFILE with a stack (exit 1); `--engines 100000` ran
+  // 40 s up to 1.9 GB. Each engine needs a listening socket and a connection: 64 + 2 x 200 > 256.
+  it('checked before any engine is built, naming the flag and the limit', async () => {
+    expectOneLine(
+      await runCli(['--engines', '200'], {}, 256),
+      /`--engines` to fit the open-file limit of 256 \(ulimit -n\): .* at most \d+, got 200; raise the limit or spread the engines over more child processes/,
+    );
+    expectOneLine(
+      await runCli(['--processes', '2'], { FAKE_VLLM_ENGINES: '200' }, 256),
+      /`FAKE_VLLM_ENGINES` to fit the open-file limit of 256 .*got 200 \(100 in each of 2 processes\)/,
+    );
+  });
+
+  it('a spread that fits starts', async () => {
+    const result = await runCli(['--engines', '200', '--processes', '4', '--no-control'], {}, 256);
+    expect(result.stdout).toContain('"event":"ready"');
+  });
+
+  it('descriptors that run out at listen time (EMFILE), past the check', async () => {
+    // A routes module that takes every free descriptor when imported, after the check and before the engines listen.
+    const path = join(tmpdir(), `fake-vllm-hog-files-${process.pid}.mjs`);
+    writeFileSync(
+      path,
+      "import { openSync } from 'node:fs';\nconst held = [];\ntry { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}\nglobalThis.heldFiles = held;\nexport const routes = [];\n",
+    );
+    expectOneLine(
+      await runCli(['--engines', '2', '--routes', path, '--no-control'], {}, 256),
+      /Cannot listen on 127\.0\.0\.1:0 \(`--engines`\): too many open files \(EMFILE\), past this process's open-file limit of 256 \(ulimit -n\); serve fewer engines per process/,
+    );
   });
 });
 
