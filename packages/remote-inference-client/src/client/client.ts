@@ -254,7 +254,7 @@ export class RemoteInferenceClient {
     return this.callWithModel<DetokenizeResponse>('/detokenize', body, options);
   }
 
-  /** A whole-response POST of a body that takes the default model; a body that is not an object is a rejection. */
+  /** @internal A whole-response POST of a body that takes the default model; a body that is not an object is a rejection. */
   private callWithModel<T>(path: string, body: { model?: string }, options: RequestOptions): Promise<T> {
     let request: { model?: string };
     try {
