@@ -1,4 +1,7 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { REQUEST_CHANNEL, RemoteInferenceClient, type RequestStats } from '../src/index.js';
@@ -50,6 +53,59 @@ it('publishes every request on diagnostics_channel with its timing', async () =>
   expect(stats.interTokenGapsMs).toHaveLength(4);
   expect(stats.serverTtftMs).toBeGreaterThan(0);
   expect(stats.connectMs).toBeGreaterThanOrEqual(0);
+});
+
+// The server's own queue wait and TTFT come from the standard Server-Timing header or trailer only. A server that
+// sends nothing else (no fake-vllm private `x-fake-queue-ms` / `x-fake-ttft-ms`) must give exactly its values: a
+// client that went back to reading the private headers would report undefined here.
+it('request stats take serverQueueMs and serverTtftMs from Server-Timing alone, as a header and as a trailer', async () => {
+  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    request.resume();
+    request.on('end', () => {
+      if (request.headers['x-want'] === 'stream') {
+        response.writeHead(200, { 'content-type': 'text/event-stream', trailer: 'Server-Timing' });
+        response.write('data: {"request_id":"s","choices":[{"index":0,"token_ids":[7],"finish_reason":null}]}\n\n');
+        response.write('data: {"request_id":"s","choices":[{"index":0,"token_ids":[8],"finish_reason":"length"}]}\n\n');
+        response.write('data: [DONE]\n\n');
+        response.addTrailers({ 'server-timing': 'queue;dur=3.25, ttft;dur=77;desc="first token", e2e;dur=90' });
+        response.end();
+        return;
+      }
+      response.writeHead(200, {
+        'content-type': 'application/json',
+        'server-timing': 'queue;dur=12.5, ttft;dur=480',
+      });
+      response.end('{"request_id":"w","choices":[{"index":0,"token_ids":[7,8],"finish_reason":"length"}]}');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const seen: RequestStats[] = [];
+  const client = new RemoteInferenceClient({
+    engines: [`http://127.0.0.1:${(server.address() as AddressInfo).port}`],
+    transport: { shared: false },
+    retry: { maxAttempts: 1 },
+    onRequestEnd: (stats) => seen.push(stats),
+  });
+  try {
+    const whole = await client.generate({ token_ids: [1], sampling_params: { max_tokens: 2 } });
+    expect(whole.choices[0]!.token_ids).toEqual([7, 8]);
+    const stream = await client.generate(
+      { token_ids: [1], sampling_params: { max_tokens: 2 }, stream: true },
+      { headers: { 'x-want': 'stream' } },
+    );
+    const tokens: number[] = [];
+    for await (const chunk of stream) tokens.push(...(chunk.choices[0]!.token_ids as number[]));
+    expect(tokens).toEqual([7, 8]);
+    expect(seen.map((stats) => [stats.ok, stats.serverQueueMs, stats.serverTtftMs])).toEqual([
+      [true, 12.5, 480],
+      [true, 3.25, 77],
+    ]);
+  } finally {
+    await client.close();
+    server.closeAllConnections();
+    server.close();
+  }
 });
 
 it('rejects an explicit connection ceiling above the port budget, naming the budget', () => {
