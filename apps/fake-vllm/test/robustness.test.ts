@@ -1,8 +1,10 @@
 // Hostile input must end as a clear error while the server keeps serving: one test per fake-vllm row of the
 // robustness audit (bad fault parameters, malformed control frames, unbounded n, huge prompts, trickled bodies,
-// huge batches, out-of-vocabulary detokenize).
+// huge batches, out-of-vocabulary detokenize), and the rows it found handled, so they stay so (a 100 MB body,
+// binary bodies, trickled headers).
 import { once } from 'node:events';
 import { connect } from 'node:net';
+import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { ControlClient, type FakeVllm, resolveFakeVllmOptions, startFakeVllm } from '../src/index.js';
@@ -168,6 +170,100 @@ describe('the work of one request is bounded', () => {
     // A batch within the bound still works.
     const small = await post(`${server.url}/v1/completions`, { prompt: [[1], [2], [3]], max_tokens: 1 });
     expect(JSON.parse(small.text).choices).toHaveLength(3);
+  });
+});
+
+describe('bodies that are too big or not JSON', () => {
+  it('a 100 MB body gets 413 and its connection closed', { timeout: 30_000 }, async () => {
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    const size = 100 * 1024 * 1024;
+    socket.write(
+      `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n\r\n`,
+    );
+    let received = '';
+    let closed = false;
+    socket.on('data', (chunk) => {
+      received += chunk;
+    });
+    // The server stops reading: writes past that may fail with EPIPE or ECONNRESET, which is not what is tested.
+    socket.on('error', () => {});
+    const closing = new Promise<void>((resolve) =>
+      socket.once('close', () => {
+        closed = true;
+        resolve();
+      }),
+    );
+    const chunk = Buffer.alloc(1024 * 1024, 'a');
+    for (let sent = 0; sent < size && !closed && received === ''; sent += chunk.length) {
+      if (!socket.write(chunk)) await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), closing]);
+    }
+    await closing;
+    expect(received).toMatch(/^HTTP\/1\.1 413 /);
+    expect(received.toLowerCase()).toContain('connection: close');
+    expect(received).toContain(`"message":"Request body exceeds ${64 * 1024 * 1024} bytes"`);
+    await stillServes();
+  });
+
+  // openai/server_utils.py validation_exception_handler: FastAPI's json_invalid (and a non-JSON content type,
+  // openai/utils.py validate_json_request) become vLLM's 400 "Bad Request".
+  it('a binary body is a 400, whether sent as JSON or as octet-stream', async () => {
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, index) => (index * 151 + 7) % 256));
+    for (const [path, contentType, expected] of [
+      ['/v1/completions', 'application/json', "'type': 'json_invalid'"],
+      ['/v1/chat/completions', 'application/json', "'type': 'json_invalid'"],
+      ['/inference/v1/generate', 'application/json', "'type': 'json_invalid'"],
+      ['/v1/completions', 'application/octet-stream', "Only 'application/json' is allowed"],
+    ] as const) {
+      const response = await request(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': contentType },
+        body: bytes,
+      });
+      expect(response.statusCode, `${path} ${contentType}`).toBe(400);
+      const { error } = (await response.body.json()) as ErrorBody;
+      expect(error.type).toBe('Bad Request');
+      expect(error.message).toContain(expected);
+    }
+    await stillServes();
+  });
+});
+
+describe('request headers trickled byte by byte (slowloris)', () => {
+  let slow: FakeVllm;
+  beforeAll(async () => {
+    // The keep-alive idle close is what ends a connection whose request never completes its headers; lowered here.
+    slow = await startFakeVllm({ ttftMs: 1, itlMs: 1, jitter: 0, keepAliveTimeoutMs: 300, control: false });
+  });
+  afterAll(() => slow.close());
+
+  it('are cut: the server closes the connection without answering', { timeout: 15_000 }, async () => {
+    const { port } = new URL(slow.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    let received = '';
+    socket.on('data', (chunk) => {
+      received += chunk;
+    });
+    socket.on('error', () => {});
+    let closedByServer = false;
+    socket.on('end', () => {
+      closedByServer = true;
+    });
+    const closed = once(socket, 'close');
+    const head = 'POST /v1/completions HTTP/1.1\r\nhost: x\r\nx-padding: ';
+    let sent = 0;
+    const trickle = setInterval(() => {
+      if (!socket.destroyed) socket.write(head[sent] ?? 'a');
+      sent++;
+    }, 50);
+    await closed;
+    clearInterval(trickle);
+    // The client never ends its side: the close came from the server (a FIN or a reset), and no response was sent.
+    expect(closedByServer || socket.errored !== null).toBe(true);
+    expect(received).toBe('');
+    await stillServes(slow.url);
   });
 });
 
