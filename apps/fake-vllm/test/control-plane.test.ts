@@ -62,6 +62,9 @@ describe('always-on routes', () => {
     }
   });
 
+  // serve/instrumentator/basic.py show_version ({"version": VLLM_VERSION}) and get_server_load_metrics
+  // ({"server_load": app.state.server_load_metrics}); utils.py load_aware_call counts a request from its start to its
+  // response's end (with --enable-server-load-tracking; the fake always tracks). The version string: README.
   it('/version is {"version": ...}; /load is {"server_load": <requests in flight>}', async () => {
     expect(JSON.parse((await get(`${url}/version`)).text)).toEqual({ version: '0.0.0+fake-vllm' });
     await post(`${url}/pause?mode=keep`, {});

@@ -114,6 +114,7 @@ describe('malformed control frames', () => {
 });
 
 describe('the work of one request is bounded', () => {
+  // vllm/sampling_params.py _verify_args: n must be at most envs.VLLM_MAX_N_SEQUENCES, 16384 by default (vllm/envs.py).
   it('n above 16,384 is a 400, before anything is allocated', async () => {
     const before = await server.control.stats();
     const response = await post(`${server.url}/v1/completions`, { prompt: 'x', n: 1_000_000, max_tokens: 1 });
