@@ -1,33 +1,49 @@
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { skipReason } from '@rig/test-support';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
-import { Redis as IORedis } from 'ioredis';
+import { Redis as IORedis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient } from '../src/index.js';
 import { freePort, serverExcessOverRate } from './helpers.js';
 
-/** A real redis-server on a free loopback port, no persistence. */
-async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
+/**
+ * A real redis-server on a free loopback port, no persistence. `args` are extra server options (ACL users, TLS);
+ * `scheme` and `probe` say how to reach it while it starts (a TLS-only server, an ACL with the default user off).
+ */
+async function startRedis(
+  setup: { args?: string[]; scheme?: 'redis' | 'rediss'; probe?: RedisOptions } = {},
+): Promise<{ url: string; port: number; child: ChildProcess }> {
+  const { args = [], scheme = 'redis', probe: probeOptions = {} } = setup;
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
+    const listen = scheme === 'rediss' ? ['--port', '0', '--tls-port', String(port)] : ['--port', String(port)];
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args],
       { stdio: 'ignore' },
     );
-    const url = `redis://127.0.0.1:${port}`;
-    const probe = new IORedis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const url = `${scheme}://127.0.0.1:${port}`;
+    const probe = new IORedis(url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      ...probeOptions,
+    });
     probe.on('error', () => {}); // refused until the server is up: expected while polling
     for (let tries = 0; tries < 50; tries++) {
       try {
         await probe.connect();
         await probe.ping();
         probe.disconnect();
-        return { url, child };
+        return { url, port, child };
       } catch {
+        probe.disconnect();
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
@@ -119,6 +135,57 @@ class Fleet {
 }
 
 const skipped = skipReason('remote-inference-client cluster-limits.test.ts', ['redis-server']);
+const opensslSkipped = skipReason('remote-inference-client cluster-limits.test.ts (the rediss:// test)', ['openssl']);
+
+/** A throwaway CA and a server certificate for `name` signed by it (openssl), in a temporary directory. */
+function makeTestPki(name: string): { dir: string; ca: string; caFile: string; certFile: string; keyFile: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'ric-pki-'));
+  const path = (file: string) => join(dir, file);
+  const openssl = (...args: string[]) => {
+    const result = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`openssl ${args[0]} failed: ${result.stderr}`);
+  };
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(
+    'req',
+    '-x509',
+    ...key,
+    '-keyout',
+    path('ca.key'),
+    '-out',
+    path('ca.crt'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=ric test CA',
+  );
+  openssl('req', ...key, '-keyout', path('server.key'), '-out', path('server.csr'), '-subj', `/CN=${name}`);
+  writeFileSync(path('san.ext'), `subjectAltName=DNS:${name}\n`);
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    path('server.csr'),
+    '-CA',
+    path('ca.crt'),
+    '-CAkey',
+    path('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    path('server.crt'),
+    '-days',
+    '1',
+    '-extfile',
+    path('san.ext'),
+  );
+  return {
+    dir,
+    ca: readFileSync(path('ca.crt'), 'utf8'),
+    caFile: path('ca.crt'),
+    certFile: path('server.crt'),
+    keyFile: path('server.key'),
+  };
+}
 
 describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-server', () => {
   let fake: FakeVllm;
@@ -202,6 +269,110 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
       redis.child.kill('SIGKILL');
     }
   });
+
+  it('an ACL user and password in the URL reach Redis, and so do its query options and limits.redis.options', async () => {
+    // The default user is off: only alice's credentials open a connection.
+    const redis = await startRedis({
+      args: ['--user', 'default', 'off', '--user', 'alice', 'on', '>s3cret', '~*', '&*', '+@all'],
+      probe: { username: 'alice', password: 's3cret' },
+    });
+    const engines = fake.engines.map((engine) => engine.url);
+    const limited = (redisLimits: { url: string; options?: RedisOptions }) =>
+      new RemoteInferenceClient({
+        engines,
+        limits: {
+          maxQps: 500,
+          maxConcurrency: 8,
+          redis: { ...redisLimits, id: 'acl-test', onUnavailable: 'fail-closed', timeoutMs: 2000 },
+        },
+        transport: { shared: false },
+      });
+    const fromUrl = limited({ url: `redis://alice:s3cret@127.0.0.1:${redis.port}/4?connectionName=ric-from-url` });
+    const fromOptions = limited({
+      url: `redis://127.0.0.1:${redis.port}/4`,
+      options: { username: 'alice', password: 's3cret', connectionName: 'ric-from-options' },
+    });
+    const wrong = limited({ url: `redis://alice:wrong@127.0.0.1:${redis.port}/4` });
+    const probe = new IORedis(redis.url, { lazyConnect: true, username: 'alice', password: 's3cret' });
+    const run = (client: RemoteInferenceClient) =>
+      Promise.all(
+        Array.from({ length: 20 }, (_, index) =>
+          client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 1 } }).then(
+            () => 'ok',
+            (error: { code?: string }) => error.code,
+          ),
+        ),
+      );
+    try {
+      expect(await run(fromUrl)).toEqual(Array(20).fill('ok'));
+      expect(await run(fromOptions)).toEqual(Array(20).fill('ok'));
+      // Refused credentials are a typed limiter error (fail-closed), not a hang and not a success.
+      expect(new Set(await run(wrong))).toEqual(new Set(['ERR_LIMITER_UNAVAILABLE']));
+      await probe.connect();
+      const connections = ((await probe.client('LIST')) as string).split('\n');
+      for (const name of ['ric-from-url', 'ric-from-options']) {
+        const mine = connections.filter((line) => line.includes(` name=${name} `));
+        expect(mine.length, `connections named ${name}`).toBeGreaterThan(0);
+        expect(mine.every((line) => line.includes(' user=alice ') && line.includes(' db=4 '))).toBe(true);
+      }
+      await probe.select(4);
+      expect((await probe.keys('*')).some((key) => key.includes('remote-inference-client:acl-test'))).toBe(true);
+    } finally {
+      probe.disconnect();
+      await Promise.all([fromUrl.close(), fromOptions.close(), wrong.close()]);
+      redis.child.kill('SIGKILL');
+    }
+  });
+
+  it.skipIf(opensslSkipped !== undefined)(
+    'rediss:// with limits.redis.options.tls (a private CA and servername) reaches a TLS-only redis-server; without the servername it fails closed, typed',
+    async () => {
+      const pki = makeTestPki('redis.test');
+      const redis = await startRedis({
+        scheme: 'rediss',
+        args: [
+          '--tls-cert-file',
+          pki.certFile,
+          '--tls-key-file',
+          pki.keyFile,
+          '--tls-ca-cert-file',
+          pki.caFile,
+          '--tls-auth-clients',
+          'no',
+        ],
+        probe: { tls: { ca: pki.ca, servername: 'redis.test' } },
+      });
+      const limited = (tls: NonNullable<RedisOptions['tls']>) =>
+        new RemoteInferenceClient({
+          engines: fake.engines.map((engine) => engine.url),
+          limits: {
+            maxConcurrency: 8,
+            redis: { url: redis.url, id: 'tls-test', onUnavailable: 'fail-closed', timeoutMs: 2000, options: { tls } },
+          },
+          transport: { shared: false },
+        });
+      const trusted = limited({ ca: pki.ca, servername: 'redis.test' });
+      // The certificate names redis.test, not 127.0.0.1: without the servername, verification must fail.
+      const mismatched = limited({ ca: pki.ca });
+      const run = (client: RemoteInferenceClient) =>
+        Promise.all(
+          Array.from({ length: 10 }, (_, index) =>
+            client.generate({ token_ids: [index + 1], sampling_params: { max_tokens: 1 } }).then(
+              () => 'ok',
+              (error: { code?: string }) => error.code,
+            ),
+          ),
+        );
+      try {
+        expect(await run(trusted)).toEqual(Array(10).fill('ok'));
+        expect(new Set(await run(mismatched))).toEqual(new Set(['ERR_LIMITER_UNAVAILABLE']));
+      } finally {
+        await Promise.all([trusted.close(), mismatched.close()]);
+        redis.child.kill('SIGKILL');
+        rmSync(pki.dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it('Redis killed mid-run: fail-closed rejects with a typed error, fail-open carries on locally', async () => {
     const redis = await startRedis();

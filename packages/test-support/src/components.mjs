@@ -20,6 +20,12 @@ export const systemComponents = [
     present: () => runs('redis-server', ['--version']),
   },
   {
+    name: 'openssl',
+    aptPackage: 'openssl',
+    usedBy: 'remote-inference-client test/cluster-limits.test.ts (a throwaway CA for the rediss:// test)',
+    present: () => runs('openssl', ['version']),
+  },
+  {
     name: 'ip',
     aptPackage: 'iproute2',
     usedBy: 'remote-inference-client test/port-exhaustion.test.ts',

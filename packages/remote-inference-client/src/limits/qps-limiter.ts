@@ -1,12 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import Bottleneck from 'bottleneck';
-import { Redis as IORedis } from 'ioredis';
+import { Redis as IORedis, type RedisOptions } from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
 import { redisOptions } from './redis-connection.js';
 
 /** Cluster-wide limits through Redis (Bottleneck clustering on ioredis). */
 export interface RedisLimitsOptions {
-  /** e.g. `redis://127.0.0.1:6379`. */
+  /**
+   * e.g. `redis://127.0.0.1:6379`, `rediss://user:password@redis.internal:6380/2`. Read by ioredis: `rediss://`
+   * turns TLS on, the path is the database, and query options ioredis knows (`?family=6&connectionName=x`) apply.
+   */
   url: string;
   /** Processes and hosts using the same id share one budget. */
   id: string;
@@ -17,6 +20,13 @@ export interface RedisLimitsOptions {
   onUnavailable?: 'fail-open' | 'fail-closed';
   /** Longest wait for a Redis answer before it counts as unreachable. @default 1000 (ms) */
   timeoutMs?: number;
+  /**
+   * ioredis options merged over what the URL gives, e.g. TLS settings for `rediss://`
+   * (`{ tls: { ca, servername } }`), a password kept out of the URL, or `connectionName`. `lazyConnect`,
+   * `enableOfflineQueue`, `maxRetriesPerRequest` and `connectTimeout` are the limiter's own (it fails fast; see
+   * `timeoutMs`): setting them is an `ERR_INVALID_OPTIONS`. @default none
+   */
+  options?: RedisOptions;
 }
 
 /** A source of request permits at a rate: sync `tryTake()` on the hot path, leases refilled in the background. */
