@@ -268,21 +268,11 @@ export class RequestExecutor {
   private admit(run: RequestRun): Ticket | Promise<Ticket> {
     if (run.aborted) throw run.abortError();
     const admitted = performance.now();
-    const { scheduler, options } = this.parts;
+    const { scheduler } = this.parts;
     let granted: Ticket | Promise<Ticket>;
     try {
-      granted = scheduler.admit({
-        // Read only by a request that has to wait in the queue: most never do, and never make the signal.
-        get signal() {
-          return run.signal;
-        },
-        deadlineMs: run.deadlineMs,
-        priority: run.options.priority ?? 0,
-        sessionId: run.options.sessionId,
-        avoid: options.retry.failover ? run.avoid : undefined, // undefined until a failure
-        retry: run.attempts > 1,
-        maxAvoidWaitMs: options.retry.maxBackoffMs,
-      });
+      // The run is its own admission request (its fields and getters): no object per attempt.
+      granted = scheduler.admit(run);
     } catch (error) {
       throw this.admissionError(run, error);
     }
@@ -341,8 +331,10 @@ export class RequestExecutor {
         entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
         this.parts.prober?.watch(entry);
       }
-      run.avoid ??= new Set();
-      run.avoid.add(entry.endpoint);
+      if (this.parts.options.retry.failover) {
+        run.avoid ??= new Set();
+        run.avoid.add(entry.endpoint);
+      }
     }
     error.attempts = run.attempts;
     if (run.aborted) throw run.abortError();

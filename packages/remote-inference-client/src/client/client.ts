@@ -127,6 +127,7 @@ export class RemoteInferenceClient {
     };
     this.transport = transport.shared ? sharedTransport(settings) : new Transport(settings, 'private').retain();
     this.scheduler = new Scheduler(resolveLimits(options.limits), resolvePolicy(options.routing), options.health);
+    this.scheduler.maxAvoidWaitMs = this.options.retry.maxBackoffMs;
     this.scheduler.setEngines(engines);
     this.budget = new RetryBudget(this.options.retry.budgetRatio, this.options.retry.minRetriesPerSecond);
     const send: SendAttempt =

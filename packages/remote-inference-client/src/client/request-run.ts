@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { AbortError, type InferenceError, isInferenceError, TimeoutError } from '../errors.js';
+import type { AdmissionRequest } from '../limits/admission.js';
 import type { AttemptResult } from '../transport/attempt.js';
 import { MAX_TIMER_MS } from './options.js';
 import type { RequestStats } from './request-stats.js';
@@ -51,13 +52,19 @@ export interface RunAbort {
   detach(attempt: { handleEvent(): void }): void;
 }
 
-/** @internal State of one logical request across its attempts: its deadline, abort, errors and timing. */
-export class RequestRun implements RunAbort {
+/**
+ * @internal State of one logical request across its attempts: its deadline, abort, errors and timing. It is also
+ * its own admission request (a long request would hold one more object per attempt otherwise).
+ */
+export class RequestRun implements RunAbort, AdmissionRequest {
   readonly startedAtMs = performance.now();
   readonly deadlineMs: number;
   /** Every failed attempt's error; made on the first failure, as most requests have none. */
   errors: InferenceError[] | undefined;
-  /** Engines this request failed on (failover); created on the first failure, as most requests have none. */
+  /**
+   * Engines this request failed on, avoided by its retries (`retry.failover`); created on the first failure, as
+   * most requests have none.
+   */
   avoid: Set<string> | undefined;
   attempts = 0;
   staleRetries = 0;
@@ -95,6 +102,19 @@ export class RequestRun implements RunAbort {
       else signal.addEventListener('abort', this.onUserAbort, { once: true });
     }
     if (details) this.gaps = [];
+  }
+
+  get priority(): number {
+    return this.options.priority ?? 0;
+  }
+
+  get sessionId(): string | undefined {
+    return this.options.sessionId;
+  }
+
+  /** A retry or resume goes to the front of its priority's queue. */
+  get retry(): boolean {
+    return this.attempts > 1;
   }
 
   get aborted(): boolean {

@@ -196,8 +196,15 @@ export interface AdmissionRequest {
   avoid: ReadonlySet<string> | undefined;
   /** A retry or resume: it has waited once already, so it goes to the front of its priority's queue. */
   retry?: boolean;
-  /** How long a retry may wait for an engine it did not fail on. @default 0 (ms) */
+  /** How long a retry may wait for an engine it did not fail on. @default the scheduler's `maxAvoidWaitMs` */
   maxAvoidWaitMs?: number;
+}
+
+/** Keeps, in place and in order, the items for which `keep` is true. */
+function keepWhere<T>(items: T[], keep: (item: T) => boolean): void {
+  let kept = 0;
+  for (const item of items) if (keep(item)) items[kept++] = item;
+  items.length = kept;
 }
 
 /** What {@link Scheduler.tryGrant} says when a request waits for its session's engine and others may go first. */
@@ -286,6 +293,9 @@ export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
  */
 export class Scheduler {
   private engines: EngineEntry[] = [];
+  /** Scratch list of the engines that may take the request being granted, and its routing context. */
+  private readonly candidates: EngineEntry[] = [];
+  private readonly context: { sessionId: string | undefined } = { sessionId: undefined };
   private readonly byEndpoint = new Map<string, EngineEntry>();
   private readonly queues = new Map<number, Waiter[]>();
   private priorities: number[] = [];
@@ -299,6 +309,8 @@ export class Scheduler {
   private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
   readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
+  /** How long a retry may wait for an engine it did not fail on, unless its request says (ms). */
+  maxAvoidWaitMs = 0;
   /** @internal Called when a grant fills an engine whose cap is still learning (the poller then polls at once). */
   onLearningCapReached: (() => void) | undefined;
 
@@ -566,7 +578,7 @@ export class Scheduler {
    * retry went straight back to it.
    */
   private waitsForAnother(request: AdmissionRequest, now: number, enqueuedAtMs: number): boolean {
-    const until = enqueuedAtMs + (request.maxAvoidWaitMs ?? 0);
+    const until = enqueuedAtMs + (request.maxAvoidWaitMs ?? this.maxAvoidWaitMs);
     if (now >= until) return false;
     if (!this.engines.some((engine) => engine.isUp() && !request.avoid!.has(engine.endpoint))) return false;
     this.schedulePreferredWake(until);
@@ -587,24 +599,27 @@ export class Scheduler {
       }
     }
     if (this.qps?.failure) throw this.qps.failure;
-    let candidates = this.engines.filter((engine) => engine.hasRoom());
+    // The engines with room, in one scratch array reused by every grant (a policy sees it only during `pick`).
+    const candidates = this.candidates;
+    candidates.length = 0;
+    for (const engine of this.engines) if (engine.hasRoom()) candidates.push(engine);
     if (candidates.length === 0) return undefined;
     if (this.waitsForPreferred(request, now, enqueuedAtMs)) return WAIT_FOR_PREFERRED;
-    if (request.avoid && request.avoid.size > 0) {
-      const preferred = candidates.filter((engine) => !request.avoid!.has(engine.endpoint));
-      if (preferred.length > 0) {
-        candidates = preferred;
+    const avoid = request.avoid;
+    if (avoid && avoid.size > 0) {
+      if (candidates.some((engine) => !avoid.has(engine.endpoint))) {
+        keepWhere(candidates, (engine) => !avoid.has(engine.endpoint));
       } else if (this.waitsForAnother(request, now, enqueuedAtMs)) {
         return WAIT_FOR_PREFERRED;
       }
     }
-    // Per-engine QPS is soft: an engine out of tokens is skipped, others may take the request.
-    // Per-engine QPS is off by default: skip a third pass over the engines on every request then.
-    const withTokens =
-      this.limits.perEngineQps === undefined ? candidates : candidates.filter((engine) => engine.qps!.peek());
-    if (withTokens.length === 0) return undefined;
+    // Per-engine QPS is soft: an engine out of tokens is skipped, others may take the request. It is off by
+    // default: no third pass over the engines on every request then.
+    if (this.limits.perEngineQps !== undefined) keepWhere(candidates, (engine) => engine.qps!.peek());
+    if (candidates.length === 0) return undefined;
     if (this.qps && !this.qps.tryTake()) return undefined;
-    const engine = this.policy.pick(withTokens, { sessionId: request.sessionId }) as EngineEntry;
+    this.context.sessionId = request.sessionId;
+    const engine = this.policy.pick(candidates, this.context) as EngineEntry;
     engine.qps?.tryTake();
     engine.permits.take();
     engine.outstanding++;

@@ -30,7 +30,10 @@ export interface RoutingPreference {
 /** Picks an engine among the available ones. Implement it to plug in your own routing. */
 export interface RoutingPolicy {
   readonly name: string;
-  /** `engines` is non-empty and holds only engines that may take a request now. */
+  /**
+   * `engines` is non-empty and holds only engines that may take a request now. Both arguments are valid only during
+   * the call: the scheduler reuses them for the next request.
+   */
   pick(engines: readonly EngineView[], context: RoutingContext): EngineView;
   /**
    * Optional: an engine this request should wait for when it is full (its session's prefix cache is there), for at
