@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { AbortError, type InferenceError, isInferenceError, TimeoutError } from '../errors.js';
+import { AbortError, type InferenceError, TimeoutError } from '../errors.js';
 import type { AdmissionRequest } from '../limits/admission.js';
 import type { AttemptResult } from '../transport/attempt.js';
 import { MAX_TIMER_MS } from './options.js';
