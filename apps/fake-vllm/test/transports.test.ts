@@ -166,6 +166,15 @@ describe.each(transports)('$name', (transport) => {
     expect(await transport.injected('truncate-stream')).toBe(before + 1);
   });
 
+  it('body-level faults on a non-streamed request are counted once, not once per engine step', async () => {
+    for (const fault of ['error-mid-stream', 'truncate-stream', 'malformed-chunk'] as const) {
+      const before = await transport.injected(fault);
+      const response = await complete(transport, { prompt: [1], max_tokens: 10 }, fault);
+      await readAll(response);
+      expect(await transport.injected(fault), fault).toBe(before + 1);
+    }
+  });
+
   it('malformed-chunk and error-mid-stream: one bad event; a vLLM error event then [DONE]', async () => {
     const malformed = sseData(
       await (await complete(transport, { prompt: [1], max_tokens: 4, stream: true }, 'malformed-chunk')).text(),
@@ -196,6 +205,52 @@ describe.each(transports)('$name', (transport) => {
       'stall; ms=10; action=close',
     );
     expect((await readAll(closed)).error).toBeDefined();
+  });
+
+  it('stall with action=reset: events, then the connection is cut, counted once', async () => {
+    const before = await transport.injected('stall');
+    const response = await complete(
+      transport,
+      { prompt: [1], max_tokens: 20, stream: true },
+      'stall; after_tokens=2; ms=10; action=reset',
+    );
+    expect(response.status).toBe(200);
+    const { text, error } = await readAll(response);
+    expect(error).toBeDefined();
+    expect(sseData(text).length).toBeGreaterThanOrEqual(2);
+    expect(text).not.toContain('[DONE]');
+    expect(await transport.injected('stall')).toBe(before + 1);
+  });
+
+  it('status-503: the status, Retry-After and a ServiceUnavailableError body, counted', async () => {
+    const before = await transport.injected('status-503');
+    const response = await complete(transport, { prompt: [1] }, 'status-503; retry_after=4');
+    expect([response.status, response.headers.get('retry-after')]).toEqual([503, '4']);
+    expect(JSON.parse(await response.text()).error).toMatchObject({ type: 'ServiceUnavailableError', code: 503 });
+    expect(await transport.injected('status-503')).toBe(before + 1);
+  });
+
+  it('refuse-connections: this request fails, and so does the next one within the window; then service resumes', async () => {
+    const before = await transport.injected('refuse-connections');
+    await expect(complete(transport, { prompt: [1] }, 'refuse-connections; window_ms=1000')).rejects.toThrow();
+    await expect(complete(transport, { prompt: [1], max_tokens: 1 })).rejects.toThrow();
+    expect(await transport.injected('refuse-connections')).toBe(before + 1);
+    await until(async () => (await complete(transport, { prompt: [1], max_tokens: 1 }).catch(() => null))?.ok === true);
+  });
+
+  it('idle-close-race by header: node:http closes the socket after the response, msw fails the request; counted', async () => {
+    const before = await transport.injected('idle-close-race');
+    const response = complete(transport, { prompt: [1], max_tokens: 1 }, 'idle-close-race; delay_ms=0');
+    if (transport.name === 'msw') {
+      // No socket to close later: the race's other half, a request that fails before any byte.
+      await expect(response).rejects.toThrow();
+      expect(await transport.injected('idle-close-race')).toBe(before + 1);
+    } else {
+      expect((await response).status).toBe(200);
+      await (await response).text();
+      // Counted when the server closes the idle socket, just after the response.
+      await until(async () => (await transport.injected('idle-close-race')) === before + 1);
+    }
   });
 
   it("routing errors are FastAPI's: 404 and 405 with allow (openai/server_utils.py handles only FastAPI's subclass)", async () => {
