@@ -1,5 +1,6 @@
+import { ConnectionError } from '../errors.js';
 import type { EngineEntry, Scheduler } from '../limits/admission.js';
-import { bookkeepingGet, type SendAttempt } from '../transport/attempt.js';
+import { bookkeepingGet, isAttemptFailure, type SendAttempt } from '../transport/attempt.js';
 import type { ControlPlane } from './control-plane.js';
 
 /**
@@ -35,8 +36,8 @@ export function startActiveHealthChecks(
 /**
  * Probes, with `GET /health`, each engine in cooldown because it refused connections (see
  * `health.probeIntervalMs`): when its next probe is due, one probe at a time per engine. Any HTTP answer below 500
- * re-admits the engine (it listens again: restarted) and wakes the queue; a refusal, a reset, a timeout or a 5xx
- * (vLLM's `/health` says 503 while its engine is dead) schedules the next, later probe. Probes go through the
+ * re-admits the engine (it listens again: restarted) and wakes the queue; a refusal schedules the next probe after
+ * the same interval, a reset, a timeout or a 5xx (vLLM's `/health` says 503 while its engine is dead) a later one. Probes go through the
  * client's one way to send (the `sendAttempt` seam in tests). The timers do not keep the process alive.
  */
 export class RecoveryProber {
@@ -72,6 +73,7 @@ export class RecoveryProber {
     }
     this.counters.probes++;
     let answered = false;
+    let refused = false;
     try {
       const result = await this.send(
         entry.endpoint,
@@ -79,13 +81,15 @@ export class RecoveryProber {
         undefined,
       );
       answered = result.status < 500;
-    } catch {
-      // refused, reset or timed out: still down
+    } catch (failure) {
+      // Still down. Refused (nobody listens yet, a restart in progress) is probed again at the same interval.
+      const error = isAttemptFailure(failure) ? failure.error : failure;
+      refused = error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED';
     }
     this.timers.delete(entry);
     if (this.closed) return;
     if (answered) this.counters.answered++;
-    entry.health.onProbe(answered);
+    entry.health.onProbe(answered, refused);
     if (answered) this.scheduler.pump();
     else this.watch(entry);
   }

@@ -100,7 +100,7 @@ describe('EngineHealth', () => {
       expect(engine.awaitsProbe).toBe(false);
     });
 
-    it('waits twice as long after each unanswered probe, up to 8x probeIntervalMs', () => {
+    it('waits twice as long after each probe that timed out or failed, up to 8x probeIntervalMs', () => {
       const { engine, clock } = health({ probeIntervalMs: 50 });
       for (let i = 0; i < 3; i++) engine.onConnectionFailure(true);
       const delays: number[] = [];
@@ -111,6 +111,19 @@ describe('EngineHealth', () => {
       }
       expect(delays).toEqual([100, 200, 400, 400, 400]);
       expect(engine.state).toBe('cooldown');
+    });
+
+    it('probes again after probeIntervalMs while probes are refused (a restart in progress), then backs off', () => {
+      const { engine, clock } = health({ probeIntervalMs: 50 });
+      for (let i = 0; i < 3; i++) engine.onConnectionFailure(true);
+      const delays: number[] = [];
+      for (const refused of [true, true, true, false, false, true]) {
+        clock.ms += engine.probeDueInMs()!;
+        engine.onProbe(false, refused);
+        delays.push(engine.probeDueInMs()!);
+      }
+      // A restarted engine is re-admitted within one interval of listening again, however long it was down.
+      expect(delays).toEqual([50, 50, 50, 100, 200, 50]);
     });
 
     it('keeps its backoff after a probe re-admits it, until a request succeeds', () => {

@@ -13,8 +13,8 @@ export interface HealthOptions {
   activeCheckIntervalMs?: number;
   /**
    * An engine in cooldown because it refused connections (nobody listening: stopped, or restarting) is probed with
-   * `GET /health` this long after the refusal, the delay doubling per failed probe up to 8x; the first answer
-   * re-admits it. No request is risked on it, and a restarted engine is back in use within about this long after it
+   * `GET /health` this long after the refusal, and again this long after each refused probe (a probe that times
+   * out or gets a 5xx waits twice as long each time, up to 8x); the first answer re-admits it. No request is risked on it, and a restarted engine is back in use within about this long after it
    * listens again, instead of after the next half-open request. 0: a half-open request probes it, as any other
    * cooldown. @default 250 (ms)
    */
@@ -70,9 +70,12 @@ export class EngineHealth {
   /**
    * The `/health` probe's verdict. Answered: the engine listens again, and is re-admitted (the cooldown's backoff
    * stays where it was until a request succeeds, so an engine that answers probes but fails requests still backs
-   * off). Not answered: the next probe waits twice as long, up to 8x `probeIntervalMs`.
+   * off). Refused: nobody listens yet (a restart in progress); the next probe comes after `probeIntervalMs` again,
+   * as a refusal costs one round trip, so a restarted engine is back in use within that interval of listening.
+   * Anything else (a timeout, a reset, a 5xx: a host that does not answer, or an engine that is not well): the next
+   * probe waits twice as long, up to 8x `probeIntervalMs`.
    */
-  onProbe(answered: boolean): void {
+  onProbe(answered: boolean, refused = false): void {
     if (!this.awaitsProbe) return;
     if (answered) {
       this.consecutiveFailures = 0;
@@ -81,7 +84,9 @@ export class EngineHealth {
       this.probing = false;
       return;
     }
-    this.probeDelayMs = Math.min(8 * this.options.probeIntervalMs, 2 * this.probeDelayMs);
+    this.probeDelayMs = refused
+      ? this.options.probeIntervalMs
+      : Math.min(8 * this.options.probeIntervalMs, 2 * this.probeDelayMs);
     this.probeAtMs = this.now() + this.probeDelayMs;
   }
 
