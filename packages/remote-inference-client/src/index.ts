@@ -6,7 +6,9 @@ export {
   RemoteInferenceClient,
   type RequestOptions,
 } from './client/client.js';
-export { ControlPlane, type EngineResult } from './client/control-plane.js';
+// The control plane and streams come from a client (`client.control`, `stream: true`); callers never construct
+// them, so they are published as types only: `new ControlPlane()` or `new ChunkStream()` does not type-check.
+export type { ControlPlane, EngineResult } from './client/control-plane.js';
 export type { RemoteInferenceClientOptions, RetryOptions, TimeoutOptions, TransportOptions } from './client/options.js';
 export { REQUEST_CHANNEL, type RequestStats } from './client/request-stats.js';
 export type { Chat, ChatCompletions, Completions } from './client/resources.js';
@@ -29,7 +31,7 @@ export {
   type SessionAffinityOptions,
   SessionAffinityPolicy,
 } from './routing/policies.js';
-export { ChunkStream } from './streaming/chunk-stream.js';
+export type { ChunkStream } from './streaming/chunk-stream.js';
 export { type SseEvent, SseParser } from './streaming/sse-parser.js';
 export type {
   AttemptFlow,

@@ -1,0 +1,128 @@
+import { dirname, relative } from 'node:path';
+import ts from 'typescript';
+
+/**
+ * The published API as a reviewable text: one entry per export of the built `index.d.ts`, sorted by name, each with
+ * its declaration as the compiler sees it (JSDoc included), then the declarations the exports refer to but the
+ * package does not export (a consumer sees their shape but cannot name them). Declarations the exports do not
+ * reach (the scheduler, the engine entries, health, capacity) are not in it, though their `.d.ts` files ship.
+ *
+ * An export-based rollup, as api-extractor makes, done with the TypeScript compiler API the build already uses
+ * (no new dependency). A class exported with `export type` is marked "type only": it cannot be constructed or
+ * used with `instanceof`.
+ */
+export function apiRollup(entry: string): string {
+  const program = ts.createProgram([entry], {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+  });
+  const checker = program.getTypeChecker();
+  const index = program.getSourceFile(entry);
+  if (!index) throw new Error(`apiRollup: cannot read ${entry}`);
+  const root = dirname(entry);
+  const inPackage = (node: ts.Node) => !relative(root, node.getSourceFile().fileName).startsWith('..');
+  const resolve = (symbol: ts.Symbol) =>
+    symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol;
+
+  // What the entry exports, by name, and whether only as a type (`export type { X }`, `export type * from`).
+  const typeOnly = new Map<string, boolean>();
+  for (const statement of index.statements) {
+    if (!ts.isExportDeclaration(statement)) continue;
+    if (statement.exportClause && ts.isNamedExports(statement.exportClause)) {
+      for (const specifier of statement.exportClause.elements) {
+        typeOnly.set(specifier.name.text, statement.isTypeOnly || specifier.isTypeOnly);
+      }
+    } else if (statement.moduleSpecifier) {
+      const target = checker.getSymbolAtLocation(statement.moduleSpecifier);
+      for (const symbol of target ? checker.getExportsOfModule(target) : []) {
+        typeOnly.set(symbol.name, statement.isTypeOnly);
+      }
+    }
+  }
+  const exported = new Map<string, ts.Symbol>();
+  const moduleSymbol = checker.getSymbolAtLocation(index);
+  for (const symbol of moduleSymbol ? checker.getExportsOfModule(moduleSymbol) : []) {
+    exported.set(symbol.name, resolve(symbol));
+  }
+  const exportedSymbols = new Set(exported.values());
+
+  const referenced = new Map<ts.Symbol, string>();
+  const noteReferences = (node: ts.Node) => {
+    const visit = (child: ts.Node): void => {
+      let name: ts.Node | undefined;
+      if (ts.isTypeReferenceNode(child)) name = child.typeName;
+      else if (ts.isExpressionWithTypeArguments(child)) name = child.expression;
+      else if (ts.isTypeQueryNode(child)) name = child.exprName;
+      else if (ts.isImportTypeNode(child)) name = child.qualifier;
+      if (name) {
+        const rightmost = ts.isQualifiedName(name)
+          ? name.right
+          : ts.isPropertyAccessExpression(name)
+            ? name.name
+            : name;
+        const symbol = checker.getSymbolAtLocation(rightmost);
+        const target = symbol && resolve(symbol);
+        const named = target && (target.flags & ts.SymbolFlags.TypeParameter) === 0;
+        if (target && named && !exportedSymbols.has(target) && !referenced.has(target)) {
+          const declarations = (target.declarations ?? []).filter(inPackage);
+          if (declarations.length > 0) {
+            referenced.set(target, '');
+            for (const declaration of declarations) noteReferences(declaration);
+          }
+        }
+      }
+      ts.forEachChild(child, visit);
+    };
+    visit(node);
+  };
+
+  const render = (name: string, symbol: ts.Symbol, note: string): string => {
+    const declarations = (symbol.declarations ?? []).filter(inPackage);
+    const texts = declarations.map((declaration) => {
+      const node = ts.isVariableDeclaration(declaration) ? declaration.parent.parent : declaration;
+      const source = node.getSourceFile();
+      const docs = ts.getJSDocCommentsAndTags(node).filter(ts.isJSDoc);
+      const start = docs.length > 0 ? docs[0]!.getStart(source) : node.getStart(source);
+      return source.text.slice(start, node.end);
+    });
+    const kinds = [...new Set(declarations.map((declaration) => kindOf(declaration)))].join(', ');
+    const files = [...new Set(declarations.map((declaration) => relative(root, declaration.getSourceFile().fileName)))];
+    return `// ---- ${name} (${kinds}${note}; ${files.join(', ')})\n${texts.join('\n')}\n`;
+  };
+
+  const parts = [
+    '// The published API of remote-inference-client: every export of dist/index.d.ts, by name, then what the exports',
+    '// refer to without exporting it. Generated by test/api-report.test.ts (UPDATE_API_REPORT=1 to accept a change).',
+    '',
+  ];
+  for (const name of [...exported.keys()].sort()) {
+    const symbol = exported.get(name)!;
+    for (const declaration of (symbol.declarations ?? []).filter(inPackage)) noteReferences(declaration);
+    const isClass = (symbol.flags & ts.SymbolFlags.Class) !== 0;
+    const note = typeOnly.get(name) && isClass ? ', exported as a type only: no constructor, no instanceof' : '';
+    parts.push(render(name, symbol, note));
+  }
+  const internal = [...referenced.keys()].sort((a, b) => a.name.localeCompare(b.name));
+  if (internal.length > 0) {
+    parts.push(
+      '// ==== Referred to by the exports, not exported: a consumer sees the shape, cannot import the name.',
+      '',
+    );
+    for (const symbol of internal) parts.push(render(symbol.name, symbol, ''));
+  }
+  return parts.join('\n');
+}
+
+function kindOf(node: ts.Node): string {
+  if (ts.isClassDeclaration(node)) return 'class';
+  if (ts.isInterfaceDeclaration(node)) return 'interface';
+  if (ts.isTypeAliasDeclaration(node)) return 'type';
+  if (ts.isFunctionDeclaration(node)) return 'function';
+  if (ts.isVariableDeclaration(node)) return 'const';
+  if (ts.isEnumDeclaration(node)) return 'enum';
+  return ts.SyntaxKind[node.kind];
+}
