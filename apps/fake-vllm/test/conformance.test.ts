@@ -3,13 +3,16 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CONTEXT_WINDOW,
   detokenize,
   eosTokenId,
   expectedCompletion,
   type FakeVllm,
   generatedTokenText,
+  renderChatTokens,
   startFakeVllm,
   tokenize,
+  tokenLogprob,
 } from '../src/index.js';
 import { post, sseChunks, sseData } from './helpers.js';
 
@@ -303,6 +306,84 @@ describe('logprobs', () => {
     expect(body.choices[0].text).toBe(`hello world${expected.text}`);
   });
 
+  // openai/chat_completion/serving.py chat_completion_full_generator and chat_completion_stream_generator (echo: the
+  // last message's content, when its role is the one answered as, get_chat_request_role: "assistant" here).
+  it('chat echo: the last assistant message before the output, whole and as the first content chunk per choice', async () => {
+    const messages = [
+      { role: 'user', content: 'hi' },
+      { role: 'assistant', content: 'The answer is' },
+    ];
+    const whole = json(
+      (await post(`${url}/v1/chat/completions`, { messages, max_tokens: 2, echo: true, n: 2, temperature: 1, seed: 5 }))
+        .text,
+    );
+    const plain = json(
+      (await post(`${url}/v1/chat/completions`, { messages, max_tokens: 2, n: 2, temperature: 1, seed: 5 })).text,
+    );
+    expect(whole.choices.map((choice: Body) => choice.message.content)).toEqual(
+      plain.choices.map((choice: Body) => `The answer is${choice.message.content}`),
+    );
+    const chunks = sseChunks<Body>(
+      (await post(`${url}/v1/chat/completions`, { messages, max_tokens: 2, n: 2, echo: true, stream: true })).text,
+    );
+    // Role chunks of both choices, then each choice's echo chunk, then the tokens.
+    expect(chunks.slice(2, 4).map((chunk) => [chunk.choices[0].index, chunk.choices[0].delta])).toEqual([
+      [0, { content: 'The answer is' }],
+      [1, { content: 'The answer is' }],
+    ]);
+    // The last message is the user's: nothing to echo.
+    const user = json(
+      (await post(`${url}/v1/chat/completions`, { messages: messages.slice(0, 1), max_tokens: 2, echo: true, seed: 5 }))
+        .text,
+    );
+    const userPlain = json(
+      (await post(`${url}/v1/chat/completions`, { messages: messages.slice(0, 1), max_tokens: 2, seed: 5 })).text,
+    );
+    expect(user.choices[0].message.content).toBe(userPlain.choices[0].message.content);
+  });
+
+  // openai/completion/serving.py _create_completion_logprobs, openai/chat_completion/serving.py _create_chat_logprobs
+  // and _get_top_logprobs, serve/disagg/serving.py _create_tokens_logprobs: every value is max(logprob, -9999.0).
+  it('logprobs are floored at -9999.0 on completions, chat and generate', async () => {
+    // A seed with which the fake model is certain of the first token after `prompt` (logprob 0): the rest of the
+    // mass is 0, and its log -Infinity, which would be no JSON at all.
+    const certainSeed = (prompt: readonly number[]) => {
+      let seed = 0;
+      while (tokenLogprob(seed, prompt.slice(-CONTEXT_WINDOW)) !== 0) seed++;
+      return seed;
+    };
+    const floored = (values: number[]) => {
+      expect(values).toContain(-9999);
+      expect(Math.min(...values)).toBe(-9999);
+    };
+    const prompt = [11, 12];
+    const seed = certainSeed(prompt);
+    const completion = await post(`${url}/v1/completions`, { prompt, max_tokens: 1, logprobs: 5, seed });
+    expect(completion.text).toContain(':-9999.0');
+    floored(Object.values(json(completion.text).choices[0].logprobs.top_logprobs[0]));
+    const generate = await post(`${url}/inference/v1/generate`, {
+      token_ids: prompt,
+      sampling_params: { max_tokens: 1, logprobs: 5, seed },
+    });
+    expect(generate.text).toContain('"logprob":-9999.0');
+    floored(
+      Object.values(json(generate.text).choices[0].logprobs.content[0].top_logprobs).map(
+        (entry: Body) => entry.logprob,
+      ),
+    );
+    const messages = [{ role: 'user', content: 'x' }];
+    const chatSeed = certainSeed(renderChatTokens(messages, 32_000).tokens);
+    const chat = await post(`${url}/v1/chat/completions`, {
+      messages,
+      max_tokens: 1,
+      logprobs: true,
+      top_logprobs: 5,
+      seed: chatSeed,
+    });
+    expect(chat.text).toContain('"logprob":-9999.0');
+    floored(json(chat.text).choices[0].logprobs.content[0].top_logprobs.map((entry: Body) => entry.logprob));
+  });
+
   // openai/chat_completion/serving.py (prompt_logprobs at the top level); serve/disagg/protocol.py (generate).
   it('prompt_logprobs: chat and generate at the top level', async () => {
     const chat = json(
@@ -527,6 +608,92 @@ describe('response shapes', () => {
     );
     continuous.pop();
     expect(continuous.map((chunk) => chunk.usage.completion_tokens)).toEqual([1, 2, 3]);
+  });
+
+  // openai/completion/protocol.py CompletionResponse and chat_completion/protocol.py ChatCompletionResponse
+  // (service_tier, kv_transfer_params), dumped whole with model_dump() (completion/api_router.py,
+  // chat_completion/api_router.py); kv_transfer_params is the engine output's (serving.py), None without a KV
+  // connector, also when the request carries some (CompletionRequest.kv_transfer_params goes to the engine).
+  it("whole completions and chat bodies carry service_tier and kv_transfer_params, null, in vLLM's order", async () => {
+    const extra = { service_tier: 'auto', kv_transfer_params: { do_remote_decode: true } };
+    for (const body of [{}, extra]) {
+      const completion = await post(`${url}/v1/completions`, { prompt: [1], max_tokens: 1, ...body });
+      expect(completion.status).toBe(200);
+      const whole = json(completion.text);
+      expect(Object.keys(whole)).toEqual([
+        'id',
+        'object',
+        'created',
+        'model',
+        'choices',
+        'service_tier',
+        'system_fingerprint',
+        'usage',
+        'kv_transfer_params',
+      ]);
+      expect([whole.service_tier, whole.kv_transfer_params]).toEqual([null, null]);
+      const chatResponse = await post(`${url}/v1/chat/completions`, {
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 1,
+        ...body,
+      });
+      expect(chatResponse.status).toBe(200);
+      const chat = json(chatResponse.text);
+      expect(Object.keys(chat)).toEqual([
+        'id',
+        'object',
+        'created',
+        'model',
+        'choices',
+        'service_tier',
+        'system_fingerprint',
+        'usage',
+        'prompt_logprobs',
+        'prompt_token_ids',
+        'kv_transfer_params',
+      ]);
+      expect([chat.service_tier, chat.kv_transfer_params]).toEqual([null, null]);
+    }
+  });
+
+  // openai/completion/serving.py (request_id = f"cmpl-{self._base_request_id(raw_request, request.request_id)}"),
+  // chat_completion/serving.py ("chatcmpl-"), openai/engine/serving.py _base_request_id: the X-Request-Id header,
+  // else the body's request_id, else random_uuid() (uuid4 hex).
+  it("ids: cmpl-/chatcmpl- + the X-Request-Id header, else the body's request_id, else a uuid hex", async () => {
+    const chat = { messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 };
+    const completion = { prompt: [1], max_tokens: 1 };
+    const idOf = async (path: string, body: object, headers: Record<string, string> = {}) =>
+      json((await post(`${url}${path}`, body, headers)).text).id;
+    expect(await idOf('/v1/completions', { ...completion, request_id: 'from-body' })).toBe('cmpl-from-body');
+    expect(await idOf('/v1/chat/completions', { ...chat, request_id: 'from-body' })).toBe('chatcmpl-from-body');
+    expect(await idOf('/v1/completions', { ...completion, request_id: 'from-body' }, { 'x-request-id': 'hdr' })).toBe(
+      'cmpl-hdr',
+    );
+    expect(await idOf('/v1/chat/completions', { ...chat, request_id: 'from-body' }, { 'x-request-id': 'hdr' })).toBe(
+      'chatcmpl-hdr',
+    );
+    expect(await idOf('/v1/completions', completion)).toMatch(/^cmpl-[0-9a-f]{32}$/);
+    const streamed = sseChunks<Body>(
+      (await post(`${url}/v1/completions`, { ...completion, request_id: 'from-body', stream: true })).text,
+    );
+    expect(streamed.every((chunk) => chunk.id === 'cmpl-from-body')).toBe(true);
+  });
+
+  // serve/disagg/serving.py: the final usage chunk is GenerateStreamResponse(request_id, choices=[], usage) dumped
+  // with exclude_none=True; UsageInfo (openai/engine/protocol.py) without prompt_tokens_details.
+  it('generate: the usage chunk is request_id, choices [] and usage, with no None field', async () => {
+    const response = await post(`${url}/inference/v1/generate`, {
+      token_ids: [1, 2],
+      sampling_params: { max_tokens: 2 },
+      request_id: 'u1',
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const data = sseData(response.text);
+    expect(data.at(-1)).toBe('[DONE]');
+    expect(data.at(-2)).toBe(
+      '{"request_id":"generate-tokens-u1","choices":[],"usage":{"prompt_tokens":2,"total_tokens":4,"completion_tokens":2}}',
+    );
   });
 
   // serve/disagg/protocol.py GenerateRequest (sampling_params required, request_id) and serving.py (no max_tokens:
