@@ -53,3 +53,43 @@ it('sends a Keep-Alive hint when asked', async () => {
   await response.text();
   await hinted.close();
 });
+
+it('never closes a connection whose response is still in its send buffer: a reader that is behind gets every byte', async () => {
+  // uvicorn arms its keep-alive timer once a response is complete, and its send() waits for the transport to drain
+  // below the high-water mark first; an idle close is `transport.close()`, which flushes what is buffered
+  // (uvicorn/protocols/http/httptools_impl.py, flow_control.py). A client that reads a big stream late must still
+  // get all of it, however long after the engine finished.
+  const port = Number(new URL(server.url).port);
+  const socket = connect(port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.pause(); // read nothing until the engine is done and keep-alive (300 ms) has passed several times
+  const body = JSON.stringify({
+    prompt: [1, 2, 3],
+    max_tokens: 400,
+    n: 16,
+    temperature: 1,
+    logprobs: 20,
+    stream: true,
+    seed: 5,
+  });
+  socket.write(
+    `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
+  for (let polls = 0; polls < 500; polls++) {
+    const stats = (await server.control.stats()).engines[0]!;
+    if (stats.completed > 0 && stats.running === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // 5x the keep-alive, the response still unread
+  const chunks: Buffer[] = [];
+  const ended = new Promise<string>((resolve) => {
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      if (Buffer.concat(chunks).includes('data: [DONE]')) resolve('done');
+    });
+    socket.on('close', () => resolve('closed'));
+  });
+  socket.resume();
+  expect(await ended).toBe('done');
+  socket.destroy();
+});

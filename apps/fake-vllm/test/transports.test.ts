@@ -59,7 +59,11 @@ const transports: Transport[] = [
 ];
 
 beforeAll(async () => {
-  server = await startFakeVllm({ ...options, control: false });
+  // The test client is Node's fetch (undici: keep-alive 4 s, and no hint from the server, as from uvicorn). While a
+  // test parses megabytes of events its loop is busy, undici's idle timer fires late, and it reused a socket the
+  // server had just closed at 5 s: ECONNRESET, twice in about a dozen runs. That is the keep-alive race the SDK
+  // absorbs and plain fetch does not; the server keeps its connections for this file.
+  server = await startFakeVllm({ ...options, control: false, keepAliveTimeoutMs: 600_000 });
   mock.listen({ onUnhandledRequest: 'bypass' });
 });
 afterAll(async () => {
