@@ -2,15 +2,26 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AbortError,
+  type ConnectionError,
+  HttpStatusError,
   InvalidOptionsError,
+  isInferenceError,
   RemoteInferenceClient,
   ServerStreamError,
   StreamParseError,
+  StreamTruncatedError,
+  TimeoutError,
 } from '../src/index.js';
+
+// The 300 MB error-body test measures what the client retains after a full collection.
+setFlagsFromString('--expose-gc');
+
 import { expectedTokens } from './helpers.js';
 
 // The SDK rows of the robustness audit: hostile servers and caller mistakes. Each ends as a typed error at the right
@@ -130,6 +141,51 @@ describe('hostile servers', () => {
     }
   });
 
+  it('an event carrying 300,000 token ids is a correct result, streamed, resumed or whole: no stack overflow', async () => {
+    // The audit: 300k ids in one event overflowed the stack (a spread into push) and was reported as
+    // ERR_STREAM_INTERRUPTED, which resume treats as resumable.
+    const count = 300_000;
+    const ids = Array.from({ length: count }, (_, index) => index % 50_000);
+    const idsJson = JSON.stringify(ids);
+    const server = await rawServer((request, response) => {
+      let text = '';
+      request.on('data', (chunk) => {
+        text += chunk;
+      });
+      request.on('end', () => {
+        if (request.method !== 'POST') {
+          response.writeHead(404).end(); // the /metrics poll
+        } else if (JSON.parse(text).stream) {
+          response.writeHead(200, sseHead);
+          response.end(
+            `data: {"request_id":"r","choices":[{"index":0,"token_ids":${idsJson},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n`,
+          );
+        } else {
+          response.writeHead(200, { 'content-type': 'application/json' });
+          response.end(`{"request_id":"r","choices":[{"index":0,"token_ids":${idsJson},"finish_reason":"length"}]}`);
+        }
+      });
+    });
+    const client = new RemoteInferenceClient({ engines: [server.url], transport: { shared: false } });
+    const body = { token_ids: [1], sampling_params: { max_tokens: count } };
+    const streamed = async (resume: boolean) => {
+      const tokens: number[] = [];
+      for await (const chunk of await client.generate({ ...body, stream: true }, { resume })) {
+        for (const id of chunk.choices[0]!.token_ids) tokens.push(id);
+      }
+      return tokens;
+    };
+    try {
+      expect(await streamed(false)).toEqual(ids);
+      expect(await streamed(true)).toEqual(ids);
+      expect((await client.generate(body)).choices[0]!.token_ids).toEqual(ids);
+      expect(client.stats().failed).toBe(0);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it('a whole 2xx body over maxResponseBytes is a typed error', async () => {
     const server = await rawServer((_request, response) => {
       response.writeHead(200, { 'content-type': 'application/json' });
@@ -193,6 +249,243 @@ describe('hostile servers', () => {
   });
 });
 
+describe('hostile servers the audit found handled (kept so by these tests)', () => {
+  const one = { token_ids: [1], sampling_params: { max_tokens: 1 } };
+  const failure = (promise: Promise<unknown>) =>
+    promise.then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+
+  it("a redirect is not followed, and the caller's key and headers never reach the server it points to", async () => {
+    const elsewhere: IncomingMessage['headers'][] = [];
+    const other = await rawServer((request, response) => {
+      elsewhere.push(request.headers);
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"request_id":"x","choices":[]}');
+    });
+    let status = 301;
+    const server = await rawServer((request, response) => {
+      request.resume();
+      if (request.method !== 'POST') return void response.writeHead(404).end(); // the /metrics poll
+      response.writeHead(status, { location: `${other.url}${request.url}` }).end();
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      apiKey: 'sk-secret',
+      headers: { 'x-team': 'rollouts' },
+      transport: { shared: false },
+    });
+    try {
+      for (const code of [301, 302, 307, 308]) {
+        status = code;
+        const whole = await failure(client.generate(one));
+        expect(whole).toBeInstanceOf(HttpStatusError);
+        expect((whole as HttpStatusError).status).toBe(code);
+        const streamed = await failure(client.generate({ ...one, stream: true }));
+        expect((streamed as HttpStatusError).status).toBe(code);
+      }
+      expect(elsewhere).toEqual([]);
+    } finally {
+      await client.close();
+      await server.close();
+      await other.close();
+    }
+  });
+
+  it('response headers over 16 KB are a typed error, whole and streamed, not a hang', async () => {
+    const server = await rawServer((request, response) => {
+      request.resume();
+      response.writeHead(200, { 'content-type': 'application/json', 'x-padding': 'p'.repeat(20 * 1024) });
+      response.end('{"request_id":"x","choices":[]}');
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      for (const body of [one, { ...one, stream: true as const }]) {
+        const error = await failure(client.generate(body));
+        expect(isInferenceError(error), String(error)).toBe(true);
+        expect((error as ConnectionError).systemCode).toBe('UND_ERR_HEADERS_OVERFLOW');
+      }
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it('a 200 with HTML, or with a body shorter than its Content-Length, is a typed error, whole and streamed', async () => {
+    let mode: 'html' | 'short' = 'html';
+    const server = await rawServer((request, response) => {
+      request.resume();
+      if (request.method !== 'POST') return void response.writeHead(404).end(); // the /metrics poll
+      if (mode === 'html') {
+        response.writeHead(200, { 'content-type': 'text/html' });
+        response.end('<html><body>Welcome to nginx!</body></html>\n');
+        return;
+      }
+      // Promises 1,000 bytes, sends 10, closes: the framing is wrong.
+      response.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+      response.write('{"request');
+      response.socket?.end();
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    const drained = async (promise: Promise<AsyncIterable<unknown>>) => drain(await promise);
+    try {
+      expect(await failure(client.generate(one))).toBeInstanceOf(StreamParseError);
+      expect(await failure(drained(client.generate({ ...one, stream: true })))).toBeInstanceOf(StreamTruncatedError);
+      mode = 'short';
+      for (const outcome of [
+        await failure(client.generate(one)),
+        await failure(drained(client.generate({ ...one, stream: true }))),
+      ]) {
+        expect(isInferenceError(outcome), String(outcome)).toBe(true);
+      }
+      expect(client.stats().completed).toBe(0);
+      expect(client.stats().inFlight).toBe(0);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it('a 300 MB error body is read through with its first 64 KB kept: a typed HttpStatusError, bounded memory', async () => {
+    // Streamed, never held by the server: one 64 KB buffer written 4,800 times, with backpressure.
+    const total = 300 * 1024 * 1024;
+    const piece = Buffer.alloc(64 * 1024, 0x78);
+    piece.write('{"error":{"message":"engine exploded"},"pad":"');
+    let written = 0;
+    let retainedAtEnd = 0;
+    const gc = runInNewContext('gc') as () => void;
+    const server = await rawServer((request, response) => {
+      request.resume();
+      if (request.method !== 'POST') return void response.writeHead(404).end(); // the /metrics poll
+      response.writeHead(500, { 'content-type': 'application/json', 'content-length': String(total) });
+      const pump = () => {
+        while (written < total) {
+          written += piece.length;
+          if (written >= total) {
+            // All but the kernel's buffers has reached the client: what it holds now is what it kept.
+            gc();
+            retainedAtEnd = process.memoryUsage().arrayBuffers;
+            response.end(piece);
+            return;
+          }
+          if (!response.write(piece)) return void response.once('drain', pump);
+        }
+      };
+      pump();
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      gc();
+      const baseline = process.memoryUsage().arrayBuffers;
+      const error = await failure(client.generate(one));
+      expect(error).toBeInstanceOf(HttpStatusError);
+      expect((error as HttpStatusError).status).toBe(500);
+      expect((error as HttpStatusError).body!.length).toBeLessThanOrEqual(4096);
+      expect(written).toBe(total);
+      // Keeping the body whole would hold ~300 MB here; 64 KB kept plus socket buffers is a few MB.
+      expect(retainedAtEnd - baseline).toBeLessThan(64 * 1024 * 1024);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+});
+
+describe('lifecycle mistakes and limits (the audit found them handled)', () => {
+  it('close() with 1,000 requests in flight rejects every one with ERR_ABORTED and leaves none counted', async () => {
+    let received = 0;
+    let allIn: () => void = () => {};
+    const arrived = new Promise<void>((resolve) => {
+      allIn = resolve;
+    });
+    const server = await rawServer((request) => {
+      request.resume();
+      if (request.method === 'POST' && ++received === 1000) allIn(); // never answered
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      limits: { perEngine: { maxConcurrency: 2000 } },
+      transport: { shared: false },
+    });
+    try {
+      const outcomes = Array.from({ length: 1000 }, (_, index) =>
+        client.generate({ token_ids: [index], sampling_params: { max_tokens: 1 } }).then(
+          () => 'resolved',
+          (error: { code?: string }) => error.code,
+        ),
+      );
+      await arrived;
+      expect(client.stats().inFlight).toBe(1000);
+      await client.close();
+      expect(new Set(await Promise.all(outcomes))).toEqual(new Set(['ERR_ABORTED']));
+      expect(client.stats().inFlight).toBe(0);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it('engine URLs are normalised to their origin: case, whitespace, a trailing slash, the default port, duplicates', async () => {
+    const port = new URL(fake.url).port;
+    const client = new RemoteInferenceClient({
+      engines: [` HTTP://127.0.0.1:${port}/ `, `http://127.0.0.1:${port}`, 'http://LOCALHOST:80/'],
+      transport: { shared: false },
+    });
+    try {
+      expect(client.stats().engines.map((engine) => engine.endpoint)).toEqual([
+        `http://127.0.0.1:${port}`,
+        'http://localhost',
+      ]);
+      client.setEngines([`http://127.0.0.1:${port}/`]);
+      const result = await client.generate({ token_ids: [4], sampling_params: { max_tokens: 2, seed: 1 } });
+      expect(result.choices[0]!.token_ids).toEqual(expectedTokens([4], 1, 2));
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('an onRequestEnd that throws fails nothing: the request resolves and a process warning says so', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.message);
+    process.on('warning', onWarning);
+    const client = new RemoteInferenceClient({
+      engines: [fake.url],
+      transport: { shared: false },
+      onRequestEnd: () => {
+        throw new Error('hook bug');
+      },
+    });
+    try {
+      const result = await client.generate({ token_ids: [5], sampling_params: { max_tokens: 2, seed: 1 } });
+      expect(result.choices[0]!.token_ids).toEqual(expectedTokens([5], 1, 2));
+      const stream = await client.generate({
+        token_ids: [5],
+        sampling_params: { max_tokens: 2, seed: 1 },
+        stream: true,
+      });
+      expect(await drain(stream)).toBeUndefined();
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      expect(warnings.filter((message) => message.includes('onRequestEnd threw: hook bug'))).toHaveLength(2);
+      expect(client.stats().failed).toBe(0);
+    } finally {
+      process.off('warning', onWarning);
+      await client.close();
+    }
+  });
+});
+
 describe('caller mistakes are typed errors that never reach an engine', () => {
   it('CRLF in a sessionId or a header, or a bad header name: InvalidOptionsError, the engine stays healthy', async () => {
     const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
@@ -221,6 +514,38 @@ describe('caller mistakes are typed errors that never reach an engine', () => {
     expect(() => new RemoteInferenceClient({ engines: [fake.url], headers: { 'x-a': 'b\nc' } })).toThrow(
       InvalidOptionsError,
     );
+  });
+
+  it('signal: {} and a null body are rejected promises with InvalidOptionsError from every method, never a throw', async () => {
+    const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+    const before = (await fake.control.stats()).total.requests;
+    // Each call must return a promise that rejects: a caller's `.catch()` or `await` in a try must see the mistake.
+    const calls: [string, () => Promise<unknown>][] = [
+      ['generate, signal {}', () => client.generate({ token_ids: [1] }, { signal: {} as AbortSignal })],
+      [
+        'completions, signal {}',
+        () => client.completions.create({ prompt: 'x', max_tokens: 1 }, { signal: {} as AbortSignal }),
+      ],
+      ['generate, null body', () => client.generate(null as never)],
+      ['completions, null body', () => client.completions.create(null as never)],
+      ['chat completions, null body', () => client.chat.completions.create(null as never)],
+      ['tokenize, null body', () => client.tokenize(null as never)],
+      ['detokenize, null body', () => client.detokenize(null as never)],
+    ];
+    try {
+      for (const [name, call] of calls) {
+        let promise: Promise<unknown> | undefined;
+        expect(() => {
+          promise = call();
+        }, `${name} threw synchronously`).not.toThrow();
+        await expect(promise, name).rejects.toBeInstanceOf(InvalidOptionsError);
+      }
+      expect((await fake.control.stats()).total.requests).toBe(before);
+      expect(client.stats().requests).toBe(0);
+      expect(client.stats().engines[0]!.state).toBe('healthy');
+    } finally {
+      await client.close();
+    }
   });
 
   it('timeoutMs: Infinity and values past 2^31-1 ms are deadlines, not 1 ms timeouts; -1, 0 and NaN are rejected', async () => {
@@ -277,15 +602,17 @@ describe('caller mistakes are typed errors that never reach an engine', () => {
 });
 
 describe('deadlines in every phase', () => {
-  let listener: ChildProcess | undefined;
+  const listeners: ChildProcess[] = [];
   afterAll(() => {
-    listener?.kill('SIGKILL');
+    for (const listener of listeners) listener.kill('SIGKILL');
   });
 
-  it('an abort while the TCP connect is pending (accept queue full) ends the request at once, typed', async () => {
-    // A listener that never accepts, its backlog filled by one connection: further SYNs are dropped by the kernel,
-    // so a connect stays pending (Node's own servers always accept, hence Python's socket module).
-    listener = spawn(
+  /**
+   * A listener that never accepts, its backlog filled by `fillers` requests of `client`: further SYNs are dropped by
+   * the kernel, so the next connect stays pending (Node's own servers always accept, hence Python's socket module).
+   */
+  async function neverAccepting(): Promise<string> {
+    const listener = spawn(
       '/usr/bin/python3',
       [
         '-c',
@@ -293,19 +620,26 @@ describe('deadlines in every phase', () => {
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
+    listeners.push(listener);
     const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
-    const url = `http://127.0.0.1:${Number(line.toString().trim())}`;
+    return `http://127.0.0.1:${Number(line.toString().trim())}`;
+  }
+
+  /** Fills the accept queue: these connects complete in the kernel or hang; neither is accepted. */
+  const fill = (client: RemoteInferenceClient) =>
+    Array.from({ length: 4 }, () =>
+      client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }).catch((caught: unknown) => caught),
+    );
+
+  it('an abort while the TCP connect is pending (accept queue full) ends the request at once, typed', async () => {
     const client = new RemoteInferenceClient({
-      engines: [url],
+      engines: [await neverAccepting()],
       timeouts: { connectMs: 120_000 },
       retry: { maxAttempts: 1 },
       transport: { shared: false },
     });
     try {
-      // Fill the accept queue: these connects complete in the kernel or hang; neither is accepted.
-      const fillers = Array.from({ length: 4 }, () =>
-        client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }).catch((caught: unknown) => caught),
-      );
+      const fillers = fill(client);
       const controller = new AbortController();
       const pending = client
         .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { signal: controller.signal })
@@ -316,6 +650,56 @@ describe('deadlines in every phase', () => {
       expect(await pending).toBeInstanceOf(AbortError);
       await client.close();
       for (const filler of await Promise.all(fillers)) expect(filler).toBeInstanceOf(Error);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('timeoutMs while the TCP connect is pending ends the request at its deadline, typed; so does close()', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [await neverAccepting()],
+      timeouts: { connectMs: 120_000 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      const fillers = fill(client);
+      // With the deadline lost, this would end only at the 120 s connect timeout (and fail the test's 60 s limit).
+      const error = await client
+        .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 300 })
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(TimeoutError);
+      expect((error as TimeoutError).phase).toBe('total');
+      await client.close();
+      for (const filler of await Promise.all(fillers)) expect(filler).toBeInstanceOf(AbortError);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('with connectMs: 0 (no connect timeout), an abort and a timeoutMs still end a pending connect, typed', async () => {
+    const client = new RemoteInferenceClient({
+      engines: [await neverAccepting()],
+      timeouts: { connectMs: 0 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false },
+    });
+    try {
+      const fillers = fill(client);
+      // The audit: with connectMs: 0 such a request was still pending after 30 s.
+      const timedOut = await client
+        .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 300 })
+        .catch((caught: unknown) => caught);
+      expect(timedOut).toBeInstanceOf(TimeoutError);
+      const controller = new AbortController();
+      const aborted = client
+        .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { signal: controller.signal })
+        .catch((caught: unknown) => caught);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      controller.abort();
+      expect(await aborted).toBeInstanceOf(AbortError);
+      await client.close();
+      for (const filler of await Promise.all(fillers)) expect(filler).toBeInstanceOf(AbortError);
     } finally {
       await client.close();
     }
