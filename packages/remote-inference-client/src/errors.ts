@@ -458,6 +458,10 @@ export function mapTransportError(
     default:
       break;
   }
+  // A JavaScript error without a code (a stack overflow, a TypeError in a parser or a sink) is a bug on this side,
+  // not a lost connection: as ERR_CONNECTION it was counted against a healthy engine, and mid-response it became
+  // ERR_STREAM_INTERRUPTED, which `resume` re-sends (the audit's 300k-id event).
+  if (code === undefined && isProgrammingError(error)) return new UnexpectedError(error);
   if (context.afterResponseBytes) {
     return new StreamInterruptedError(`Connection lost mid-response: ${message}`, { engine, cause: error });
   }
@@ -465,4 +469,13 @@ export function mapTransportError(
     return new ConnectionError(`${message} (${code})`, code, { engine, cause: error });
   }
   return new ConnectionError(message, code, { engine, cause: error });
+}
+
+function isProgrammingError(error: unknown): boolean {
+  return (
+    error instanceof RangeError ||
+    error instanceof TypeError ||
+    error instanceof SyntaxError ||
+    error instanceof ReferenceError
+  );
 }

@@ -114,6 +114,27 @@ async function copyOfErrors(minify: boolean): Promise<ErrorsModule> {
 /** Whether `instance` (of class `built`) must be an instance of class `against`. */
 const shouldMatch = (built: string, against: string) => built === against || against === 'InferenceError';
 
+describe('errors: a bug on this side is never a connection failure', () => {
+  it('a JavaScript error without a code (a stack overflow in a sink) maps to UnexpectedError, before or after bytes', () => {
+    for (const afterResponseBytes of [false, true]) {
+      for (const bug of [new RangeError('Maximum call stack size exceeded'), new TypeError("reading 'choices'")]) {
+        const mapped = errors.mapTransportError(bug, { engine: 'http://127.0.0.1:1', afterResponseBytes });
+        expect(mapped, `${bug.name}, afterResponseBytes ${afterResponseBytes}`).toBeInstanceOf(errors.UnexpectedError);
+        expect(mapped.retryable).toBe(false);
+        expect(mapped.cause).toBe(bug);
+      }
+    }
+    // A socket error keeps its meaning.
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    expect(errors.mapTransportError(reset, { engine: 'x', afterResponseBytes: false })).toBeInstanceOf(
+      errors.ConnectionError,
+    );
+    expect(errors.mapTransportError(reset, { engine: 'x', afterResponseBytes: true })).toBeInstanceOf(
+      errors.StreamInterruptedError,
+    );
+  });
+});
+
 describe('errors: every class is branded across two copies of the package', () => {
   it('the table below covers every error class the module exports', () => {
     expect([...errorClasses(errors).keys()].sort()).toEqual([...NAMES].sort());
