@@ -96,11 +96,16 @@ class Fleet {
     return indexes.reduce((sum, index) => sum + this.reports[index]!.completed, 0);
   }
 
-  send(indexes: readonly number[], message: 'idle' | 'busy' | 'mark' | 'stop'): void {
+  send(indexes: readonly number[], message: 'idle' | 'busy' | 'mark' | 'stop' | 'freeze'): void {
     for (const index of indexes) {
       if (message === 'mark') this.marksSent[index]!++;
       this.children[index]!.send(message);
     }
+  }
+
+  /** Whether worker `index` has reported since it saw the last 'mark'. */
+  marked(index: number): boolean {
+    return this.reports[index]!.marks === this.marksSent[index];
   }
 
   /** The most worker `index` had in flight at once since the last 'mark' (0 until it has seen that mark). */
@@ -475,6 +480,144 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
       redis.child.kill('SIGKILL');
     }
   });
+
+  // Regression: a holder stalled past the heartbeat TTL (SIGSTOP here; a long GC pause or a frozen VM in production)
+  // is evicted and its slots go to another process. It used to wake up still believing it held the whole budget and
+  // admit on it, while its later releases deleted its Redis entry: both processes held 40 of a 40 budget.
+  it('a holder stalled past the heartbeat TTL does not take its evicted slots back: fake-vllm never sees more than the budget', async () => {
+    const redis = await startRedis();
+    // In-process engines: fake-vllm's max-concurrent figure is exact across them.
+    const local = await startFakeVllm({ engines: 2, ttftMs: 2, itlMs: 2, jitter: 0, control: false });
+    const budget = 40;
+    const env = {
+      ...process.env,
+      ENGINES: local.engines.map((engine) => engine.url).join(','),
+      REDIS_URL: redis.url,
+      LIMIT_ID: 'stalled-holder',
+      MAX_CONCURRENCY: String(budget),
+      CALLERS: String(budget),
+      CONTROLLED: '1',
+    };
+    const worker = fileURLToPath(new URL('./fixtures/concurrency-worker.mjs', import.meta.url));
+    const holder = new Fleet(worker, 1, env);
+    let other: Fleet | undefined;
+    try {
+      await local.control.resetHighWaterMarks();
+      // The holder alone takes the whole budget (bounded by a count of its completions, never by a clock), then
+      // runs at it until its 40 connections are warm: a request admitted just before the stall whose connect was
+      // still pending would only reach the engine after it, whatever the budget says (a lease cannot fence that).
+      holder.send([0], 'mark');
+      const warmed = holder.completed([0]);
+      const full = await holder.until(
+        () => holder.maxInFlight(0) >= budget,
+        () => holder.completed([0]) - warmed >= 20_000,
+      );
+      expect(full, `the holder's max in flight ${holder.maxInFlight(0)}`).toBe(true);
+      const atFull = holder.completed([0]);
+      await holder.until(
+        () => holder.completed([0]) - atFull >= 2000,
+        () => false,
+      );
+      // It stops itself between two tasks, every admitted request on the wire: they finish on the engines within
+      // milliseconds, their answers wait in its sockets. Its heartbeat (3 s) expires while it is stopped.
+      holder.send([0], 'freeze');
+      other = new Fleet(worker, 1, env);
+      const second = other;
+      // The other process gets the whole budget only once Redis has evicted the stalled holder.
+      await second.until(
+        () => second.maxInFlight(0) >= budget,
+        () => false,
+      );
+      const before = holder.completed([0]);
+      holder.children[0]!.kill('SIGCONT');
+      // Both run on: the holder must get slots again (it is granted its share back), the other must keep going.
+      holder.send([0], 'mark');
+      const baseOther = second.completed([0]);
+      const resumed = await holder.until(
+        () => holder.completed([0]) - before >= 3000 && holder.maxInFlight(0) >= 1,
+        () => second.completed([0]) - baseOther >= 60_000,
+      );
+      const stats = await local.control.stats();
+      console.log(
+        `stalled holder: after SIGCONT it completed ${holder.completed([0]) - before} (max in flight ${holder.maxInFlight(0)}), the other ${second.completed([0]) - baseOther}; fake-vllm max concurrent ${stats.total.maxConcurrent} (budget ${budget})`,
+      );
+      expect(resumed, 'the stalled holder got slots again').toBe(true);
+      await Promise.all([holder.stop([0]), second.stop([0])]);
+      expect([holder.reports[0]!.errors, second.reports[0]!.errors]).toEqual([{}, {}]);
+      expect(stats.total.maxConcurrentExact).toBe(true);
+      expect(stats.total.maxConcurrent).toBeLessThanOrEqual(budget);
+    } finally {
+      holder.children[0]!.kill('SIGCONT');
+      holder.kill();
+      other?.kill();
+      await local.close();
+      redis.child.kill('SIGKILL');
+    }
+  }, 120_000);
+
+  // The other half of the rule: when the stalled holder's requests are still running on the engines as it wakes up
+  // (long generations), it re-registers them, so Redis counts what really runs; the total is then above the budget
+  // and the other process yields everything until the excess is gone. Before, the other process kept all 40 slots
+  // for as long as the holder's requests ran: twice the budget on the engines.
+  it('a stalled holder whose requests still run re-registers them when it wakes: the other process yields until they end', async () => {
+    const redis = await startRedis();
+    const local = await startFakeVllm({ engines: 2, ttftMs: 2, itlMs: 2, jitter: 0, control: false });
+    const budget = 40;
+    const env = {
+      ...process.env,
+      ENGINES: local.engines.map((engine) => engine.url).join(','),
+      REDIS_URL: redis.url,
+      LIMIT_ID: 'stalled-long-holder',
+      MAX_CONCURRENCY: String(budget),
+      CALLERS: String(budget),
+    };
+    const worker = fileURLToPath(new URL('./fixtures/concurrency-worker.mjs', import.meta.url));
+    // 40 generations of 30,000 tokens (a minute each): they outlive everything below.
+    const holder = fork(worker, [], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], env: { ...env, HOLD: '1' } });
+    let other: Fleet | undefined;
+    try {
+      const lines = createInterface({ input: holder.stdout! });
+      for await (const line of lines) if ((JSON.parse(line) as { inFlight: number }).inFlight === budget) break;
+      holder.kill('SIGSTOP');
+      other = new Fleet(worker, 1, { ...env, CONTROLLED: '1' });
+      const second = other;
+      // Evicted after its heartbeat TTL: the other process takes the budget while the holder's 40 still run.
+      await second.until(
+        () => second.maxInFlight(0) >= budget,
+        () => false,
+      );
+      holder.kill('SIGCONT');
+      const afterWake = second.completed([0]);
+      // Re-registered, the holder's running requests fill the budget: the other gives back every slot it frees.
+      const yielded = await second.until(
+        () => second.reports[0]!.inFlight === 0,
+        () => second.completed([0]) - afterWake >= 20_000,
+      );
+      expect(yielded, `the other process still had ${second.reports[0]!.inFlight} in flight`).toBe(true);
+      // And admits nothing while they run: 25 more reports after the mark (one per 20 ms), nothing in flight.
+      second.send([0], 'mark');
+      let reports = 0;
+      await second.until(
+        () => second.marked(0) && ++reports > 25,
+        () => false,
+      );
+      expect(second.maxInFlight(0)).toBe(0);
+      // The holder dies with its requests: once its heartbeat expires, its slots come back to the other process.
+      holder.kill('SIGKILL');
+      second.send([0], 'mark');
+      await second.until(
+        () => second.maxInFlight(0) >= budget,
+        () => false,
+      );
+      await second.stop([0]);
+      expect(second.reports[0]!.errors).toEqual({});
+    } finally {
+      holder.kill('SIGKILL');
+      other?.kill();
+      await local.close();
+      redis.child.kill('SIGKILL');
+    }
+  }, 120_000);
 
   it('4 processes with equal demand share the budget fairly; an idle share flows to the busy, comes back, and a killed holder returns it', async () => {
     const redis = await startRedis();

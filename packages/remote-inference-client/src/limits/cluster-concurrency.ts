@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { Redis as IORedis } from 'ioredis';
 import { LimiterUnavailableError } from '../errors.js';
 import type { RedisLimitsOptions } from './qps-limiter.js';
@@ -10,11 +11,17 @@ import { redisOptions } from './redis-connection.js';
  *
  * KEYS[1]: hash id -> slots held; KEYS[2]: hash id -> demand (in flight + queued) of the processes that want slots.
  * ARGV: id, delta (> 0 asks for up to that many slots, < 0 gives that many back, 0 only reports), demand, budget,
- * heartbeat key prefix, heartbeat TTL (ms), rotation period (ms).
- * Returns { granted, share, contended }: `share` is this process's max-min fair share of the budget; `contended`
- * is 1 when processes below their share wait for more slots than are free, so processes above theirs must yield.
+ * heartbeat key prefix, heartbeat TTL (ms), rotation period (ms), claim (requests the caller has running).
+ * Returns { granted, share, contended, held, total }: `share` is this process's max-min fair share of the budget;
+ * `contended` is 1 when processes below their share wait for more slots than are free, so processes above theirs
+ * must yield; `held` is what Redis counts for the caller after this call (the caller corrects its own count to it)
+ * and `total` the holders' total (above the budget only after a re-registration, below).
  *
- * Holders whose heartbeat key has expired are evicted (slots and demand): a crashed process's slots come back.
+ * Holders whose heartbeat key has expired are evicted (slots and demand): a crashed process's slots come back. A
+ * process that was only stalled (SIGSTOP, a long GC pause, a frozen VM) past the TTL comes back with requests still
+ * running: the caller's entry is below its claim, so it is re-registered at its claim. The total may then exceed
+ * the budget (those requests were admitted legitimately and cannot be cut); nothing is granted to anyone until it is
+ * back within, and every process gives its unused slots back meanwhile (see {@link ClusterConcurrency}).
  * Shares are water-filling over the live demands: a process wanting less than an equal split gets what it wants,
  * the rest is split equally; the remainder of an uneven split (40 / 3 = 13 r 1) goes to the processes in turn,
  * by Redis's clock (TIME), so over a few periods each gets the same. Scripts may call TIME before writes since
@@ -39,6 +46,12 @@ for i = 1, #list, 2 do
     held[list[i]] = tonumber(list[i + 1])
     total = total + held[list[i]]
   end
+end
+local claim = tonumber(ARGV[8])
+if (held[id] or 0) < claim then
+  redis.call('HSET', KEYS[1], id, claim)
+  total = total + claim - (held[id] or 0)
+  held[id] = claim
 end
 local wanting = {}
 list = redis.call('HGETALL', KEYS[2])
@@ -91,7 +104,10 @@ for other, fair in pairs(share) do
   local has = held[other] or 0
   if fair > has then owed = owed + fair - has end
 end
-return { granted, myShare, (owed > budget - total) and 1 or 0 }`;
+return { granted, myShare, (owed > budget - total) and 1 or 0, held[id] or 0, total }`;
+
+/** What {@link BALANCE} returns: granted, share, contended (0 or 1), the caller's slots, the holders' total. */
+type Answer = [number, number, number, number, number];
 
 /** In flight and queued in this process, as the scheduler counts them. */
 export interface ClusterUsage {
@@ -115,6 +131,18 @@ export interface ClusterUsage {
  * back as its requests finish instead of re-using them; releases in one event-loop turn go in one call. A running
  * request is never cut, so shares move as fast as requests finish. A process that dies stops its heartbeat; its
  * slots and demand are evicted after `heartbeatTtlMs`.
+ *
+ * A stalled process (stopped, not dead) is evicted the same way, and its slots go to others while its requests may
+ * still run. The rule that keeps the cluster within the budget when it wakes up:
+ * - It does not trust slots it has not had confirmed within the heartbeat TTL: past `heartbeatTtlMs` since the last
+ *   call Redis answered was sent, it admits nothing new until Redis answers again (the answer comes first on wake-up
+ *   only by luck: the responses that finished during the stall are read in the same event-loop turn).
+ * - Every answer says what Redis counts for it; its own count is corrected to that (plus its releases still on the
+ *   way). Before, an evicted process kept believing it held its slots and admitted on them, and its later releases
+ *   deleted its Redis entry: two processes each held the whole budget.
+ * - Every call carries the number of requests it has running; an evicted process is re-registered with them, so
+ *   Redis counts what really runs. While that leaves the total above the budget, no process admits a new request and
+ *   every one gives back each slot its requests free, until the total is within the budget again.
  */
 export class ClusterConcurrency {
   private readonly redis: IORedis;
@@ -148,7 +176,13 @@ export class ClusterConcurrency {
   private contended = false;
   /** The demand Redis last heard from this process. */
   private reported = 0;
-  /** Slots this process holds (Redis's count, mirrored: changed locally before the call that tells Redis). */
+  /** The holders' total is above the budget (after a stalled process was re-registered): admit nothing, give back. */
+  private over = false;
+  /** When the last call that Redis answered was sent: the heartbeat it carried lasts `heartbeatTtlMs` from then. */
+  private confirmedAtMs = Number.NEGATIVE_INFINITY;
+  /** Changes to `held` made here whose calls Redis has not answered yet (releases, negative). */
+  private unconfirmed = 0;
+  /** Slots this process holds: Redis's count from its last answer, less the releases it has not applied yet. */
   held = 0;
   failure: Error | undefined;
   /** Called when more may be admitted (slots arrived, a share grew, or Redis failed). */
@@ -174,7 +208,13 @@ export class ClusterConcurrency {
   /** How many requests this process may have in flight now. */
   get limit(): number {
     if (this.local) return this.max;
+    if (this.over || this.unconfirmedLease()) return 0;
     return this.contended ? Math.min(this.held, this.share) : this.held;
+  }
+
+  /** No answer from Redis for a heartbeat TTL: another process may have evicted this one and taken its slots. */
+  private unconfirmedLease(): boolean {
+    return this.held > 0 && performance.now() - this.confirmedAtMs >= this.heartbeatTtlMs;
   }
 
   private onRedisError(error: Error): void {
@@ -189,28 +229,56 @@ export class ClusterConcurrency {
     this.onAvailable();
   }
 
-  private call(delta: number, demand: number): Promise<[number, number, number]> {
-    return this.redis.eval(
-      BALANCE,
-      2,
-      ...this.keys,
-      this.id,
-      delta,
-      demand,
-      this.max,
-      this.alivePrefix,
-      this.heartbeatTtlMs,
-      this.rotationMs,
-    ) as Promise<[number, number, number]>;
+  /**
+   * One script call. `released` is what this call gives back that `held` already lost (counted as unconfirmed);
+   * `claim` the requests running here, re-registered if Redis evicted this process.
+   */
+  private call(delta: number, demand: number, released = 0, claim = this.usage().inFlight): Promise<Answer> {
+    const sentAtMs = performance.now();
+    const settled = () => {
+      this.unconfirmed += released;
+    };
+    return (
+      this.redis.eval(
+        BALANCE,
+        2,
+        ...this.keys,
+        this.id,
+        delta,
+        demand,
+        this.max,
+        this.alivePrefix,
+        this.heartbeatTtlMs,
+        this.rotationMs,
+        claim,
+      ) as Promise<Answer>
+    ).then(
+      (answer) => {
+        settled();
+        this.confirmedAtMs = Math.max(this.confirmedAtMs, sentAtMs);
+        return answer;
+      },
+      (error: unknown) => {
+        // Applied or not, the next answer's count says.
+        settled();
+        throw error;
+      },
+    );
   }
 
-  /** Takes in what Redis answered: the share, whether to yield, and gives back what is above the share at once. */
-  private learn([, share, contended]: [number, number, number], demand: number): void {
+  /**
+   * Takes in what Redis answered: its count of this process's slots (answers come in order on one connection, so it
+   * reflects every call sent before and none sent after: the releases still unconfirmed are subtracted), the share,
+   * whether to yield or to give everything unused back, and gives back what is above the share at once.
+   */
+  private learn([, share, contended, held, total]: Answer, demand: number): void {
     if (this.closed) return;
     this.failure = undefined;
     this.reported = demand;
+    this.held = Math.max(0, Number(held) + this.unconfirmed);
     this.share = Number(share);
     this.contended = Number(contended) === 1;
+    this.over = Number(total) > this.max;
     const { inFlight, queued } = this.usage();
     this.settle(inFlight, queued);
     this.onAvailable();
@@ -218,10 +286,13 @@ export class ClusterConcurrency {
 
   /** Asks Redis for slots when `demand` (in flight + queued + the request at hand) exceeds what is held. */
   want(demand: number): void {
-    if (this.asking || this.backingOff || this.closed || this.local || demand <= this.held) return;
+    if (this.asking || this.backingOff || this.closed || this.local) return;
+    // Slots not confirmed within the heartbeat TTL may be gone: ask Redis what it counts, whatever the demand.
+    const unconfirmed = this.unconfirmedLease();
+    if (demand <= this.held && !unconfirmed) return;
     const reported = Math.min(demand, this.max);
     // At its share, and Redis knows this demand: only a rebalance can bring more; asking would be a wasted call.
-    if (this.held >= this.share && reported <= this.reported) return;
+    if (this.held >= this.share && reported <= this.reported && !unconfirmed) return;
     this.asking = true;
     if (this.redis.status !== 'ready') {
       // Commands are not queued while connecting (so an outage fails fast): wait for the connection, bounded.
@@ -236,12 +307,11 @@ export class ClusterConcurrency {
       });
       return;
     }
-    this.call(reported - this.held, reported)
+    this.call(Math.max(0, reported - this.held), reported)
       .then((answer) => {
         this.asking = false;
         if (this.closed) return;
-        this.held += Number(answer[0]);
-        if (Number(answer[0]) === 0 && this.held < Number(answer[1])) {
+        if (Number(answer[0]) === 0 && Number(answer[3]) + this.unconfirmed < Number(answer[1])) {
           // Below its share with nothing free: the slots are held by processes that will yield them as their
           // requests finish. Ask again shortly, not in a loop.
           this.backingOff = true;
@@ -264,6 +334,11 @@ export class ClusterConcurrency {
    */
   settle(inFlight: number, queued: number): void {
     if (this.local || this.closed) return;
+    if (this.over) {
+      // Above the budget (a stalled process came back with requests running): every slot freed goes back.
+      if (this.held > inFlight) this.give(this.held - inFlight);
+      return;
+    }
     if (this.contended) {
       const surplus = this.held - Math.max(this.share, inFlight);
       if (surplus > 0) this.give(surplus);
@@ -278,15 +353,19 @@ export class ClusterConcurrency {
   /** Gives slots back; releases in one event-loop turn go to Redis in one call. */
   private give(slots: number): void {
     this.held -= slots;
+    this.unconfirmed -= slots;
     this.releasing += slots;
     if (this.releasing !== slots) return;
     setImmediate(() => {
       const slots = this.releasing;
       this.releasing = 0;
-      if (this.closed || this.local || slots === 0) return;
+      if (this.closed || this.local || slots === 0) {
+        this.unconfirmed += slots; // never sent
+        return;
+      }
       const { inFlight, queued } = this.usage();
       const demand = Math.min(inFlight + queued, this.max);
-      this.call(-slots, demand)
+      this.call(-slots, demand, slots)
         .then((answer) => this.learn(answer, demand))
         .catch((error: Error) => this.onRedisError(error));
     });
@@ -300,8 +379,11 @@ export class ClusterConcurrency {
     const demand = Math.min(inFlight + queued, this.max);
     if (this.held === 0 && demand === 0 && this.reported === 0) return;
     const idle = demand === 0 && this.held > 0 ? this.held : 0;
-    if (idle > 0) this.held = 0;
-    this.call(-idle, demand)
+    if (idle > 0) {
+      this.held = 0;
+      this.unconfirmed -= idle;
+    }
+    this.call(-idle, demand, idle)
       .then((answer) => this.learn(answer, demand))
       .catch((error: Error) => this.onRedisError(error));
   }
@@ -313,7 +395,8 @@ export class ClusterConcurrency {
     this.held = 0;
     this.releasing = 0;
     if (!this.local && (slots > 0 || this.reported > 0)) {
-      await this.call(-slots, 0).catch(() => undefined);
+      // Nothing is claimed: the requests still settling are being aborted with the client.
+      await this.call(-slots, 0, 0, 0).catch(() => undefined);
     }
     this.redis.disconnect();
   }
