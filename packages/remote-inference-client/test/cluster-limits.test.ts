@@ -663,10 +663,13 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
         () => warmed() >= 4000,
       );
 
-      // 1. Equal demand: each process's completions within ±25% of the mean over 6,000 completions.
+      // 1. Equal demand: each process's completions within ±10% of the mean over 6,000 completions (the issue's
+      // target; bench/cluster-fairness.mjs measures it over 10 s). Five runs in a row on the 2-core machine, loaded by
+      // other work, stayed within 2.3% (1,535 / 1,469 / 1,509 / 1,490 the widest); the bound was ±25% before.
+      // Counted in completions, never timed.
       const equal = await shares(all, 6000);
       console.log(`fair share, 4 processes x 30 callers, budget ${budget}: completions ${equal.join(', ')}`);
-      expect.soft(withinOfMean(equal, 0.25), `completions per process ${equal.join(', ')}`).toBe(true);
+      expect.soft(withinOfMean(equal, 0.1), `completions per process ${equal.join(', ')}`).toBe(true);
 
       // 2. Process 0 stops demanding: the 3 busy ones each rise above a quarter of the budget (40 / 3 = 13.3).
       fleet.send([0], 'idle');
@@ -692,7 +695,7 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
       expect.soft(back, `max in flight of process 0 after it came back: ${fleet.maxInFlight(0)}`).toBe(true);
       const again = await shares(all, 6000);
       console.log(`fair share after the return: completions ${again.join(', ')}`);
-      expect.soft(withinOfMean(again, 0.25), `completions per process ${again.join(', ')}`).toBe(true);
+      expect.soft(withinOfMean(again, 0.1), `completions per process ${again.join(', ')}`).toBe(true);
 
       // 4. Process 0 is SIGKILLed holding its slots: once its heartbeat expires they go to the other three.
       fleet.children[0]!.kill('SIGKILL');
