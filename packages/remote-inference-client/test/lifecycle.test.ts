@@ -1,7 +1,9 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RemoteInferenceClient } from '../src/index.js';
+import { RemoteInferenceClient, TimeoutError } from '../src/index.js';
 import { eventually, expectedTokens, openFds } from './helpers.js';
 
 let fake: FakeVllm;
@@ -186,5 +188,27 @@ describe('control plane', () => {
     if (!results[1]!.ok) expect(results[1]!.error.code).toBe('ERR_CONNECTION');
     await expect(client.waitUntilHealthy({ timeoutMs: 300 })).rejects.toMatchObject({ code: 'ERR_ENGINE_UNAVAILABLE' });
     await client.close();
+  });
+
+  it('a control call past its deadline is a typed total timeout for that engine, not a connection failure', async () => {
+    // An engine that answers /health with its headers and then trickles the body: neither ttfb nor idle fires, only
+    // the call's own deadline. (Its reason used to be AbortSignal.timeout's DOMException: ERR_CONNECTION, code 23.)
+    const trickle = createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/plain' });
+      const timer = setInterval(() => response.write('.'), 20);
+      response.on('close', () => clearInterval(timer));
+    });
+    await new Promise<void>((resolve) => trickle.listen(0, '127.0.0.1', resolve));
+    const { port } = trickle.address() as AddressInfo;
+    const client = new RemoteInferenceClient({ engines: [`http://127.0.0.1:${port}`], transport: { shared: false } });
+    const [result] = await client.control.health(200);
+    expect(result!.ok).toBe(false);
+    if (!result!.ok) {
+      expect(result!.error).toBeInstanceOf(TimeoutError);
+      expect((result!.error as TimeoutError).phase).toBe('total');
+    }
+    await client.close();
+    trickle.closeAllConnections();
+    await new Promise((resolve) => trickle.close(resolve));
   });
 });

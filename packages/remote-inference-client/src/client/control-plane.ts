@@ -1,5 +1,5 @@
 import { HttpStatusError, type InferenceError, isInferenceError } from '../errors.js';
-import { isAttemptFailure, sendAttempt } from '../transport/attempt.js';
+import { deadlineSignal, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
 import type { ConnectionPool } from '../transport/connection-pool.js';
 import type { ResolvedClientOptions } from './options.js';
 
@@ -31,7 +31,7 @@ export class ControlPlane {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return Promise.all(
       this.engines().map(async (engine): Promise<EngineResult<T>> => {
-        const signal = AbortSignal.timeout(timeoutMs);
+        const signal = deadlineSignal(timeoutMs, engine);
         try {
           const result = await sendAttempt(
             this.pool(engine),

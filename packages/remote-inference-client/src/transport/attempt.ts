@@ -2,7 +2,14 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { type Dispatcher, util } from 'undici';
 import type { RunAbort } from '../client/request-run.js';
-import { AbortError, type InferenceError, mapTransportError, StreamParseError, TimeoutError } from '../errors.js';
+import {
+  AbortError,
+  type InferenceError,
+  isInferenceError,
+  mapTransportError,
+  StreamParseError,
+  TimeoutError,
+} from '../errors.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 
 const { parseHeaders } = util;
@@ -54,8 +61,23 @@ export function bookkeepingGet(
     idleTimeoutMs: timeoutMs,
     maxResponseBytes,
     connectTimeoutMs: Math.min(timeoutMs, connectTimeoutMs),
-    signal: AbortSignal.timeout(timeoutMs),
+    signal: deadlineSignal(timeoutMs),
   };
+}
+
+/**
+ * @internal
+ * A signal that aborts after `timeoutMs` with a typed `TimeoutError` (phase `total`): `AbortSignal.timeout`'s reason
+ * is a DOMException, which the error mapping took for a connection failure (`ERR_CONNECTION`, system code 23). The
+ * timer does not keep the process alive.
+ */
+export function deadlineSignal(timeoutMs: number, engine?: string): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(
+    () => controller.abort(new TimeoutError('total', timeoutMs, engine === undefined ? {} : { engine })),
+    timeoutMs,
+  ).unref();
+  return controller.signal;
 }
 
 /** Receives a 2xx body as it arrives; timestamps are taken before any parsing. */
@@ -515,8 +537,9 @@ function failure(
 ): AttemptFailure {
   const aborted = request.run ? request.run.aborted : request.signal?.aborted;
   const reason = request.run ? request.run.reason : request.signal?.reason;
+  // Aborted for a typed reason (a deadline's TimeoutError): that reason, not the generic abort it caused.
   const mapped =
-    aborted && !(error instanceof AbortError)
+    aborted && (isInferenceError(reason) || !(error instanceof AbortError))
       ? mapTransportError(reason ?? error, { engine, afterResponseBytes })
       : mapTransportError(error, {
           engine,
