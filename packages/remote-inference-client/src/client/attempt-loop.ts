@@ -15,7 +15,7 @@ import {
   TimeoutError,
   UnexpectedError,
 } from '../errors.js';
-import type { Scheduler, Ticket } from '../limits/admission.js';
+import type { EngineEntry, Scheduler } from '../limits/admission.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import {
   type AttemptRequest,
@@ -171,15 +171,15 @@ export class RequestExecutor {
       for (;;) {
         run.attempts++;
         const reader = source.forAttempt();
-        let ticket: Ticket | undefined;
+        let engine: EngineEntry | undefined;
         let error: InferenceError | undefined;
         let delivered = false;
         let value: T | undefined;
         try {
           const granted = this.admit(run);
-          ticket = granted instanceof Promise ? await granted : granted;
+          engine = granted instanceof Promise ? await granted : granted;
           const result = await this.parts.send(
-            ticket.engine.endpoint,
+            engine.endpoint,
             this.attemptRequest(run, method, payload, reader.signal),
             reader.sink,
           );
@@ -187,7 +187,7 @@ export class RequestExecutor {
           if (result.status < 200 || result.status >= 300) {
             error = this.statusError(run, result);
           } else {
-            ticket.engine.health.onSuccess();
+            engine.health.onSuccess();
             const outcome = reader.finish(result, run);
             if ('value' in outcome) value = outcome.value;
             else ({ error, delivered = false } = outcome);
@@ -195,10 +195,10 @@ export class RequestExecutor {
         } catch (failure) {
           error = reader.error ?? this.toError(run, failure);
           // Admission failures (abort, queue deadline, queue full, no engine) are final: they already waited.
-          if (ticket === undefined) throw error;
+          if (engine === undefined) throw error;
         } finally {
           reader.dispose();
-          ticket?.release();
+          if (engine) this.parts.scheduler.settle(engine);
         }
         if (error === undefined) {
           this.endRun(run, undefined);
@@ -217,7 +217,7 @@ export class RequestExecutor {
             cause: error,
           });
         }
-        await this.afterFailure(run, ticket, error, delivered, resumable);
+        await this.afterFailure(run, engine, error, delivered, resumable);
         if (resumable) {
           run.resumes++;
           this.counters.resumes++;
@@ -264,12 +264,12 @@ export class RequestExecutor {
     };
   }
 
-  /** Admission: a ticket at once when there is room (the common case: no promise), else a wait in the queue. */
-  private admit(run: RequestRun): Ticket | Promise<Ticket> {
+  /** Admission: an engine at once when there is room (the common case: no promise), else a wait in the queue. */
+  private admit(run: RequestRun): EngineEntry | Promise<EngineEntry> {
     if (run.aborted) throw run.abortError();
     const admitted = performance.now();
     const { scheduler } = this.parts;
-    let granted: Ticket | Promise<Ticket>;
+    let granted: EngineEntry | Promise<EngineEntry>;
     try {
       // The run is its own admission request (its fields and getters): no object per attempt.
       granted = scheduler.admit(run);
@@ -278,7 +278,7 @@ export class RequestExecutor {
     }
     if (granted instanceof Promise) {
       return granted.then(
-        (ticket) => admittedAfter(run, ticket, admitted),
+        (engine) => admittedAfter(run, engine, admitted),
         (error: unknown) => {
           throw this.admissionError(run, error);
         },
@@ -311,7 +311,7 @@ export class RequestExecutor {
    */
   private async afterFailure(
     run: RequestRun,
-    ticket: Ticket | undefined,
+    entry: EngineEntry | undefined,
     error: InferenceError,
     delivered: boolean,
     resumable: boolean,
@@ -319,8 +319,7 @@ export class RequestExecutor {
     run.errors ??= [];
     const errors = run.errors;
     errors.push(error);
-    if (ticket) {
-      const entry = ticket.engine;
+    if (entry) {
       entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
       if (
         error.code === 'ERR_CONNECTION' ||
@@ -395,10 +394,10 @@ export class RequestExecutor {
 }
 
 /** Records a granted admission on the run. */
-function admittedAfter(run: RequestRun, ticket: Ticket, admittedAtMs: number): Ticket {
+function admittedAfter(run: RequestRun, engine: EngineEntry, admittedAtMs: number): EngineEntry {
   run.queueMs += performance.now() - admittedAtMs;
-  run.engine = ticket.engine.endpoint;
-  return ticket;
+  run.engine = engine.endpoint;
+  return engine;
 }
 
 /** Gives each attempt of a request its {@link ResponseReader}. */

@@ -156,31 +156,6 @@ export class EngineEntry implements EngineView {
   }
 }
 
-/** What a granted request holds until it ends. */
-export interface Ticket {
-  engine: EngineEntry;
-  /** Time spent waiting for admission. */
-  queueMs: number;
-  release(): void;
-}
-
-/** A granted request's ticket: a class, not an object with a closure, since a long request holds it for seconds. */
-class Grant implements Ticket {
-  private released = false;
-
-  constructor(
-    readonly engine: EngineEntry,
-    readonly queueMs: number,
-    private readonly scheduler: Scheduler,
-  ) {}
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.scheduler.settle(this.engine);
-  }
-}
-
 /** Per-request admission input. */
 export interface AdmissionRequest {
   signal: AbortSignal | undefined;
@@ -213,7 +188,7 @@ const WAIT_FOR_PREFERRED = Symbol('wait-for-preferred');
 interface Waiter {
   request: AdmissionRequest;
   enqueuedAtMs: number;
-  resolve: (ticket: Ticket) => void;
+  resolve: (engine: EngineEntry) => void;
   reject: (error: Error) => void;
   settled: boolean;
   cleanup: () => void;
@@ -381,11 +356,14 @@ export class Scheduler {
     return this.inFlight;
   }
 
-  /** Waits for admission and an engine. */
-  admit(request: AdmissionRequest): Ticket | Promise<Ticket> {
+  /**
+   * Waits for admission and an engine: the engine granted holds one of the request's slots (every cap counted) until
+   * {@link settle} gives it back, once. No object per grant: a long request would hold it for seconds.
+   */
+  admit(request: AdmissionRequest): EngineEntry | Promise<EngineEntry> {
     if (this.queued === 0) {
-      const ticket = this.tryGrant(request, performance.now());
-      if (ticket && ticket !== WAIT_FOR_PREFERRED) return ticket;
+      const engine = this.tryGrant(request, performance.now());
+      if (engine && engine !== WAIT_FOR_PREFERRED) return engine;
     }
     if (this.queued >= this.limits.maxQueued) {
       this.counters.rejectedQueueFull++;
@@ -394,8 +372,8 @@ export class Scheduler {
     return this.enqueue(request);
   }
 
-  private enqueue(request: AdmissionRequest): Promise<Ticket> {
-    return new Promise<Ticket>((resolve, reject) => {
+  private enqueue(request: AdmissionRequest): Promise<EngineEntry> {
+    return new Promise<EngineEntry>((resolve, reject) => {
       const waiter: Waiter = {
         request,
         enqueuedAtMs: performance.now(),
@@ -492,12 +470,12 @@ export class Scheduler {
           waiter.reject(failure);
           continue;
         }
-        const ticket = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
-        if (ticket === undefined) {
+        const engine = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
+        if (engine === undefined) {
           blocked = true; // FIFO: nobody behind the head may overtake it
           break;
         }
-        if (ticket === WAIT_FOR_PREFERRED) {
+        if (engine === WAIT_FOR_PREFERRED) {
           if (kept < 0) kept = 0;
           queue[kept++] = waiter;
           continue;
@@ -505,7 +483,7 @@ export class Scheduler {
         waiter.settled = true;
         this.queued--;
         waiter.cleanup();
-        waiter.resolve(ticket);
+        waiter.resolve(engine);
       }
       if (kept < 0) {
         queue.splice(0, index);
@@ -589,7 +567,7 @@ export class Scheduler {
     request: AdmissionRequest,
     now: number,
     enqueuedAtMs = now,
-  ): Ticket | typeof WAIT_FOR_PREFERRED | undefined {
+  ): EngineEntry | typeof WAIT_FOR_PREFERRED | undefined {
     if (this.inFlight >= this.limits.maxConcurrency) return undefined;
     if (this.cluster) {
       if (this.cluster.failure) throw this.cluster.failure;
@@ -631,10 +609,10 @@ export class Scheduler {
     this.inFlight++;
     this.counters.admitted++;
     this.counters.maxInFlight = Math.max(this.counters.maxInFlight, this.inFlight);
-    return new Grant(engine, now - enqueuedAtMs, this);
+    return engine;
   }
 
-  /** @internal A granted request ended ({@link Grant.release}, once per grant). */
+  /** A granted request ended: call once per engine {@link admit} granted. */
   settle(engine: EngineEntry): void {
     engine.health.onSettled();
     engine.permits.give();

@@ -60,7 +60,7 @@ describe('EngineHealth', () => {
     expect(cooldowns).toEqual([200, 350, 350, 350]);
   });
 
-  // Regression (half-open never re-armed): the request path releases its ticket — onSettled() clears `probing` —
+  // Regression (half-open never re-armed): the request path settles its grant — onSettled() clears `probing` —
   // before it records the failure, so the failure arrived looking like an ordinary one and the engine stayed
   // half-open, open to every request.
   it('a half-open probe released before its failure is recorded still re-arms the cooldown', () => {

@@ -200,9 +200,6 @@ class ExchangeResult implements AttemptResult {
  * and a controller per request and parses every response's headers into an object first.
  */
 class Exchange implements AttemptFlow {
-  readonly promise: Promise<AttemptResult>;
-  private resolve!: (result: AttemptResult) => void;
-  private reject!: (error: unknown) => void;
   private connection: PooledConnection | undefined;
   private reused = false;
   private staleRetries = 0;
@@ -226,21 +223,30 @@ class Exchange implements AttemptFlow {
   /** undici's resume of a paused response (from `onHeaders`). */
   private resumeReading: (() => void) | undefined;
 
-  constructor(
+  /** Sends the request; the promise settles with the attempt. */
+  static send(pool: ConnectionPool, request: AttemptRequest, sink: AttemptSink | undefined): Promise<AttemptResult> {
+    let exchange!: Exchange;
+    const promise = new Promise<AttemptResult>((resolve, reject) => {
+      exchange = new Exchange(pool, request, sink, resolve, reject);
+    });
+    exchange.start();
+    return promise;
+  }
+
+  private constructor(
     private readonly pool: ConnectionPool,
     private readonly request: AttemptRequest,
     private readonly sink: AttemptSink | undefined,
-  ) {
-    this.promise = new Promise<AttemptResult>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-    this.startedAtMs = performance.now();
+    private readonly resolve: (result: AttemptResult) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  private start(): void {
     // The caller's abort is heard from the start: undici calls `onConnect` only once the socket is connected, and
     // an abort during a pending connect (a full accept queue) used to wait for the connect timeout.
-    const { run, signal } = request;
+    const { run, signal } = this.request;
     if (this.aborted()) {
-      this.fail(this.abortCause() ?? new AbortError('The request was aborted', { engine: pool.origin }));
+      this.fail(this.abortCause() ?? new AbortError('The request was aborted', { engine: this.pool.origin }));
       return;
     }
     if (run) run.attach(this);
@@ -248,7 +254,7 @@ class Exchange implements AttemptFlow {
     this.acquire();
   }
 
-  private readonly startedAtMs: number;
+  private readonly startedAtMs = performance.now();
 
   private acquire(): void {
     this.acquiredFromMs = performance.now();
@@ -525,7 +531,7 @@ export function sendAttempt(
   request: AttemptRequest,
   sink: AttemptSink | undefined,
 ): Promise<AttemptResult> {
-  return new Exchange(pool, request, sink).promise;
+  return Exchange.send(pool, request, sink);
 }
 
 function failure(
