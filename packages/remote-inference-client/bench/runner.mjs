@@ -56,13 +56,16 @@ const start = performance.now();
 let completed = 0;
 let errors = 0;
 if (burst) {
-  // Everything at once: how long the client itself takes to put the whole wave on the wire.
+  // Everything at once: how long the client itself takes to put the whole wave on the wire. Measured once the
+  // calls and every microtask they queued have run: a client that defers its dispatch to a microtask (an `await`
+  // before the send) would otherwise leave that work out, as this SDK's did before 2026-12-06.
   const wave = Array.from({ length: burst }, () =>
     send().then(
       () => completed++,
       () => errors++,
     ),
   );
+  await new Promise((resolve) => setImmediate(resolve));
   const issuedMs = performance.now() - start;
   const cpuIssue = process.cpuUsage(cpu0);
   await Promise.all(wave);
