@@ -200,6 +200,7 @@ class ExchangeResult implements AttemptResult {
  * and a controller per request and parses every response's headers into an object first.
  */
 class Exchange implements AttemptFlow {
+  private readonly startedAtMs = performance.now();
   private connection: PooledConnection | undefined;
   private reused = false;
   private staleRetries = 0;
@@ -253,8 +254,6 @@ class Exchange implements AttemptFlow {
     else signal?.addEventListener('abort', this, { once: true });
     this.acquire();
   }
-
-  private readonly startedAtMs = performance.now();
 
   private acquire(): void {
     this.acquiredFromMs = performance.now();
