@@ -573,6 +573,15 @@ describe('caller mistakes are typed errors that never reach an engine', () => {
         1,
       );
       await totalClient.close();
+      // The control plane's deadlines too: Infinity and 2^31 answer; -1, 0 and NaN are a typed rejection.
+      for (const timeoutMs of [Number.POSITIVE_INFINITY, 2 ** 31]) {
+        const [result] = await client.control.updateWeights({ update_info: { version: 1 } }, { timeoutMs });
+        expect(result!.ok).toBe(true);
+        expect((await client.control.health(timeoutMs))[0]!.ok).toBe(true);
+      }
+      for (const timeoutMs of [-1, 0, Number.NaN]) {
+        await expect(client.control.health(timeoutMs)).rejects.toBeInstanceOf(InvalidOptionsError);
+      }
     } finally {
       await client.close();
     }

@@ -77,7 +77,7 @@ export class RecoveryProber {
     try {
       const result = await this.send(
         entry.endpoint,
-        bookkeepingGet('/health', this.headers, this.timeoutMs, this.connectTimeoutMs, 64 * 1024),
+        bookkeepingGet(entry.endpoint, '/health', this.headers, this.timeoutMs, this.connectTimeoutMs, 64 * 1024),
         undefined,
       );
       answered = result.status < 500;

@@ -1,4 +1,4 @@
-import { HttpStatusError, type InferenceError, isInferenceError } from '../errors.js';
+import { HttpStatusError, type InferenceError, InvalidOptionsError, isInferenceError } from '../errors.js';
 import { deadlineSignal, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
 import type { ConnectionPool } from '../transport/connection-pool.js';
 import type { ResolvedClientOptions } from './options.js';
@@ -28,10 +28,15 @@ export class ControlPlane {
     body?: unknown,
     timeoutMs = 60_000,
   ): Promise<EngineResult<T>[]> {
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) {
+      throw new InvalidOptionsError(
+        `Expected \`timeoutMs\` to be a number of ms > 0 (Infinity: no deadline), got \`${String(timeoutMs)}\``,
+      );
+    }
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return Promise.all(
       this.engines().map(async (engine): Promise<EngineResult<T>> => {
-        const signal = deadlineSignal(timeoutMs, engine);
+        const { signal, clear } = deadlineSignal(timeoutMs, engine);
         try {
           const result = await sendAttempt(
             this.pool(engine),
@@ -71,6 +76,8 @@ export class ControlPlane {
               ? failure
               : new HttpStatusError(0, String(failure), { engine });
           return { engine, ok: false, error };
+        } finally {
+          clear();
         }
       }),
     );

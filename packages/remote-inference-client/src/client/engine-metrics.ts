@@ -156,7 +156,7 @@ export class EngineLoadPoller {
     try {
       const result = await this.send(
         entry.endpoint,
-        bookkeepingGet('/metrics', this.headers, timeoutMs, this.connectTimeoutMs, maxBodyBytes),
+        bookkeepingGet(entry.endpoint, '/metrics', this.headers, timeoutMs, this.connectTimeoutMs, maxBodyBytes),
         undefined,
       );
       const sample = result.status === 200 && result.body ? parseEngineLoad(result.body.toString('latin1')) : undefined;

@@ -46,6 +46,7 @@ export interface AttemptRequest {
  * for all of it, the connect also bounded by the client's `timeouts.connectMs`.
  */
 export function bookkeepingGet(
+  engine: string,
   path: string,
   headers: Readonly<Record<string, string>>,
   timeoutMs: number,
@@ -61,23 +62,34 @@ export function bookkeepingGet(
     idleTimeoutMs: timeoutMs,
     maxResponseBytes,
     connectTimeoutMs: Math.min(timeoutMs, connectTimeoutMs),
-    signal: deadlineSignal(timeoutMs),
+    // Short (seconds) and unref'd: left to run out rather than cleared by every caller.
+    signal: deadlineSignal(timeoutMs, engine).signal,
   };
 }
 
 /**
  * @internal
- * A signal that aborts after `timeoutMs` with a typed `TimeoutError` (phase `total`): `AbortSignal.timeout`'s reason
- * is a DOMException, which the error mapping took for a connection failure (`ERR_CONNECTION`, system code 23). The
- * timer does not keep the process alive.
+ * A signal that aborts `timeoutMs` from now with a typed `TimeoutError` (phase `total`): `AbortSignal.timeout`'s
+ * reason is a DOMException, which the error mapping took for a connection failure (`ERR_CONNECTION`, system code
+ * 23). Infinity never aborts; a deadline past Node's 2^31-1 ms timer limit is re-armed in steps (one timer of that
+ * length fires after 1 ms). `clear` stops it early; its timer does not keep the process alive either way.
  */
-export function deadlineSignal(timeoutMs: number, engine?: string): AbortSignal {
+export function deadlineSignal(timeoutMs: number, engine?: string): { signal: AbortSignal; clear: () => void } {
   const controller = new AbortController();
-  setTimeout(
-    () => controller.abort(new TimeoutError('total', timeoutMs, engine === undefined ? {} : { engine })),
-    timeoutMs,
-  ).unref();
-  return controller.signal;
+  let timer: NodeJS.Timeout | undefined;
+  if (timeoutMs < Number.POSITIVE_INFINITY) {
+    const deadlineMs = performance.now() + timeoutMs;
+    const arm = () => {
+      const leftMs = deadlineMs - performance.now();
+      if (leftMs <= 0) {
+        controller.abort(new TimeoutError('total', timeoutMs, engine === undefined ? {} : { engine }));
+        return;
+      }
+      timer = setTimeout(arm, Math.min(leftMs, MAX_TIMER_MS)).unref();
+    };
+    arm();
+  }
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }
 
 /** Receives a 2xx body as it arrives; timestamps are taken before any parsing. */
@@ -259,7 +271,7 @@ class Exchange implements AttemptFlow {
     this.acquiredFromMs = performance.now();
     let acquired: PooledConnection | Promise<PooledConnection>;
     try {
-      acquired = this.pool.acquire(this.request.run ? this : this.request.signal);
+      acquired = this.pool.acquire(this);
     } catch (error) {
       this.fail(error);
       return;
@@ -458,7 +470,9 @@ class Exchange implements AttemptFlow {
     const timing = this.timing(this.connection!);
     this.stopListening();
     this.settled = true;
-    this.reject(failure(error, this.pool.origin, afterResponseBytes, timing, this.request));
+    this.reject(
+      failure(error, this.pool.origin, afterResponseBytes, timing, this.request, this.aborted(), this.abortCause()),
+    );
   }
 
   /** The attempt failed before any try (aborted first, no connection to be had). */
@@ -476,7 +490,7 @@ class Exchange implements AttemptFlow {
       headersAtMs: 0,
       endedAtMs: performance.now(),
     };
-    this.reject(failure(error, this.pool.origin, false, timing, this.request));
+    this.reject(failure(error, this.pool.origin, false, timing, this.request, this.aborted(), this.abortCause()));
   }
 
   private stopListening(): void {
@@ -539,9 +553,9 @@ function failure(
   afterResponseBytes: boolean,
   timing: AttemptTiming,
   request: AttemptRequest,
+  aborted: boolean,
+  reason: unknown,
 ): AttemptFailure {
-  const aborted = request.run ? request.run.aborted : request.signal?.aborted;
-  const reason = request.run ? request.run.reason : request.signal?.reason;
   // Aborted for a typed reason (a deadline's TimeoutError): that reason, not the generic abort it caused.
   const mapped =
     aborted && (isInferenceError(reason) || !(error instanceof AbortError))

@@ -60,8 +60,10 @@ interface Waiter {
 
 export type { PoolStats } from './pool-stats.js';
 
-/** What ends a wait for a connection: a signal, or an owner that makes one when a wait begins. */
-export type AcquireAbort = AbortSignal | { waitSignal(): AbortSignal | undefined };
+/** Who asks for a connection: a wait for one ends when the signal it makes (only when a wait begins) aborts. */
+export interface ConnectionClaim {
+  waitSignal(): AbortSignal | undefined;
+}
 
 /** Margin below the client keep-alive at which an idle socket is no longer trusted (timer skew, GC pauses). */
 const STALE_MARGIN_MS = 250;
@@ -109,10 +111,10 @@ export class ConnectionPool {
   }
 
   /**
-   * A connection for one request: an idle one if any is fresh, else a new one, else wait in FIFO order. `abort` ends
-   * a wait: a signal, or something that makes one only when a wait begins (most acquisitions never wait).
+   * A connection for one request: an idle one if any is fresh, else a new one, else wait in FIFO order, until the
+   * claim's signal aborts (asked for only when a wait begins: most acquisitions never wait).
    */
-  acquire(abort?: AcquireAbort): PooledConnection | Promise<PooledConnection> {
+  acquire(claim?: ConnectionClaim): PooledConnection | Promise<PooledConnection> {
     if (this.closed) return Promise.reject(new AbortError('The connection pool is closed', { engine: this.origin }));
     const connection = this.takeIdle() ?? this.tryCreate();
     if (connection) {
@@ -128,7 +130,7 @@ export class ConnectionPool {
         }),
       );
     }
-    const signal = abort === undefined || abort instanceof AbortSignal ? abort : abort.waitSignal();
+    const signal = claim?.waitSignal();
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal, onAbort: undefined };
       if (signal) {
