@@ -25,7 +25,7 @@ import {
   type SendAttempt,
 } from '../transport/attempt.js';
 import type { RecoveryProber } from './active-health.js';
-import { checkRequestOptions, type ResolvedClientOptions, serializeBody } from './options.js';
+import { checkRequestOptions, type ResolvedClientOptions, serializeBody, withModel } from './options.js';
 import { type RequestOptions, RequestRun } from './request-run.js';
 import { publishRequestStats, type RequestStats, wantsDetails } from './request-stats.js';
 import type { ResumeState } from './resume.js';
@@ -89,15 +89,15 @@ export class RequestExecutor {
   }
 
   /**
-   * A non-streamed call: JSON in, JSON out. Not an `async` function, as the request's one suspended frame is the
-   * attempt loop's: a long request holds each frame and promise for seconds (bench/rl-burst.mjs). A caller's
-   * mistake still comes back as a rejected promise.
+   * A non-streamed call: JSON in (the client's default model set on a body that names none), JSON out. Not an
+   * `async` function, as the request's one suspended frame is the attempt loop's: a long request holds each frame
+   * and promise for seconds (bench/rl-burst.mjs). A caller's mistake still comes back as a rejected promise.
    */
   call<T>(method: 'GET' | 'POST', path: string, body: unknown, options: RequestOptions): Promise<T> {
     let payload: string | undefined;
     let run: RequestRun;
     try {
-      payload = body === undefined ? undefined : serializeBody(body);
+      payload = body === undefined ? undefined : serializeBody(withModel(body as object, this.parts.options.model));
       run = this.startRun(path, options);
     } catch (error) {
       return Promise.reject(error);
@@ -111,12 +111,12 @@ export class RequestExecutor {
    */
   async stream<T>(
     path: string,
-    body: Record<string, unknown>,
+    body: object,
     options: RequestOptions,
     resume: ResumeState | undefined,
   ): Promise<ChunkStream<T>> {
     if (!GENERATION_PATHS.has(path)) throw new InvalidOptionsError(`Streaming is not supported on ${path}`);
-    const payload = serializeBody(body);
+    const payload = serializeBody(withModel(body, this.parts.options.model));
     const run = this.startRun(path, options);
     const reader = new StreamReader<T>(run, this.parts.options.transport.maxEventBytes, resume);
     this.execute(run, 'POST', payload, reader, resume).then(

@@ -24,9 +24,10 @@ import {
   type RemoteInferenceClientOptions,
   type ResolvedClientOptions,
   resolveClientOptions,
+  withModel,
 } from './options.js';
 import { type GenerateOptions, NO_OPTIONS, type RequestOptions } from './request-run.js';
-import { Chat, Completions, withModel } from './resources.js';
+import { Chat, Completions } from './resources.js';
 import { ResumeState } from './resume.js';
 import { RetryBudget } from './retry-policy.js';
 import type {
@@ -126,8 +127,12 @@ export class RemoteInferenceClient {
       sourceIps,
     };
     this.transport = transport.shared ? sharedTransport(settings) : new Transport(settings, 'private').retain();
-    this.scheduler = new Scheduler(resolveLimits(options.limits), resolvePolicy(options.routing), options.health);
-    this.scheduler.maxAvoidWaitMs = this.options.retry.maxBackoffMs;
+    this.scheduler = new Scheduler(
+      resolveLimits(options.limits),
+      resolvePolicy(options.routing),
+      options.health,
+      this.options.retry.maxBackoffMs,
+    );
     this.scheduler.setEngines(engines);
     this.budget = new RetryBudget(this.options.retry.budgetRatio, this.options.retry.minRetriesPerSecond);
     const send: SendAttempt =
@@ -142,8 +147,8 @@ export class RemoteInferenceClient {
       hook: options.onRequestEnd,
       prober: this.prober,
     });
-    this.completions = new Completions(this.executor, this.options.model);
-    this.chat = new Chat(this.executor, this.options.model);
+    this.completions = new Completions(this.executor);
+    this.chat = new Chat(this.executor);
     this.control = new ControlPlane(
       () => this.scheduler.list().map((engine) => engine.endpoint),
       (endpoint) => this.transport.pool(endpoint),
@@ -182,32 +187,30 @@ export class RemoteInferenceClient {
     body: GenerateRequest,
     options: GenerateOptions = NO_OPTIONS,
   ): Promise<GenerateResponse | ChunkStream<GenerateChunk>> {
-    // Not `async`: a long request would hold this frame and its promise for seconds (bench/rl-burst.mjs); a
-    // caller's mistake still comes back as a rejected promise.
-    let request: GenerateRequest;
-    try {
-      request = withModel(body, this.options.model);
-      if (!Array.isArray(request.token_ids) || request.token_ids.length === 0) {
-        throw new InvalidOptionsError(
-          `Expected \`token_ids\` to be a non-empty array of token ids, got \`${JSON.stringify(request.token_ids)}\``,
-        );
-      }
-    } catch (error) {
-      return Promise.reject(error);
+    // Not `async`: a long request would hold this frame and its promise for seconds (bench/rl-burst.mjs). A body
+    // that is not an object is the executor's to reject; a caller's mistake is a rejected promise either way.
+    if (typeof body === 'object' && body !== null && !(Array.isArray(body.token_ids) && body.token_ids.length > 0)) {
+      return Promise.reject(
+        new InvalidOptionsError(
+          `Expected \`token_ids\` to be a non-empty array of token ids, got \`${JSON.stringify(body.token_ids)}\``,
+        ),
+      );
     }
     if (!options?.resume) {
-      return request.stream === true
-        ? this.executor.stream<GenerateChunk>('/inference/v1/generate', request, options, undefined)
-        : this.executor.call<GenerateResponse>('POST', '/inference/v1/generate', request, options);
+      return body?.stream === true
+        ? this.executor.stream<GenerateChunk>('/inference/v1/generate', body, options, undefined)
+        : this.executor.call<GenerateResponse>('POST', '/inference/v1/generate', body, options);
     }
-    return this.generateResumable(request, options);
+    return this.generateResumable(body, options);
   }
 
   /** @internal */
   private async generateResumable(
-    request: GenerateRequest,
+    body: GenerateRequest,
     options: GenerateOptions,
   ): Promise<GenerateResponse | ChunkStream<GenerateChunk>> {
+    // The model goes into every resumed body too, which ResumeState builds from this one.
+    const request = withModel(body, this.options.model);
     const resume = new ResumeState(request);
     const stream = await this.executor.stream<GenerateChunk>(
       '/inference/v1/generate',
@@ -247,23 +250,12 @@ export class RemoteInferenceClient {
 
   /** `POST /tokenize`. */
   tokenize(body: TokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<TokenizeResponse> {
-    return this.callWithModel<TokenizeResponse>('/tokenize', body, options);
+    return this.executor.call<TokenizeResponse>('POST', '/tokenize', body, options);
   }
 
   /** `POST /detokenize`. */
   detokenize(body: DetokenizeRequest, options: RequestOptions = NO_OPTIONS): Promise<DetokenizeResponse> {
-    return this.callWithModel<DetokenizeResponse>('/detokenize', body, options);
-  }
-
-  /** @internal A whole-response POST of a body that takes the default model; a body that is not an object is a rejection. */
-  private callWithModel<T>(path: string, body: { model?: string }, options: RequestOptions): Promise<T> {
-    let request: { model?: string };
-    try {
-      request = withModel(body, this.options.model);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.executor.call<T>('POST', path, request, options);
+    return this.executor.call<DetokenizeResponse>('POST', '/detokenize', body, options);
   }
 
   /** Resolves when every engine answers `GET /health` with 200; throws ERR_ENGINE_UNAVAILABLE naming the others. */

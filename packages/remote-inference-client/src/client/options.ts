@@ -398,6 +398,14 @@ export function checkRequestOptions(options: CheckedRequestOptions): void {
   checkHeaders(headers, 'options.headers');
 }
 
+/** Sets the client's default model on a body that names none; rejects a body that is not an object. */
+export function withModel<T extends { model?: string }>(body: T, model: string | undefined): T {
+  if (typeof body !== 'object' || body === null) {
+    throw new InvalidOptionsError(`Expected the request body to be an object, got \`${JSON.stringify(body)}\``);
+  }
+  return body.model === undefined && model !== undefined ? { ...body, model } : body;
+}
+
 /** The JSON text of a request body, or a typed error naming what cannot be serialized (a cycle, a BigInt). */
 export function serializeBody(body: unknown): string {
   try {

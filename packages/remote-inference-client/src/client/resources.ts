@@ -1,4 +1,3 @@
-import { InvalidOptionsError } from '../errors.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import type { RequestExecutor } from './attempt-loop.js';
 import { NO_OPTIONS, type RequestOptions } from './request-run.js';
@@ -11,21 +10,10 @@ import type {
   CompletionRequest,
 } from './wire-types.js';
 
-/** Sets the client's default model on a body that names none; rejects a body that is not an object. */
-export function withModel<T extends { model?: string }>(body: T, model: string | undefined): T {
-  if (typeof body !== 'object' || body === null) {
-    throw new InvalidOptionsError(`Expected the request body to be an object, got \`${JSON.stringify(body)}\``);
-  }
-  return body.model === undefined && model !== undefined ? { ...body, model } : body;
-}
-
 /** `/v1/completions`. */
 export class Completions {
   /** @internal */
-  constructor(
-    private readonly executor: RequestExecutor,
-    private readonly model: string | undefined,
-  ) {}
+  constructor(private readonly executor: RequestExecutor) {}
 
   /** Streams the completion as chunks. */
   create(body: CompletionRequest & { stream: true }, options?: RequestOptions): Promise<ChunkStream<CompletionChunk>>;
@@ -36,25 +24,17 @@ export class Completions {
     body: CompletionRequest,
     options: RequestOptions = NO_OPTIONS,
   ): Promise<Completion | ChunkStream<CompletionChunk>> {
-    let request: typeof body;
-    try {
-      request = withModel(body, this.model);
-    } catch (error) {
-      return Promise.reject(error); // a caller's mistake is a rejection, as from every other method
-    }
-    return request.stream === true
-      ? this.executor.stream<CompletionChunk>('/v1/completions', request, options, undefined)
-      : this.executor.call<Completion>('POST', '/v1/completions', request, options);
+    // The executor sets the default model, and makes a body that is not an object a rejection.
+    return body?.stream === true
+      ? this.executor.stream<CompletionChunk>('/v1/completions', body, options, undefined)
+      : this.executor.call<Completion>('POST', '/v1/completions', body, options);
   }
 }
 
 /** `/v1/chat/completions`. */
 export class ChatCompletions {
   /** @internal */
-  constructor(
-    private readonly executor: RequestExecutor,
-    private readonly model: string | undefined,
-  ) {}
+  constructor(private readonly executor: RequestExecutor) {}
 
   /** Streams the chat completion as chunks. */
   create(
@@ -71,15 +51,10 @@ export class ChatCompletions {
     body: ChatCompletionRequest,
     options: RequestOptions = NO_OPTIONS,
   ): Promise<ChatCompletion | ChunkStream<ChatCompletionChunk>> {
-    let request: typeof body;
-    try {
-      request = withModel(body, this.model);
-    } catch (error) {
-      return Promise.reject(error); // a caller's mistake is a rejection, as from every other method
-    }
-    return request.stream === true
-      ? this.executor.stream<ChatCompletionChunk>('/v1/chat/completions', request, options, undefined)
-      : this.executor.call<ChatCompletion>('POST', '/v1/chat/completions', request, options);
+    // The executor sets the default model, and makes a body that is not an object a rejection.
+    return body?.stream === true
+      ? this.executor.stream<ChatCompletionChunk>('/v1/chat/completions', body, options, undefined)
+      : this.executor.call<ChatCompletion>('POST', '/v1/chat/completions', body, options);
   }
 }
 
@@ -88,7 +63,7 @@ export class Chat {
   readonly completions: ChatCompletions;
 
   /** @internal */
-  constructor(executor: RequestExecutor, model: string | undefined) {
-    this.completions = new ChatCompletions(executor, model);
+  constructor(executor: RequestExecutor) {
+    this.completions = new ChatCompletions(executor);
   }
 }

@@ -165,14 +165,12 @@ export interface AdmissionRequest {
   priority: number;
   sessionId: string | undefined;
   /**
-   * Engines to avoid (failover): used only when no other engine has room, or, with `maxAvoidWaitMs`, after waiting
-   * that long for another one that is up but full.
+   * Engines to avoid (failover): used only when no other engine has room, and then only after waiting the
+   * scheduler's `maxAvoidWaitMs` for another one that is up but full.
    */
   avoid: ReadonlySet<string> | undefined;
   /** A retry or resume: it has waited once already, so it goes to the front of its priority's queue. */
   retry?: boolean;
-  /** How long a retry may wait for an engine it did not fail on. @default the scheduler's `maxAvoidWaitMs` */
-  maxAvoidWaitMs?: number;
 }
 
 /** Keeps, in place and in order, the items for which `keep` is true. */
@@ -284,15 +282,18 @@ export class Scheduler {
   private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
   readonly counters = { admitted: 0, rejectedQueueFull: 0, maxInFlight: 0, maxQueued: 0 };
-  /** How long a retry may wait for an engine it did not fail on, unless its request says (ms). */
-  maxAvoidWaitMs = 0;
   /** @internal Called when a grant fills an engine whose cap is still learning (the poller then polls at once). */
   onLearningCapReached: (() => void) | undefined;
 
+  /**
+   * @param maxAvoidWaitMs how long a retry whose only engines with room are those it failed on waits for another
+   *   one that is up but full (the client's `retry.maxBackoffMs`).
+   */
   constructor(
     readonly limits: ResolvedLimits,
     private readonly policy: RoutingPolicy,
     health: HealthOptions | undefined,
+    private readonly maxAvoidWaitMs = 0,
   ) {
     this.health = resolveHealthOptions(health);
     if (limits.maxQps !== undefined) {
@@ -551,12 +552,12 @@ export class Scheduler {
 
   /**
    * A retry whose only engines with room are those it failed on waits for another engine that is up but full, for
-   * at most `maxAvoidWaitMs`, while others may use the free ones. With caps that bind (late binding) the engine
-   * that just failed is often the only one with room — its failed request freed the slot — and without this the
-   * retry went straight back to it.
+   * at most the scheduler's `maxAvoidWaitMs`, while others may use the free ones. With caps that bind (late binding)
+   * the engine that just failed is often the only one with room — its failed request freed the slot — and without
+   * this the retry went straight back to it.
    */
   private waitsForAnother(request: AdmissionRequest, now: number, enqueuedAtMs: number): boolean {
-    const until = enqueuedAtMs + (request.maxAvoidWaitMs ?? this.maxAvoidWaitMs);
+    const until = enqueuedAtMs + this.maxAvoidWaitMs;
     if (now >= until) return false;
     if (!this.engines.some((engine) => engine.isUp() && !request.avoid!.has(engine.endpoint))) return false;
     this.schedulePreferredWake(until);
