@@ -248,10 +248,6 @@ describe('request headers trickled byte by byte (slowloris)', () => {
       received += chunk;
     });
     socket.on('error', () => {});
-    let closedByServer = false;
-    socket.on('end', () => {
-      closedByServer = true;
-    });
     const closed = once(socket, 'close');
     const head = 'POST /v1/completions HTTP/1.1\r\nhost: x\r\nx-padding: ';
     let sent = 0;
@@ -259,11 +255,11 @@ describe('request headers trickled byte by byte (slowloris)', () => {
       if (!socket.destroyed) socket.write(head[sent] ?? 'a');
       sent++;
     }, 50);
+    // The client never ends or destroys its side, so only the server can close it: if it never does, this await
+    // holds the test until its timeout, which is how this test fails.
     await closed;
     clearInterval(trickle);
-    // The client never ends its side: the close came from the server (a FIN or a reset), and no response was sent.
-    expect(closedByServer || socket.errored !== null).toBe(true);
-    expect(received).toBe('');
+    expect(received).toBe(''); // no response was sent
     await stillServes(slow.url);
   });
 });

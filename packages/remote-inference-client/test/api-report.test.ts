@@ -30,7 +30,6 @@ it('internals stay out of the published types', () => {
   for (const internal of [
     'Scheduler',
     'EngineEntry',
-    'Ticket',
     'resolveLimits',
     'EngineHealth',
     'EngineCapacity',

@@ -43,11 +43,6 @@ export class SseParser {
   private skipLeadingLf = false;
   private failed = false;
   private readonly maxEventBytes: number;
-  /**
-   * @internal Bytes copied into the parser's own buffers so far: a deterministic measure of its work that a test
-   * holds to at most twice the input (every byte kept once, joined once), where the quadratic parser was far above.
-   */
-  copiedBytes = 0;
 
   constructor(
     private readonly onEvent: (event: SseEvent) => void,
@@ -80,7 +75,6 @@ export class SseParser {
         // The end of a line that began in earlier chunks: join it once.
         this.pending.push(chunk.subarray(position, end));
         const line = Buffer.concat(this.pending, this.pendingBytes + end - position);
-        this.copiedBytes += line.length;
         this.pending = [];
         this.pendingBytes = 0;
         this.line(line, 0, line.length, receivedAtMs);
@@ -103,7 +97,6 @@ export class SseParser {
     if (position < length) {
       // Copied: the caller may reuse its buffer.
       this.pending.push(Buffer.from(chunk.subarray(position)));
-      this.copiedBytes += length - position;
       this.pendingBytes += length - position;
       this.checkSize();
     }
