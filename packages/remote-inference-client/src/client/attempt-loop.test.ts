@@ -315,6 +315,23 @@ describe('caller mistakes and odd events, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it("the client's default model goes into every body, a resumed continuation's included", async () => {
+    const { client, calls } = scripted(
+      ({ sink, index }) =>
+        index === 0
+          ? streamed(sink, [10], new StreamInterruptedError('cut'))
+          : index === 1
+            ? streamed(sink, [11, 12])
+            : json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }),
+      undefined,
+      { model: 'policy-v7' },
+    );
+    await client.generate(generate, { resume: true });
+    await client.generate({ ...generate, model: 'named' });
+    expect(calls.map((call) => (call.body as { model?: string }).model)).toEqual(['policy-v7', 'policy-v7', 'named']);
+    await client.close();
+  });
+
   it('a resumed generation whose stream carries an event without `choices` still collects its tokens', async () => {
     const { client } = scripted(({ sink }) => {
       sink!.onData(Buffer.from('data: {"request_id":"r","usage":{"completion_tokens":0}}\n\n'), 0);
