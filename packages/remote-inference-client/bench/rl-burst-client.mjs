@@ -1,12 +1,12 @@
-// One client of bench/rl-burst.mjs in its own process: three bursts of generate requests shaped like an RL step
-// (all at once, token ids in and out, streamed=false as SkyRL's client sends them), the second after an idle gap
-// longer than the server's keep-alive, the third right after. Prints one JSON line with client CPU per request
-// for each burst.
+// One client of bench/rl-burst.mjs in its own process: bursts of generate requests shaped like RL steps (all at
+// once, token ids in and out, streamed=false as SkyRL's client sends them). A first burst (cold), then `steps`
+// times: an idle gap longer than the server's keep-alive, a burst, and a burst right after. Prints one JSON line
+// with client CPU per request for each burst.
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { RemoteInferenceClient } from '../dist/index.js';
 
-const { kind, engines, requests, maxTokens, gapMs } = JSON.parse(process.argv[2]);
+const { kind, engines, requests, maxTokens, gapMs, steps = 1 } = JSON.parse(process.argv[2]);
 const body = (index) => ({
   token_ids: [1 + (index % 1000), 2, 3, 4],
   sampling_params: { max_tokens: maxTokens, seed: index },
@@ -67,9 +67,13 @@ async function heapPerRequest() {
 }
 
 const cold = await burst();
-await new Promise((resolve) => setTimeout(resolve, gapMs));
-const afterIdle = await burst();
-const reused = await burst();
+const afterIdle = [];
+const reused = [];
+for (let step = 0; step < steps; step++) {
+  await new Promise((resolve) => setTimeout(resolve, gapMs));
+  afterIdle.push(await burst());
+  reused.push(await burst());
+}
 const heapBytesPerRequest = typeof globalThis.gc === 'function' ? await heapPerRequest() : undefined;
 await close();
 process.stdout.write(`${JSON.stringify({ kind, cold, afterIdle, reused, heapBytesPerRequest })}\n`);

@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // Benchmark (not a test): client CPU per request on the traffic RL trainers send. A step fires N token-in/token-out
 // generate requests at once to a fleet (each lives for TTFT + max_tokens x ITL), the trainer then idles through
-// training for longer than any keep-alive, and the next step fires again. Three columns: the first burst (cold),
-// a burst after an idle gap longer than the server's keep-alive, and a burst right after (connections reused).
+// training for longer than any keep-alive, and the next step fires again. Columns: the first burst (cold); then,
+// for each of --steps steps, a burst after an idle gap longer than the server's keep-alive and a burst right after
+// (connections reused). The first step's two bursts and the later steps' (median) are reported apart: a trainer
+// runs hundreds of steps, and Node's JIT is still compiling the request path during the first.
 // Clients, each in its own process, alternating in rounds: this SDK, raw undici (stock Agent), and an aiohttp
 // client written the way SkyRL's is (Debian's python3-aiohttp). Prints medians and ratios and writes
 // bench/results/rl-burst.json. The fake engines run in their own processes at nice 19. A fourth, untimed burst
 // measures the heap each in-flight request holds (Node clients).
 //
 //   pnpm bench                                   # with the other benchmarks
-//   node bench/rl-burst.mjs --rounds 3 --requests 2000
+//   node bench/rl-burst.mjs --rounds 3 --steps 3 --requests 2000
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
@@ -22,6 +24,7 @@ import { parseArgs } from 'node:util';
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
+    steps: { type: 'string', default: '3' },
     requests: { type: 'string', default: '2000' },
     'max-tokens': { type: 'string', default: '16' },
     'gap-ms': { type: 'string', default: '6000' },
@@ -32,6 +35,7 @@ const { values } = parseArgs({
   },
 });
 const rounds = Number(values.rounds);
+const steps = Number(values.steps);
 const requests = Number(values.requests);
 const maxTokens = Number(values['max-tokens']);
 const gapMs = Number(values['gap-ms']);
@@ -44,6 +48,7 @@ if (nodeArgs.some((arg) => !arg.startsWith('--'))) {
 }
 for (const [flag, value, max] of [
   ['--rounds', rounds, 20],
+  ['--steps', steps, 20],
   ['--requests', requests, 20_000],
   ['--max-tokens', maxTokens, 4096],
   ['--gap-ms', gapMs, 600_000],
@@ -91,7 +96,7 @@ const engines = JSON.parse(line).engines.map((engine) => engine.url);
 const client = fileURLToPath(new URL('./rl-burst-client.mjs', import.meta.url));
 const aiohttpClient = fileURLToPath(new URL('./rl_burst_aiohttp.py', import.meta.url));
 function run(kind) {
-  const config = JSON.stringify({ kind, engines, requests, maxTokens, gapMs });
+  const config = JSON.stringify({ kind, engines, requests, maxTokens, gapMs, steps });
   const output =
     kind === 'aiohttp'
       ? execFileSync(python, [aiohttpClient, config], { encoding: 'utf8' })
@@ -99,17 +104,27 @@ function run(kind) {
   return JSON.parse(output.trim().split('\n').at(-1));
 }
 
-const phases = ['cold', 'afterIdle', 'reused'];
+// cold: the process's first burst; afterIdle/reused: the first step's; ...Later: every later step's.
+const phases = ['cold', 'afterIdle', 'reused', ...(steps > 1 ? ['afterIdleLater', 'reusedLater'] : [])];
 const samples = Object.fromEntries(kinds.map((kind) => [kind, Object.fromEntries(phases.map((phase) => [phase, []]))]));
+const bursts = (result) => ({
+  cold: [result.cold],
+  afterIdle: [result.afterIdle[0]],
+  reused: [result.reused[0]],
+  afterIdleLater: result.afterIdle.slice(1),
+  reusedLater: result.reused.slice(1),
+});
 const heap = {};
 for (let round = 0; round < rounds; round++) {
   for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
     const result = run(kind);
     console.log(JSON.stringify(result));
+    const byPhase = bursts(result);
     for (const phase of phases) {
-      if (result[phase].wrong > 0)
-        throw new Error(`${kind} ${phase}: ${result[phase].wrong} responses with the wrong length`);
-      samples[kind][phase].push(result[phase].cpuMsPerRequest);
+      for (const burst of byPhase[phase]) {
+        if (burst.wrong > 0) throw new Error(`${kind} ${phase}: ${burst.wrong} responses with the wrong length`);
+        samples[kind][phase].push(burst.cpuMsPerRequest);
+      }
     }
     if (result.heapBytesPerRequest !== undefined) {
       heap[kind] ??= [];
@@ -130,11 +145,19 @@ const medians = Object.fromEntries(
 const ratio = (a, b) => Number((a / b).toFixed(2));
 const result = {
   benchmark: 'client CPU per request on RL-shaped bursts (2,000 long generate requests at once, idle gap, again)',
-  command: `node bench/rl-burst.mjs --rounds ${rounds} --requests ${requests} --max-tokens ${maxTokens} --gap-ms ${gapMs}${nodeArgs.length ? ` --node-args='${nodeArgs.join(' ')}'` : ''}`,
+  command: `node bench/rl-burst.mjs --rounds ${rounds} --steps ${steps} --requests ${requests} --max-tokens ${maxTokens} --gap-ms ${gapMs}${nodeArgs.length ? ` --node-args='${nodeArgs.join(' ')}'` : ''}`,
   machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version },
   date: new Date().toISOString(),
   fleet: '20 fake-vllm engines in 2 processes at nice 19, TTFT 500 ms, ITL 250 ms, keep-alive 5 s',
+  // Medians over rounds; the ...Later columns over every later step of every round.
   cpuMsPerRequest: medians,
+  // Every burst's figure behind the medians, in run order (the spread between rounds is large on 2 cores).
+  samples: Object.fromEntries(
+    kinds.map((kind) => [
+      kind,
+      Object.fromEntries(phases.map((phase) => [phase, samples[kind][phase].map((value) => Number(value.toFixed(3)))])),
+    ]),
+  ),
   // Heap held per in-flight request (median over rounds), from a fourth, untimed burst.
   heapBytesPerInFlightRequest: Object.fromEntries(Object.entries(heap).map(([kind, list]) => [kind, median(list)])),
   sdkVsUndici: Object.fromEntries(phases.map((phase) => [phase, ratio(medians.sdk[phase], medians.undici[phase])])),
@@ -146,8 +169,15 @@ const result = {
       }
     : {}),
 };
-console.log('\n| client | cold burst ms/req | after idle gap ms/req | connections reused ms/req |');
-console.log('| --- | --- | --- | --- |');
+const headings = {
+  cold: 'cold burst',
+  afterIdle: 'step 1 after idle gap',
+  reused: 'step 1 reused',
+  afterIdleLater: `steps 2-${steps} after idle gap`,
+  reusedLater: `steps 2-${steps} reused`,
+};
+console.log(`\n| client | ${phases.map((phase) => `${headings[phase]} ms/req`).join(' | ')} |`);
+console.log(`| --- | ${phases.map(() => '---').join(' | ')} |`);
 for (const kind of kinds) console.log(`| ${kind} | ${phases.map((phase) => medians[kind][phase]).join(' | ')} |`);
 console.log(`heap held per in-flight request, bytes: ${JSON.stringify(result.heapBytesPerInFlightRequest)}`);
 console.log(

@@ -1,6 +1,6 @@
 """One client of bench/rl-burst.mjs: an aiohttp client written the way SkyRL's RemoteInferenceClient is
 (one ClientSession over a TCPConnector(limit=50000), a per-engine asyncio.Semaphore, round robin, up to 3 retries
-on connection errors), sending the same three bursts as rl-burst-client.mjs. Written here, not copied.
+on connection errors), sending the same bursts as rl-burst-client.mjs (a cold one, then `steps` times: an idle gap, a burst, a burst). Written here, not copied.
 Prints one JSON line with client CPU per request for each burst."""
 
 import asyncio
@@ -15,6 +15,7 @@ engines = config["engines"]
 requests = config["requests"]
 max_tokens = config["maxTokens"]
 gap_s = config["gapMs"] / 1000
+steps = config.get("steps", 1)
 
 
 def body(index):
@@ -51,9 +52,12 @@ async def main():
             }
 
         cold = await burst()
-        await asyncio.sleep(gap_s)
-        after_idle = await burst()
-        reused = await burst()
+        after_idle = []
+        reused = []
+        for _ in range(steps):
+            await asyncio.sleep(gap_s)
+            after_idle.append(await burst())
+            reused.append(await burst())
     print(json.dumps({"kind": "aiohttp", "cold": cold, "afterIdle": after_idle, "reused": reused}), flush=True)
 
 
