@@ -448,6 +448,8 @@ export function mapTransportError(
     case 'ENFILE':
       return new TooManyOpenFilesError({ engine, cause: error });
     case 'UND_ERR_INVALID_ARG':
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_NOT_SUPPORTED':
       // undici refused an argument (from `new Client` or a request): the options are wrong, not the engine, so it
       // must never count as a connection failure (three of them used to put a healthy engine in cooldown).
       return new InvalidOptionsError(`undici rejected an option: ${message}`, {

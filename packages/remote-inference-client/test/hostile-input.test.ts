@@ -247,6 +247,69 @@ describe('hostile servers', () => {
       await server.close();
     }
   });
+
+  it('a caller who reads slowly is not timed out as idle while the server keeps sending (backpressure is not silence)', async () => {
+    const event = 'data: {"choices":[{"index":0,"token_ids":[7]}]}\n\n';
+    const server = await rawServer((_request, response) => {
+      response.writeHead(200, sseHead);
+      response.write(event.repeat(1500)); // more than the stream buffers before it pauses the socket
+      let sent = 0;
+      // Then one event every 200 ms: the server is never silent for the 1 s idle limit.
+      const timer = setInterval(() => {
+        if (response.destroyed) return clearInterval(timer);
+        response.write(event);
+        if (++sent === 10) {
+          clearInterval(timer);
+          response.end('data: [DONE]\n\n');
+        }
+      }, 200);
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      retry: { maxAttempts: 1 },
+      timeouts: { idleMs: 1000 },
+      transport: { shared: false },
+    });
+    try {
+      const stream = await client.generate({ ...streamBody, sampling_params: { max_tokens: 5000 } });
+      await new Promise((resolve) => setTimeout(resolve, 2500)); // the caller is busy elsewhere
+      let chunks = 0;
+      // Before, the watchdog ignored the pause: a TimeoutError 'idle' after ~1,333 chunks.
+      for await (const _chunk of stream) chunks++;
+      expect(chunks).toBe(1510);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it('a stream failed by a bad event in the same chunk as its first leaves no watchdog timer behind', async () => {
+    let ending: NodeJS.Timeout | undefined;
+    const server = await rawServer((_request, response) => {
+      response.writeHead(200, sseHead);
+      // One write: a good first event, then an error event (as vLLM reports an error mid-stream).
+      response.write('data: {"choices":[{"index":0,"token_ids":[7]}]}\n\ndata: {"error":{"message":"boom"}}\n\n');
+      ending = setTimeout(() => response.end(), 50);
+    });
+    const client = new RemoteInferenceClient({
+      engines: [server.url],
+      retry: { maxAttempts: 1 },
+      timeouts: { idleMs: 600_000 },
+      transport: { shared: false },
+    });
+    const timers = () => process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
+    const before = timers();
+    try {
+      const error = await client.generate(streamBody).then(drain);
+      expect(error).toBeInstanceOf(ServerStreamError);
+    } finally {
+      clearTimeout(ending); // the server's own timer, in this process too
+      await client.close();
+      await server.close();
+    }
+    // Before, the idle watchdog was re-armed on the settled attempt: a 600 s timer holding the process open.
+    expect(timers()).toBe(before);
+  });
 });
 
 describe('hostile servers the audit found handled (kept so by these tests)', () => {
@@ -495,6 +558,11 @@ describe('caller mistakes are typed errors that never reach an engine', () => {
       { headers: { 'x-ok': 'value\r\nx-injected: 1' } },
       { headers: { 'bad header': 'v' } },
       { sessionId: 'nul\u0000' },
+      // Framing is the transport's: a wrong content-length used to fail as ERR_CONNECTION, three put the engine in
+      // cooldown.
+      { headers: { 'content-length': '1' } },
+      { headers: { 'Transfer-Encoding': 'chunked' } },
+      { headers: { connection: 'close' } },
     ];
     for (const options of calls) {
       for (let repeat = 0; repeat < 3; repeat++) {
@@ -558,6 +626,20 @@ describe('caller mistakes are typed errors that never reach an engine', () => {
         );
         expect(result.choices[0]!.token_ids).toEqual(expectedTokens([2], 1, 3));
       }
+      // Waiting in the admission queue too (before, its timer overflowed: TimeoutError 'queue' after 1 ms).
+      const one = new RemoteInferenceClient({
+        engines: [fake.url],
+        limits: { perEngine: { maxConcurrency: 1 } },
+        transport: { shared: false },
+      });
+      const holder = one.generate({ token_ids: [4], sampling_params: { max_tokens: 200, seed: 1 } });
+      const queued = await one.generate(
+        { token_ids: [5], sampling_params: { max_tokens: 2, seed: 1 } },
+        { timeoutMs: 2 ** 31 },
+      );
+      expect(queued.choices[0]!.token_ids).toEqual(expectedTokens([5], 1, 2));
+      await holder;
+      await one.close();
       for (const timeoutMs of [-1, 0, Number.NaN]) {
         const error = await client
           .generate({ token_ids: [2], sampling_params: { max_tokens: 1 } }, { timeoutMs })
@@ -683,6 +765,43 @@ describe('deadlines in every phase', () => {
       for (const filler of await Promise.all(fillers)) expect(filler).toBeInstanceOf(AbortError);
     } finally {
       await client.close();
+    }
+  });
+
+  it('a connect ended by a deadline or an abort gives its place under maxConnecting back', async () => {
+    const url = await neverAccepting();
+    // Raw sockets fill the accept queue, so the client's own connects are its pending ones only.
+    const { connect } = await import('node:net');
+    const port = Number(new URL(url).port);
+    const raw = Array.from({ length: 4 }, () => connect(port, '127.0.0.1').on('error', () => {}));
+    const client = new RemoteInferenceClient({
+      engines: [url],
+      timeouts: { connectMs: 120_000 },
+      retry: { maxAttempts: 1 },
+      transport: { shared: false, maxConnecting: 2 },
+    });
+    try {
+      const controller = new AbortController();
+      const results = Promise.all([
+        client
+          .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { timeoutMs: 300 })
+          .catch((caught: unknown) => caught),
+        client
+          .generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }, { signal: controller.signal })
+          .catch((caught: unknown) => caught),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(client.stats().engines[0]!.connections.connecting).toBe(2);
+      controller.abort();
+      const [timedOut, aborted] = await results;
+      expect(timedOut).toBeInstanceOf(TimeoutError);
+      expect(aborted).toBeInstanceOf(AbortError);
+      // Before, undici emitted nothing for a client destroyed mid-connect and both places stayed taken: with
+      // maxConnecting of them gone, the engine never got another connection.
+      expect(client.stats().engines[0]!.connections.connecting).toBe(0);
+    } finally {
+      await client.close();
+      for (const socket of raw) socket.destroy();
     }
   });
 

@@ -170,6 +170,22 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await again.client.close();
   });
 
+  it('a resumed continuation that fails before its first event (a 503) is retried with the same body, not final', async () => {
+    const { client, calls } = scripted(({ sink, index }) => {
+      if (index === 0) return streamed(sink, [7], new ConnectionError('reset', 'ECONNRESET'));
+      if (index === 1) return json('overloaded', 503);
+      return streamed(sink, [8, 9]);
+    });
+    // Before, "delivered" was the whole run's: the continuation's 503 was final and the token already received lost.
+    const result = await client.generate(generate, { resume: true });
+    expect(result.choices[0]!.token_ids).toEqual([7, 8, 9]);
+    expect(calls).toHaveLength(3);
+    expect(calls[2]!.body).toEqual(calls[1]!.body);
+    expect(calls[1]!.body).toMatchObject({ token_ids: [1, 2, 7], sampling_params: { max_tokens: 2 } });
+    expect(client.stats()).toMatchObject({ resumes: 1, retries: 1 });
+    await client.close();
+  });
+
   it('a seam that throws a plain value surfaces as ERR_UNEXPECTED, not as an abort', async () => {
     const { client } = scripted(() => {
       throw 'oops';

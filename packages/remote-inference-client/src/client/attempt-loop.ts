@@ -45,7 +45,7 @@ export interface ResponseReader<T> {
   readonly signal: AbortSignal | undefined;
   /** An error the reader itself saw (a bad event): it explains the transport's failure that followed. */
   readonly error: InferenceError | undefined;
-  /** Whether anything reached the caller (a data event, in this attempt or an earlier one). */
+  /** Whether this attempt delivered anything to the caller (a data event). */
   delivered(): boolean;
   /** A finished 2xx attempt as a value, or the error that makes it a failure. */
   finish(result: AttemptResult, run: RequestRun): { value: T } | { error: InferenceError; delivered?: boolean };
@@ -168,6 +168,8 @@ export class RequestExecutor {
     resume?: ResumeState,
   ): Promise<T> {
     try {
+      // A data event reached the caller in some attempt: only a resumable cut continues from there.
+      let everDelivered = false;
       for (;;) {
         run.attempts++;
         const reader = source.forAttempt();
@@ -204,8 +206,11 @@ export class RequestExecutor {
           this.endRun(run, undefined);
           return value as T;
         }
+        // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
+        // delivered nothing and is retried like any attempt, with the same continuation body.
         delivered ||= reader.delivered();
-        const resumable = resume?.resumable(error, delivered) ?? false;
+        everDelivered ||= delivered;
+        const resumable = resume?.resumable(error, everDelivered) ?? false;
         if (resumable && resume!.remaining <= 0) {
           // Every token arrived; only the end of the stream was lost.
           this.endRun(run, undefined);

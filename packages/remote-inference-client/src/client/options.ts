@@ -337,12 +337,21 @@ export function resolveClientOptions(options: RemoteInferenceClientOptions): Res
   return resolved;
 }
 
-/** Node's timers overflow above this many ms (they then fire after 1 ms). */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
 // RFC 9110 field-name token and field-value (no CR, LF or NUL): a CR/LF in a caller's value would otherwise reach
 // undici, fail as a "connection" error and be counted against a healthy engine.
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// Framing and connection headers belong to the transport: a caller's `content-length` that disagrees with the body
+// made undici fail the request as a connection error, counted against the engine until it went into cooldown.
+const FRAMING_HEADERS = new Set([
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'expect',
+  'te',
+  'trailer',
+]);
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /** Checks header names and values a caller supplied; `field` names where they came from. */
@@ -351,6 +360,12 @@ export function checkHeaders(headers: unknown, field: string): void {
   expect(typeof headers === 'object' && headers !== null && !Array.isArray(headers), field, 'an object', headers);
   for (const [name, value] of Object.entries(headers as Record<string, unknown>)) {
     expect(HEADER_NAME.test(name), `${field} name`, 'an HTTP header name (a token)', name);
+    expect(
+      !FRAMING_HEADERS.has(name.toLowerCase()),
+      `${field} name`,
+      `a header the client does not set itself (it frames the body and manages connections: ${[...FRAMING_HEADERS].join(', ')} are refused)`,
+      name,
+    );
     expect(
       typeof value === 'string' && HEADER_VALUE.test(value),
       `${field}[${JSON.stringify(name)}]`,

@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { AbortError, type InferenceError, TimeoutError } from '../errors.js';
 import type { AdmissionRequest } from '../limits/admission.js';
+import { MAX_TIMER_MS } from '../timers.js';
 import type { AttemptResult } from '../transport/attempt.js';
-import { MAX_TIMER_MS } from './options.js';
 import type { RequestStats } from './request-stats.js';
 import { parseServerTiming } from './server-timing.js';
 

@@ -67,6 +67,7 @@ export class StreamReader<T> {
     else run.signal.addEventListener('abort', onRunAbort, { once: true });
     let streamError: InferenceError | undefined;
     let sawDone = false;
+    const deliveredBefore = this.delivered;
     const fail = (error: InferenceError) => {
       streamError ??= error;
       attemptAbort.abort(error);
@@ -105,7 +106,7 @@ export class StreamReader<T> {
       get error() {
         return streamError;
       },
-      delivered: () => this.delivered > 0,
+      delivered: () => this.delivered > deliveredBefore,
       finish: (_result: AttemptResult) => {
         const error = streamError ?? (sawDone ? undefined : new StreamTruncatedError({ engine: run.engine }));
         return error ? { error } : { value: undefined };

@@ -3,6 +3,7 @@ import { Semaphore } from 'async-mutex';
 import { AbortError, EngineUnavailableError, InvalidOptionsError, QueueFullError, TimeoutError } from '../errors.js';
 import { EngineHealth, type HealthOptions, resolveHealthOptions } from '../routing/engine-health.js';
 import type { EngineView, RoutingPolicy } from '../routing/policies.js';
+import { MAX_TIMER_MS } from '../timers.js';
 import { ClusterConcurrency } from './cluster-concurrency.js';
 import {
   type AdaptiveCapOptions,
@@ -394,23 +395,27 @@ export class Scheduler {
       const onAbort = () =>
         leave(new AbortError('Aborted while queued for admission', { cause: request.signal?.reason }));
       let timer: NodeJS.Timeout | undefined;
-      if (Number.isFinite(request.deadlineMs)) {
-        timer = setTimeout(
-          () => {
-            const available = this.engines.some((engine) => engine.health.available() && !engine.draining);
-            leave(
-              available
-                ? new TimeoutError('queue', Math.round(performance.now() - waiter.enqueuedAtMs))
-                : new EngineUnavailableError(
-                    'No engine available before the deadline (all removed, draining or in cooldown)',
-                    {
-                      hint: "Check the engines; stats().engines shows each one's cooldown state.",
-                    },
-                  ),
-            );
-          },
-          Math.max(0, request.deadlineMs - performance.now()),
+      const expire = () => {
+        const leftMs = request.deadlineMs - performance.now();
+        if (leftMs > 0) {
+          // A deadline past Node's timer range is reached in steps.
+          timer = setTimeout(expire, Math.min(leftMs, MAX_TIMER_MS));
+          return;
+        }
+        const available = this.engines.some((engine) => engine.health.available() && !engine.draining);
+        leave(
+          available
+            ? new TimeoutError('queue', Math.round(performance.now() - waiter.enqueuedAtMs))
+            : new EngineUnavailableError(
+                'No engine available before the deadline (all removed, draining or in cooldown)',
+                {
+                  hint: "Check the engines; stats().engines shows each one's cooldown state.",
+                },
+              ),
         );
+      };
+      if (Number.isFinite(request.deadlineMs)) {
+        timer = setTimeout(expire, Math.min(Math.max(0, request.deadlineMs - performance.now()), MAX_TIMER_MS));
       }
       request.signal?.addEventListener('abort', onAbort, { once: true });
       waiter.cleanup = () => {

@@ -10,6 +10,7 @@ import {
   StreamParseError,
   TimeoutError,
 } from '../errors.js';
+import { MAX_TIMER_MS } from '../timers.js';
 import type { ConnectionPool, PooledConnection } from './connection-pool.js';
 
 const { parseHeaders } = util;
@@ -169,8 +170,6 @@ const MAX_STALE_RETRIES = 3;
 
 const STALE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
-/** Node's timers overflow above this (they fire after 1 ms): longer waits are re-armed in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const NO_RAW_HEADERS: readonly Buffer[] = Object.freeze([]);
 
 /**
@@ -389,7 +388,10 @@ class Exchange implements AttemptFlow {
     }
     const now = performance.now();
     this.lastDataAtMs = now;
-    if (this.sink!.onData(chunk, now) && this.firstEventAtMs === 0) {
+    const event = this.sink!.onData(chunk, now);
+    // The sink may have failed the attempt on this chunk (a bad event): it is settled, nothing to re-arm.
+    if (this.settled) return false;
+    if (event && this.firstEventAtMs === 0) {
       this.firstEventAtMs = now;
       if (this.request.idleTimeoutMs > 0) this.arm(this.request.idleTimeoutMs);
       else this.disarm();
@@ -506,6 +508,10 @@ class Exchange implements AttemptFlow {
    */
   private arm(delayMs: number): void {
     if (this.watchdog) clearTimeout(this.watchdog);
+    if (this.settled) {
+      this.watchdog = undefined;
+      return;
+    }
     this.watchdog = setTimeout(fireWatchdog, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)), this);
   }
 
@@ -520,6 +526,12 @@ class Exchange implements AttemptFlow {
     const started = this.firstEventAtMs > 0;
     const limitMs = started ? this.request.idleTimeoutMs : this.request.ttfbTimeoutMs;
     if (limitMs <= 0) return;
+    if (started && this.paused) {
+      // The caller is not reading (backpressure): the engine cannot send, so the idle time is not the engine's.
+      // resume() restarts the idle clock.
+      this.arm(limitMs);
+      return;
+    }
     const deadline = (started ? this.lastDataAtMs : this.sentAtMs) + limitMs;
     const now = performance.now();
     if (now < deadline) {

@@ -31,6 +31,7 @@ export class PooledConnection {
   idle = false;
   /** `Client.destroy()` was called: never reused. */
   destroyed = false;
+  /** Its connect ended (connected or failed): it no longer counts in the pool's `connecting`. */
   connected = false;
   /** `performance.now()` when TCP connected. */
   connectedAtMs: number | undefined;
@@ -273,10 +274,7 @@ export class ConnectionPool {
     this.connecting++;
     this.counters.opened++;
     const connectDone = () => {
-      if (connection.connected) return;
-      connection.connected = true;
-      this.connecting--;
-      this.pump();
+      if (this.connectEnded(connection)) this.pump();
     };
     client.on('connect', () => {
       connection.connectedAtMs = performance.now();
@@ -299,8 +297,19 @@ export class ConnectionPool {
     return connection;
   }
 
+  /** Counts a connection's connect as over, once. */
+  private connectEnded(connection: PooledConnection): boolean {
+    if (connection.connected) return false;
+    connection.connected = true;
+    this.connecting--;
+    return true;
+  }
+
   private discard(connection: PooledConnection): void {
     connection.dead = true;
+    // Destroyed while connecting (an abort or a deadline during the connect): undici emits no event for it, so
+    // its connect ends here, or it would hold a place under `maxConnecting` for good.
+    this.connectEnded(connection);
     if (this.all.delete(connection)) {
       connection.destroyed = true;
       connection.client.destroy(CLOSED_BY_POOL, ignore);
