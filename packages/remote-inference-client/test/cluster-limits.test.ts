@@ -10,18 +10,20 @@ import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { Redis as IORedis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteInferenceClient } from '../src/index.js';
-import { freePort, serverExcessOverRate } from './helpers.js';
+import { ClusterConcurrency } from '../src/limits/cluster-concurrency.js';
+import { eventually, freePort, serverExcessOverRate } from './helpers.js';
 
 /**
  * A real redis-server on a free loopback port, no persistence. `args` are extra server options (ACL users, TLS);
  * `scheme` and `probe` say how to reach it while it starts (a TLS-only server, an ACL with the default user off).
  */
 async function startRedis(
-  setup: { args?: string[]; scheme?: 'redis' | 'rediss'; probe?: RedisOptions } = {},
+  setup: { args?: string[]; scheme?: 'redis' | 'rediss'; probe?: RedisOptions; port?: number } = {},
 ): Promise<{ url: string; port: number; child: ChildProcess }> {
   const { args = [], scheme = 'redis', probe: probeOptions = {} } = setup;
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
+    // A given port: the same server back after a restart (its data gone, as after a crash).
+    const port = setup.port ?? (await freePort());
     const listen = scheme === 'rediss' ? ['--port', '0', '--tls-port', String(port)] : ['--port', String(port)];
     const child = spawn(
       'redis-server',
@@ -418,11 +420,120 @@ describe.skipIf(skipped !== undefined)('cluster-wide limits on a real redis-serv
         ),
       );
       expect(carried.filter((outcome) => outcome !== 'ok')).toEqual([]);
+      // Redis back (empty, as after a crash): fail-closed ends. Before, it never did: the scheduler refused before
+      // asking for a permit, so no lease ever tried Redis again, and Bottleneck never re-wrote its settings key.
+      const back = await startRedis({ port: redis.port });
+      redis.child = back.child;
+      await eventually(
+        () =>
+          one(closed).then(
+            () => true,
+            () => false,
+          ),
+        15_000,
+      );
+      expect(await Promise.all(Array.from({ length: 20 }, () => one(closed).then(() => 'ok')))).toEqual(
+        Array(20).fill('ok'),
+      );
     } finally {
       await closed.close();
       await open.close();
       redis.child.kill('SIGKILL');
     }
+  });
+
+  // The budget's own Redis traffic, driven directly: which answer is learned when, what happens in an outage.
+  describe('the shared concurrency budget through outages and batched answers', () => {
+    const usageOf =
+      (inFlight: number, queued = 0) =>
+      () => ({ inFlight, queued });
+
+    it('a release answered in the same Redis reply as an earlier call is not counted twice (the cluster stays within its budget)', async () => {
+      const redis = await startRedis();
+      const options = { url: redis.url, id: 'batched-answers' };
+      const a = new ClusterConcurrency(40, options);
+      const b = new ClusterConcurrency(40, options);
+      try {
+        let usage = { inFlight: 30, queued: 10 };
+        a.usage = () => usage;
+        // a's scheduler: admits while in flight < limit.
+        a.onAvailable = () => {
+          const admit = Math.max(0, Math.min(usage.queued, a.limit - usage.inFlight));
+          usage = { inFlight: usage.inFlight + admit, queued: usage.queued - admit };
+        };
+        b.usage = usageOf(0);
+        a.want(40);
+        await eventually(() => a.held === 40);
+        usage = { inFlight: 22, queued: 0 }; // 18 of a's requests ended, nothing queued
+        redis.child.kill('SIGSTOP'); // Redis busy: the next calls wait in its input buffer and answer together
+        (a as unknown as { rebalance(): void }).rebalance(); // the heartbeat
+        a.settle(22, 0); // idle surplus: gives back 16
+        await new Promise((resolve) => setImmediate(resolve));
+        b.usage = usageOf(0, 40);
+        b.want(40); // behind a's two calls
+        usage = { inFlight: 22, queued: 10 }; // new requests queue in a
+        redis.child.kill('SIGCONT');
+        await eventually(() => b.held > 0);
+        // Before: a learned the heartbeat's answer with the release already confirmed, held 40, admitted 10 more
+        // (32 in flight) while b was granted 16: 48 running against 40.
+        expect(usage.inFlight + b.held).toBeLessThanOrEqual(40);
+        expect(a.held).toBeLessThanOrEqual(24);
+      } finally {
+        redis.child.kill('SIGCONT');
+        await a.close();
+        await b.close();
+        redis.child.kill('SIGKILL');
+      }
+    });
+
+    it('fail-open ends when Redis is back: the process re-registers what it runs and yields the rest', async () => {
+      const redis = await startRedis();
+      const options = { url: redis.url, id: 'rejoin', onUnavailable: 'fail-open' as const, timeoutMs: 500 };
+      const a = new ClusterConcurrency(40, options);
+      let b: ClusterConcurrency | undefined;
+      try {
+        a.usage = usageOf(30);
+        a.want(30);
+        await eventually(() => a.held === 30);
+        redis.child.kill('SIGKILL');
+        await once(redis.child, 'exit');
+        await eventually(() => a.limit === 40); // alone on the whole budget during the outage
+        redis.child = (await startRedis({ port: redis.port })).child;
+        // Before, it stayed at 40 for good: two processes sharing 40 ran 80 after a Redis restart.
+        await eventually(() => a.limit === 30, 10_000);
+        const other = new ClusterConcurrency(40, options);
+        b = other;
+        other.usage = usageOf(0, 40);
+        other.want(40);
+        await eventually(() => other.held > 0);
+        expect(other.held).toBeLessThanOrEqual(10);
+      } finally {
+        await a.close();
+        await b?.close();
+        redis.child.kill('SIGKILL');
+      }
+    });
+
+    it('a Redis that stops answering is an outage (fail-open here), and close() does not wait for it', async () => {
+      const redis = await startRedis();
+      const a = new ClusterConcurrency(40, { url: redis.url, id: 'silent', timeoutMs: 300 });
+      try {
+        a.usage = usageOf(10);
+        a.want(10);
+        await eventually(() => a.held === 10);
+        redis.child.kill('SIGSTOP');
+        a.usage = usageOf(10, 20);
+        a.want(30); // never answered
+        // Before: no command timeout, so the ask hung; 3 s later the unconfirmed lease held the limit at 0 and
+        // every request waited for its deadline, fail-open or not.
+        await eventually(() => a.limit === 40);
+        // And close() used to wait for the silent Redis for good.
+        await a.close();
+      } finally {
+        redis.child.kill('SIGCONT');
+        redis.child.kill('SIGKILL');
+      }
+    });
   });
 
   it("4 processes sharing maxConcurrency through Redis never exceed it together, per fake-vllm; a killed holder's slots come back", async () => {

@@ -50,6 +50,32 @@ describe('admission limits, as seen by fake-vllm', () => {
     await client.close();
   });
 
+  it('an engine removed and added back while its requests still run keeps one cap, and serves with its connections', async () => {
+    await fake.control.resetHighWaterMarks();
+    const [engine] = engines as [string];
+    const client = new RemoteInferenceClient({
+      engines: [engine],
+      limits: { perEngine: { maxConcurrency: 4 } },
+      transport: { shared: false },
+    });
+    try {
+      // Four long requests (200 tokens at 2 ms) hold the cap.
+      const held = load(client, 4, 200);
+      await eventually(() => client.stats().inFlight === 4);
+      client.setEngines([engines[1]!]); // removed: its four drain
+      client.setEngines([engine]); // and back (a service-discovery flap)
+      await Promise.all([held, load(client, 12, 5)]);
+      // Before, the engine came back as a fresh entry with fresh permits beside the draining one: 8 at once on it.
+      const stats = await fake.control.stats();
+      expect(stats.engines[0]!.maxConcurrent).toBe(4);
+      expect(client.stats().engines.map((entry) => entry.endpoint)).toEqual([engine]);
+      // Its pool was not dropped by the drain that no longer applies: it still answers.
+      await load(client, 4, 1);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('both caps hold together, whichever binds first', async () => {
     await fake.control.resetHighWaterMarks();
     const client = new RemoteInferenceClient({

@@ -291,10 +291,12 @@ export class RemoteInferenceClient {
     const removed = this.scheduler.setEngines(normalized);
     for (const entry of removed) {
       const dropWhenDrained = () => {
+        if (!entry.draining) return; // added back before it drained: it serves again, with its connections
         if (entry.outstanding > 0) {
           setTimeout(dropWhenDrained, 50).unref();
           return;
         }
+        this.scheduler.forgetDrained(entry);
         void this.transport.drop(entry.endpoint);
       };
       dropWhenDrained();

@@ -271,6 +271,8 @@ export class Scheduler {
   private readonly candidates: EngineEntry[] = [];
   private readonly context: { sessionId: string | undefined } = { sessionId: undefined };
   private readonly byEndpoint = new Map<string, EngineEntry>();
+  /** Removed engines whose requests still run, by endpoint. */
+  private readonly drainingByEndpoint = new Map<string, EngineEntry>();
   private readonly queues = new Map<number, Waiter[]>();
   private priorities: number[] = [];
   private queued = 0;
@@ -308,7 +310,11 @@ export class Scheduler {
     }
   }
 
-  /** Replaces the engine set: new engines join, removed ones drain (in-flight requests finish). */
+  /**
+   * Replaces the engine set: new engines join, removed ones drain (in-flight requests finish). An engine added back
+   * while it still drains is the same entry again, so its cap counts the requests it still runs (a fresh entry
+   * beside the draining one gave the engine twice its cap, and lost its health state).
+   */
   setEngines(endpoints: readonly string[]): EngineEntry[] {
     const keep = new Set(endpoints);
     const removed: EngineEntry[] = [];
@@ -317,10 +323,18 @@ export class Scheduler {
         entry.draining = true;
         removed.push(entry);
         this.byEndpoint.delete(entry.endpoint);
+        this.drainingByEndpoint.set(entry.endpoint, entry);
       }
     }
     this.engines = endpoints.map((endpoint, index) => {
       let entry = this.byEndpoint.get(endpoint);
+      const back = entry ? undefined : this.drainingByEndpoint.get(endpoint);
+      if (back) {
+        this.drainingByEndpoint.delete(endpoint);
+        back.draining = false;
+        entry = back;
+        this.byEndpoint.set(endpoint, entry);
+      }
       if (!entry) {
         entry = new EngineEntry(
           endpoint,
@@ -338,6 +352,11 @@ export class Scheduler {
     });
     this.pump();
     return removed;
+  }
+
+  /** A removed engine finished its requests: a later add of its endpoint starts fresh. */
+  forgetDrained(entry: EngineEntry): void {
+    if (this.drainingByEndpoint.get(entry.endpoint) === entry) this.drainingByEndpoint.delete(entry.endpoint);
   }
 
   /** Whether some engine is neither in cooldown nor draining. */

@@ -163,6 +163,8 @@ export class ClusterConcurrency {
   /** A process below its share that got nothing (slots still held by processes yielding them) asks again after this. */
   private readonly retryMs = 20;
   private readonly timer: NodeJS.Timeout;
+  /** Bounds an ask's wait for the connection. */
+  private connectTimer: NodeJS.Timeout | undefined;
   /** An ask is on the wire. */
   private asking = false;
   /** Got nothing below its share: wait `retryMs` before asking again. */
@@ -194,7 +196,9 @@ export class ClusterConcurrency {
     private readonly max: number,
     private readonly options: RedisLimitsOptions,
   ) {
-    this.redis = new IORedis(redisOptions(options));
+    // Every command is bounded: a Redis that stops answering (stopped, overloaded) is an outage like a lost
+    // connection (fail-open or fail-closed), not requests queued until their deadlines and a close() that hangs.
+    this.redis = new IORedis({ ...redisOptions(options), commandTimeout: options.timeoutMs ?? 1000 });
     this.redis.on('error', (error: Error) => this.onRedisError(error));
     const prefix = `remote-inference-client:${options.id}:concurrency`;
     this.keys = [prefix, `${prefix}:demand`];
@@ -231,9 +235,18 @@ export class ClusterConcurrency {
 
   /**
    * One script call. `released` is what this call gives back that `held` already lost (counted as unconfirmed);
-   * `claim` the requests running here, re-registered if Redis evicted this process.
+   * `claim` the requests running here, re-registered if Redis evicted this process. `onAnswer` runs in the same
+   * continuation that confirms `released`: answers that arrive in one Redis reply settle one after another, so an
+   * answer is never learned with a later call's release already confirmed (that counted the release twice: the
+   * process admitted on slots it had given back, and the cluster ran above its budget).
    */
-  private call(delta: number, demand: number, released = 0, claim = this.usage().inFlight): Promise<Answer> {
+  private call(
+    delta: number,
+    demand: number,
+    released: number,
+    claim: number,
+    onAnswer: (answer: Answer) => void,
+  ): Promise<void> {
     const sentAtMs = performance.now();
     const settled = () => {
       this.unconfirmed += released;
@@ -256,7 +269,7 @@ export class ClusterConcurrency {
       (answer) => {
         settled();
         this.confirmedAtMs = Math.max(this.confirmedAtMs, sentAtMs);
-        return answer;
+        onAnswer(answer);
       },
       (error: unknown) => {
         // Applied or not, the next answer's count says.
@@ -296,36 +309,35 @@ export class ClusterConcurrency {
     this.asking = true;
     if (this.redis.status !== 'ready') {
       // Commands are not queued while connecting (so an outage fails fast): wait for the connection, bounded.
-      const timer = setTimeout(() => {
+      this.connectTimer = setTimeout(() => {
         this.asking = false;
         this.onRedisError(new Error(`not connected within ${this.options.timeoutMs ?? 1000} ms`));
       }, this.options.timeoutMs ?? 1000);
+      this.connectTimer.unref();
       this.redis.once('ready', () => {
-        clearTimeout(timer);
+        clearTimeout(this.connectTimer);
         this.asking = false;
         this.want(demand);
       });
       return;
     }
-    this.call(Math.max(0, reported - this.held), reported)
-      .then((answer) => {
-        this.asking = false;
-        if (this.closed) return;
-        if (Number(answer[0]) === 0 && Number(answer[3]) + this.unconfirmed < Number(answer[1])) {
-          // Below its share with nothing free: the slots are held by processes that will yield them as their
-          // requests finish. Ask again shortly, not in a loop.
-          this.backingOff = true;
-          setTimeout(() => {
-            this.backingOff = false;
-            if (!this.closed) this.onAvailable();
-          }, this.retryMs).unref();
-        }
-        this.learn(answer, reported);
-      })
-      .catch((error: Error) => {
-        this.asking = false;
-        this.onRedisError(error);
-      });
+    this.call(Math.max(0, reported - this.held), reported, 0, this.usage().inFlight, (answer) => {
+      this.asking = false;
+      if (this.closed) return;
+      if (Number(answer[0]) === 0 && Number(answer[3]) + this.unconfirmed < Number(answer[1])) {
+        // Below its share with nothing free: the slots are held by processes that will yield them as their
+        // requests finish. Ask again shortly, not in a loop.
+        this.backingOff = true;
+        setTimeout(() => {
+          this.backingOff = false;
+          if (!this.closed) this.onAvailable();
+        }, this.retryMs).unref();
+      }
+      this.learn(answer, reported);
+    }).catch((error: Error) => {
+      this.asking = false;
+      this.onRedisError(error);
+    });
   }
 
   /**
@@ -365,38 +377,69 @@ export class ClusterConcurrency {
       }
       const { inFlight, queued } = this.usage();
       const demand = Math.min(inFlight + queued, this.max);
-      this.call(-slots, demand, slots)
-        .then((answer) => this.learn(answer, demand))
-        .catch((error: Error) => this.onRedisError(error));
+      this.call(-slots, demand, slots, inFlight, (answer) => this.learn(answer, demand)).catch((error: Error) =>
+        this.onRedisError(error),
+      );
     });
   }
 
-  /** Re-reports demand (the heartbeat) and learns the current share; an idle process gives everything back. */
+  /**
+   * Re-reports demand (the heartbeat) and learns the current share; an idle process gives everything back. After
+   * an outage it is also what brings the process back: running alone (fail-open) it rejoins, failing requests
+   * (fail-closed) it clears the failure, at the first answer.
+   */
   private rebalance(): void {
     // Not connected: an ask waits for the connection (bounded) and ioredis reports a lost one as an error.
-    if (this.closed || this.local || this.asking || this.redis.status !== 'ready') return;
+    if (this.closed || this.asking || this.redis.status !== 'ready') return;
     const { inFlight, queued } = this.usage();
     const demand = Math.min(inFlight + queued, this.max);
-    if (this.held === 0 && demand === 0 && this.reported === 0) return;
+    if (this.local) {
+      this.rejoin(inFlight, demand);
+      return;
+    }
+    if (this.failure === undefined && this.held === 0 && demand === 0 && this.reported === 0) return;
     const idle = demand === 0 && this.held > 0 ? this.held : 0;
     if (idle > 0) {
       this.held = 0;
       this.unconfirmed -= idle;
     }
-    this.call(-idle, demand, idle)
-      .then((answer) => this.learn(answer, demand))
-      .catch((error: Error) => this.onRedisError(error));
+    this.call(-idle, demand, idle, inFlight, (answer) => this.learn(answer, demand)).catch((error: Error) =>
+      this.onRedisError(error),
+    );
+  }
+
+  /**
+   * Redis answers again after this process ran alone on the whole budget (fail-open): it registers the requests it
+   * runs (they may put the cluster above the budget for a while: then nobody admits until they end, as after a
+   * stall) and takes its share again. Before, fail-open lasted for good: two processes sharing 40 ran 80 after a
+   * Redis restart.
+   */
+  private rejoin(inFlight: number, demand: number): void {
+    this.asking = true;
+    this.call(0, demand, 0, inFlight, (answer) => {
+      this.asking = false;
+      if (this.closed || !this.local) return;
+      this.local = false;
+      // The local slots were never Redis's: what it counts for this process now is the claim (or more).
+      this.held = 0;
+      this.unconfirmed = 0;
+      this.releasing = 0;
+      this.learn(answer, demand);
+    }).catch(() => {
+      this.asking = false; // still unreachable: keep running alone, try again at the next heartbeat
+    });
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    clearTimeout(this.connectTimer);
     const slots = this.held + this.releasing;
     this.held = 0;
     this.releasing = 0;
     if (!this.local && (slots > 0 || this.reported > 0)) {
       // Nothing is claimed: the requests still settling are being aborted with the client.
-      await this.call(-slots, 0, 0, 0).catch(() => undefined);
+      await this.call(-slots, 0, 0, 0, () => {}).catch(() => undefined);
     }
     this.redis.disconnect();
   }

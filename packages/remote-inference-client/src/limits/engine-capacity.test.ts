@@ -24,6 +24,18 @@ function drive(capacity: EngineCapacity, slotsPerPoll: number[]): number[] {
 }
 
 describe('the learned per-engine cap', () => {
+  it('starts at exactly initialCap, however small, and is back there after a restart', () => {
+    for (const initialCap of [1, 2, 3, 8, 32]) {
+      const capacity = new EngineCapacity(options({ initialCap }), 512);
+      // Before, the cap was derived from a floored starting capacity plus at least one of headroom: 1 gave 2.
+      expect(capacity.cap, `initialCap ${initialCap}`).toBe(initialCap);
+      drive(capacity, [100, 100]);
+      expect(capacity.cap).toBeGreaterThan(initialCap);
+      capacity.unreachable();
+      expect(capacity.cap, `initialCap ${initialCap} after a restart`).toBe(initialCap);
+    }
+  });
+
   it('starts at initialCap, doubles while everything it sends runs, and settles at the slots plus headroom', () => {
     const capacity = new EngineCapacity(options(), 512);
     expect(capacity.cap).toBe(8);

@@ -129,6 +129,8 @@ export class EngineCapacity {
   private capacityEstimate: number;
   private capValue: number;
   private stateValue: CapState = 'learning';
+  /** Nothing learned since the start or a restart: the cap is `initialCap` exactly. */
+  private starting = true;
   private lastCounter: number | undefined;
   /** The capacity learned before the last restart: doubling stops there. */
   private beforeRestart: number | undefined;
@@ -182,8 +184,12 @@ export class EngineCapacity {
     if (full) {
       this.capacityEstimate = Math.max(1, Math.round(running));
       this.stateValue = 'learned';
-    } else if (running > this.capacityEstimate) {
+      this.starting = false;
+    } else if (running > this.capacityEstimate || (this.starting && running >= this.options.initialCap)) {
+      // (At the start the cap is initialCap, which may not exceed the floored starting capacity: all of it
+      // running is the evidence to grow on.)
       this.capacityEstimate = this.grow(running);
+      this.starting = false;
     }
     this.update();
   }
@@ -216,6 +222,7 @@ export class EngineCapacity {
   private restart(): void {
     if (this.stateValue === 'learned') this.beforeRestart = this.capacityEstimate;
     this.restarts++;
+    this.starting = true;
     this.capacityEstimate = this.startingCapacity();
     this.stateValue = 'learning';
     this.lastCounter = undefined;
@@ -230,6 +237,8 @@ export class EngineCapacity {
 
   private derive(): number {
     if (this.stateValue === 'no-metrics') return this.fallbackCap;
+    // (Derived from the starting capacity, a small initialCap came out one higher: 1 gave a cap of 2.)
+    if (this.starting && this.stateValue === 'learning') return this.options.initialCap;
     const { headroom, minCap, maxCap } = this.options;
     const capacity = this.capacityEstimate;
     return Math.min(maxCap, Math.max(minCap, capacity + Math.max(1, Math.ceil(capacity * headroom))));

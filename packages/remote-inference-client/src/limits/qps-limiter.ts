@@ -101,8 +101,10 @@ export class LeasedRateLimiter implements PermitGate {
   private leasing = false;
   private closed = false;
   private lastDemandMs = 0;
-  private readonly limiter: Bottleneck;
+  private limiter: Bottleneck;
   private local: Bottleneck | undefined;
+  /** The next try of a Redis lease while Redis is unreachable. */
+  private recovering: NodeJS.Timeout | undefined;
   /** Permits per lease. */
   readonly leaseSize: number;
   private readonly minTimeMs: number;
@@ -119,6 +121,18 @@ export class LeasedRateLimiter implements PermitGate {
     this.minTimeMs = (this.leaseSize * 1000) / ratePerSecond;
     this.limiter = this.create(redis);
     if (redis) this.limiter.on('error', (error: unknown) => this.onRedisError(error));
+  }
+
+  /**
+   * A Redis that restarted lost Bottleneck's settings key, and Bottleneck does not write it again (every job then
+   * fails with SETTINGS_KEY_NOT_FOUND): a new limiter on the same id writes it (`clearDatastore: false` keeps what
+   * other processes wrote since).
+   */
+  private renewLimiter(): void {
+    const old = this.limiter;
+    this.limiter = this.create(this.redis);
+    this.limiter.on('error', (error: unknown) => this.onRedisError(error));
+    void old.disconnect(false).catch(() => {});
   }
 
   private create(redis: RedisLimitsOptions | undefined): Bottleneck {
@@ -151,6 +165,54 @@ export class LeasedRateLimiter implements PermitGate {
       );
       this.local = this.create(undefined);
     }
+    this.recoverLater();
+  }
+
+  /**
+   * While Redis is unreachable (fail-open's local limiter, or fail-closed's error), one Redis lease a second: the
+   * first that is granted ends the outage. Before, neither mode ever ended: fail-closed even stopped leasing (the
+   * scheduler refuses before it asks for a permit), so every request failed long after Redis was back.
+   */
+  private recoverLater(): void {
+    if (this.recovering || this.closed) return;
+    this.recovering = setTimeout(() => {
+      this.recovering = undefined;
+      if (this.closed || (this.local === undefined && this.failure === undefined)) return;
+      const { result, done } = this.bounded(this.limiter.schedule(async () => this.leaseSize));
+      result
+        .then(
+          (granted) => {
+            this.leases++;
+            this.permits += granted;
+            this.failure = undefined;
+            this.local = undefined;
+            if (!this.closed) this.onAvailable();
+          },
+          (error: unknown) => {
+            if (String((error as Error)?.message).includes('SETTINGS_KEY_NOT_FOUND')) this.renewLimiter();
+            this.recoverLater();
+          },
+        )
+        .finally(done);
+    }, 1000);
+    this.recovering.unref();
+  }
+
+  /** A Redis job bounded by the limiter's timeout (Bottleneck's own may wait for ever on a silent Redis). */
+  private bounded(job: Promise<number>): { result: Promise<number>; done: () => void } {
+    if (!this.redis) return { result: job, done: () => {} };
+    const timeoutMs = (this.redis.timeoutMs ?? 1000) + this.minTimeMs * 2;
+    let timer: NodeJS.Timeout | undefined;
+    const result = Promise.race([
+      job,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer from Redis within ${Math.round(timeoutMs)} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+    return { result, done: () => clearTimeout(timer) };
   }
 
   tryTake(): boolean {
@@ -167,21 +229,8 @@ export class LeasedRateLimiter implements PermitGate {
     if (this.leasing || this.closed || this.permits >= this.leaseSize) return;
     this.leasing = true;
     const limiter = this.local ?? this.limiter;
-    const timeoutMs = (this.redis?.timeoutMs ?? 1000) + this.minTimeMs * 2;
-    const job = limiter.schedule(async () => this.leaseSize);
-    let timer: NodeJS.Timeout | undefined;
-    const guarded = this.redis
-      ? Promise.race([
-          job,
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`no answer from Redis within ${Math.round(timeoutMs)} ms`)),
-              timeoutMs,
-            );
-          }),
-        ])
-      : job;
-    guarded
+    const { result, done } = this.bounded(limiter.schedule(async () => this.leaseSize));
+    result
       .then((granted) => {
         this.leases++;
         this.permits += granted;
@@ -191,7 +240,7 @@ export class LeasedRateLimiter implements PermitGate {
         if (this.redis) this.onRedisError(error);
       })
       .finally(() => {
-        clearTimeout(timer);
+        done();
         this.leasing = false;
         if (this.closed) return;
         this.onAvailable();
@@ -202,6 +251,7 @@ export class LeasedRateLimiter implements PermitGate {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.recovering);
     await Promise.allSettled([this.limiter.disconnect(false), this.local?.disconnect(false)]);
   }
 }
