@@ -12,8 +12,10 @@
 // reset, refused for --down-ms, back with an empty prefix cache). Then multi-turn agentic sessions (prompts grow by
 // the previous turn's output and a user message; between turns the environment works for 0.5-1.5x --tool-ms, as a
 // tool call or code run does) with late binding, without and with session affinity, and the baseline. Prints the step makespan, rollout latency p50/p99 (from the step's start), decode-slot utilisation,
-// failed rollouts, and the lower bound max(total work / total capacity, longest rollout); for sessions also the
-// prefix-cache hit rate (the engines' own counters) and TTFT p50. Writes bench/results/rollouts.json.
+// failed rollouts, and the lower bound max(total work / total capacity, longest rollout); for single-turn fleets also
+// what an ideal dispatcher reaches with the step's lengths (simulated, no overheads): first-free-slot in submission
+// order (the best a client that does not know output lengths can do) and longest-first (knowing every length); for
+// sessions the prefix-cache hit rate (the engines' own counters) and TTFT p50. Writes bench/results/rollouts.json.
 //
 //   pnpm bench:rollouts                     # from the repository root: builds, then the full run (~3 minutes)
 //   node bench/rollouts.mjs --quick         # a scaled-down check (< 1 minute)
@@ -332,6 +334,60 @@ function lowerBoundMs(lengths, fleet) {
   return Math.max((total + outage) / (SLOTS * speedSum(fleet)), Math.max(...work));
 }
 
+/**
+ * The makespan of an ideal dispatcher with these lengths, simulated: no overhead at all, each rollout goes to the
+ * first decode slot of the fleet that frees, in `order`. 'fifo' is submission order: without knowing output
+ * lengths no order does better (the rollouts are alike until they run), so this is what late binding could reach
+ * with zero cost when the engines run at one speed (with a slower engine, a policy that knows the speeds could
+ * keep the last rollouts off it). 'longest-first' knows every length in advance, which no client does: the gap
+ * between the two is the long tail's cost. A half-speed engine takes twice the TTFT and ITL; on a restart, the rollouts running on the
+ * restarted engine are lost and go back to the head of the queue, and its slots are gone for --down-ms.
+ * Timing noise decides which rollout lands on which engine (a long one on the half-speed engine costs seconds), so
+ * each rollout's duration is perturbed by up to +-3% and the simulation is run `draws` times (seeded): returns the
+ * p10, median and p90 makespan.
+ */
+function idealMakespanMs(lengths, fleet, restartAtMs, order, draws = 200) {
+  const prefill = PREFILL * settings['prompt-tokens'];
+  const slowed = (engine) => fleet === 'slow' && engine === SLOW_ENGINE;
+  const submitted = lengths.map((_, index) => index);
+  if (order === 'longest-first') submitted.sort((a, b) => lengths[b] - lengths[a]);
+  const noise = createRandom(23);
+  const makespans = [];
+  for (let draw = 0; draw < draws; draw++) {
+    const queue = [...submitted];
+    const slots = [];
+    for (let engine = 0; engine < ENGINES; engine++) {
+      for (let slot = 0; slot < SLOTS; slot++) slots.push({ engine, freeAt: 0, job: -1 });
+    }
+    let restartPending = fleet === 'restart';
+    for (;;) {
+      let next = slots[0];
+      for (const slot of slots) if (slot.freeAt < next.freeAt) next = slot;
+      if (restartPending && (next.freeAt >= restartAtMs || queue.length === 0)) {
+        restartPending = false;
+        const cut = [];
+        for (const slot of slots) {
+          if (slot.engine !== SLOW_ENGINE) continue;
+          if (slot.job >= 0 && slot.freeAt > restartAtMs) cut.push(slot.job);
+          slot.freeAt = restartAtMs + settings['down-ms'];
+          slot.job = -1;
+        }
+        queue.unshift(...cut);
+        continue;
+      }
+      if (queue.length === 0) break;
+      const job = queue.shift();
+      const scale = slowed(next.engine) ? 2 : 1;
+      next.freeAt += (scale * (TTFT + lengths[job] * ITL) + prefill) * (0.97 + 0.06 * noise());
+      next.job = job;
+    }
+    let makespan = 0;
+    for (const slot of slots) if (slot.job >= 0) makespan = Math.max(makespan, slot.freeAt);
+    makespans.push(makespan);
+  }
+  return { p10Ms: percentile(makespans, 10), medianMs: median(makespans), p90Ms: percentile(makespans, 90) };
+}
+
 const fmt = (ms) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '—');
 const pct = (value) => `${(100 * value).toFixed(0)}%`;
 function table(header, rows) {
@@ -367,6 +423,7 @@ try {
   for (const fleet of scenarios) {
     const names = fleet === 'multi-turn' ? Object.keys(SESSION_POLICIES) : Object.keys(POLICIES);
     const runs = [];
+    let ideal;
     for (let round = 0; round < settings.rounds; round++) {
       // Alternate the order between rounds, so no policy always runs first (warm caches, a quieter machine).
       const order = names.map((_, index) => names[(index + round) % names.length]);
@@ -376,6 +433,14 @@ try {
         if (fleet !== 'multi-turn') {
           run.lowerBoundMs = lowerBoundMs(run.lengths, fleet);
           if (fleet === 'uniform') uniformBoundMs ??= run.lowerBoundMs;
+          // The lengths are the same in every step (seeded); a failed rollout's would be missing.
+          if (ideal === undefined && run.failed === 0) {
+            ideal = {
+              restartAtMs: fleet === 'restart' ? restartAtMs : undefined,
+              fifo: idealMakespanMs(run.lengths, fleet, restartAtMs, 'fifo'),
+              longestFirst: idealMakespanMs(run.lengths, fleet, restartAtMs, 'longest-first'),
+            };
+          }
           delete run.lengths;
         }
         runs.push({ round, ...run });
@@ -402,7 +467,7 @@ try {
     });
     const baseline = summary.find((row) => row.policy === 'skyrl-baseline').makespanMs;
     for (const row of summary) row.speedupVsBaseline = baseline / row.makespanMs;
-    results[fleet] = { runs, summary };
+    results[fleet] = { runs, summary, ...(ideal ? { ideal } : {}) };
     const title =
       fleet === 'multi-turn'
         ? `multi-turn: ${settings.sessions} sessions x ${settings.turns} turns, ~${settings['tool-ms']} ms of tool time between turns (affinity waits up to ${AFFINITY_WAIT_MS} ms)`
@@ -429,8 +494,18 @@ try {
     const failedNote = failedRuns
       .map((run) => `  round ${run.round + 1} ${run.policy}: ${JSON.stringify(run.failedBy)}`)
       .join('\n');
+    const idealNote = ideal
+      ? `ideal dispatchers, simulated with these lengths (no overheads; p10-p90 of 200 draws with +-3% timing noise): ` +
+        `first free slot in submission order ${fmt(ideal.fifo.medianMs)} s (${fmt(ideal.fifo.p10Ms)}-${fmt(ideal.fifo.p90Ms)}), ` +
+        `longest first (knows every length) ${fmt(ideal.longestFirst.medianMs)} s; the baseline over the first: ` +
+        `${(baseline / ideal.fifo.medianMs).toFixed(2)}x${
+          fleet === 'slow'
+            ? ''
+            : ' (engines of one speed: the most any policy that does not know output lengths can win)'
+        }\n`
+      : '';
     process.stdout.write(
-      `\n${title} (medians of ${settings.rounds} round(s))\n${table(header, rows)}\n${
+      `\n${title} (medians of ${settings.rounds} round(s))\n${table(header, rows)}\n${idealNote}${
         failedNote ? `failed rollouts (their makespan counts only the others):\n${failedNote}\n` : ''
       }`,
     );
