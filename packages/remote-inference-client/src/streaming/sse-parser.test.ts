@@ -75,6 +75,62 @@ describe('SseParser bounds (hostile servers)', () => {
     expect(errors).toHaveLength(1);
   });
 
+  it('skips a leading byte-order mark, whole or split, as the WHATWG rules say; an empty chunk drops no LF', () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    const body = Buffer.from('data: first\n\ndata: second\n\n');
+    // Before, the BOM became part of the first line's field name and the first event was lost.
+    expect(parse([Buffer.concat([bom, body])]).map((event) => event.data)).toEqual(['first', 'second']);
+    expect(parse([bom.subarray(0, 1), Buffer.concat([bom.subarray(1), body])]).map((event) => event.data)).toEqual([
+      'first',
+      'second',
+    ]);
+    // A BOM only at the very start: later, the same bytes are data.
+    expect(parse([body, Buffer.concat([Buffer.from('data: '), bom, Buffer.from('x\n\n')])])[2]!.data).toBe('\ufeffx');
+    // CR, an empty chunk, then LF: one line end (an empty chunk used to forget the pending CR).
+    expect(parse(['data: a\r', '', '\ndata: b\n\n']).map((event) => event.data)).toEqual(['a\nb']);
+  });
+
+  it('empty or tiny data lines count toward maxEventBytes by what they hold, not by their bytes alone', () => {
+    const errors: Error[] = [];
+    const parser = new SseParser(
+      () => {},
+      (error) => errors.push(error),
+      { maxEventBytes: 1024 * 1024 },
+    );
+    // 100,000 empty data lines, no blank line: each still a string and a slot in the event (they counted 0 bytes,
+    // so a stream of them grew without bound).
+    const lines = Buffer.from('data:\n'.repeat(10_000));
+    for (let index = 0; index < 10; index++) parser.push(lines, index);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(StreamParseError);
+  });
+
+  it('lines without a colon are scanned once: the bytes indexOf reads stay linear in the input', () => {
+    // Counted, not timed: every indexOf call's actual scan (to the match, or to the end when there is none).
+    const original = Buffer.prototype.indexOf;
+    let scanned = 0;
+    const spy = vi.spyOn(Buffer.prototype, 'indexOf').mockImplementation(function (
+      this: Buffer,
+      value: never,
+      from?: never,
+    ) {
+      const found = original.call(this, value, from);
+      const start = typeof from === 'number' ? from : 0;
+      scanned += found === -1 ? this.length - start : found - start + 1;
+      return found;
+    });
+    const chunk = Buffer.from('xy\n'.repeat((64 * 1024) / 3));
+    const parser = new SseParser(() => {});
+    try {
+      for (let index = 0; index < 16; index++) parser.push(chunk, index);
+    } finally {
+      spy.mockRestore();
+    }
+    // Before, each such line searched the rest of its chunk for a colon: ~n^2/6 per 64 KB chunk (~700 MB here).
+    expect(scanned).toBeLessThanOrEqual(4 * 16 * chunk.length);
+    expect(scanned).toBeGreaterThanOrEqual(16 * chunk.length); // the count is live: each LF is found
+  });
+
   it('a long line split over many chunks is joined once and parsed whole', () => {
     const payload = 'y'.repeat(200_000);
     const bytes = Buffer.from(`data: ${payload}\n\n`);

@@ -17,6 +17,11 @@ const SPACE = 0x20;
 const D = 0x64;
 const A = 0x61;
 const T = 0x74;
+/**
+ * What a `data` line costs beyond its bytes (its string and its slot in the event's list), counted against
+ * `maxEventBytes`: empty or one-byte lines used to count 0 or 1 byte each, so a stream of them held ~12x the limit.
+ */
+const LINE_OVERHEAD_BYTES = 32;
 
 /** What an {@link SseParser} may hold at once. */
 export interface SseLimits {
@@ -41,6 +46,8 @@ export class SseParser {
   private dataBytes = 0;
   private event: string | undefined;
   private skipLeadingLf = false;
+  /** Nothing parsed yet: a UTF-8 byte-order mark here is skipped, as the WHATWG rules say. */
+  private atStart = true;
   private failed = false;
   private readonly maxEventBytes: number;
 
@@ -55,9 +62,26 @@ export class SseParser {
   }
 
   /** Feeds bytes that arrived at `receivedAtMs`. */
-  push(chunk: Buffer, receivedAtMs: number): void {
-    if (this.failed) return;
+  push(input: Buffer, receivedAtMs: number): void {
+    let chunk = input;
+    // An empty chunk changes nothing (it must not drop a pending CR's LF either).
+    if (this.failed || chunk.length === 0) return;
     let position = 0;
+    if (this.atStart) {
+      if (this.pendingBytes > 0) {
+        chunk = Buffer.concat([...this.pending, chunk]);
+        this.pending = [];
+        this.pendingBytes = 0;
+      }
+      if (chunk.length < 3 && chunk[0] === 0xef && (chunk.length < 2 || chunk[1] === 0xbb)) {
+        // Maybe a byte-order mark split across chunks: wait for its last byte.
+        this.pending.push(Buffer.from(chunk));
+        this.pendingBytes = chunk.length;
+        return;
+      }
+      this.atStart = false;
+      if (chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) position = 3;
+    }
     if (this.skipLeadingLf) {
       this.skipLeadingLf = false;
       if (chunk.length > 0 && chunk[0] === LF) position = 1;
@@ -140,18 +164,19 @@ export class SseParser {
     ) {
       const valueStart = start + 5 < end && buffer[start + 5] === SPACE ? start + 6 : start + 5;
       this.data.push(buffer.toString('utf8', valueStart, end));
-      this.dataBytes += end - valueStart;
+      this.dataBytes += end - valueStart + LINE_OVERHEAD_BYTES;
       this.checkSize();
       return;
     }
-    let colon = buffer.indexOf(COLON, start);
-    if (colon === -1 || colon > end) colon = end;
+    // Searched within the line only (searching the rest of the chunk for every line was quadratic).
+    let colon = start;
+    while (colon < end && buffer[colon] !== COLON) colon++;
     const field = buffer.toString('latin1', start, colon);
     let valueStart = colon < end ? colon + 1 : end;
     if (valueStart < end && buffer[valueStart] === SPACE) valueStart++;
     if (field === 'data') {
       this.data.push(buffer.toString('utf8', valueStart, end));
-      this.dataBytes += end - valueStart;
+      this.dataBytes += end - valueStart + LINE_OVERHEAD_BYTES;
       this.checkSize();
     } else if (field === 'event') this.event = buffer.toString('utf8', valueStart, end);
     // id and retry do not matter for one-shot LLM streams.
