@@ -8,6 +8,7 @@ import { type FakeVllm, startFakeVllm } from 'fake-vllm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AbortError,
+  ClientClosedError,
   type ConnectionError,
   HttpStatusError,
   InvalidOptionsError,
@@ -498,6 +499,18 @@ describe('lifecycle mistakes and limits (the audit found them handled)', () => {
       await client.close();
       await server.close();
     }
+  });
+
+  it('after close(), control-plane calls and waitUntilHealthy reject typed and open no connection', async () => {
+    const client = new RemoteInferenceClient({ engines: [fake.url], transport: { shared: false } });
+    await client.close();
+    const before = (await fake.control.stats()).total.requests;
+    // Before, they reached the engine through a pool that nothing would close again (the process stayed alive).
+    await expect(client.control.health()).rejects.toBeInstanceOf(ClientClosedError);
+    await expect(client.control.pause({ mode: 'keep' })).rejects.toBeInstanceOf(ClientClosedError);
+    await expect(client.waitUntilHealthy({ timeoutMs: 500 })).rejects.toBeInstanceOf(ClientClosedError);
+    expect(client.stats().connections.open).toBe(0);
+    expect((await fake.control.stats()).total.requests).toBe(before);
   });
 
   it('engine URLs are normalised to their origin: case, whitespace, a trailing slash, the default port, duplicates', async () => {

@@ -5,6 +5,7 @@ import {
   InvalidOptionsError,
   RetriesExhaustedError,
   StreamInterruptedError,
+  TimeoutError,
   UnexpectedError,
 } from '../errors.js';
 import type { AttemptRequest, AttemptResult, AttemptSink, AttemptTiming } from '../transport/attempt.js';
@@ -183,6 +184,58 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     expect(calls[2]!.body).toEqual(calls[1]!.body);
     expect(calls[1]!.body).toMatchObject({ token_ids: [1, 2, 7], sampling_params: { max_tokens: 2 } });
     expect(client.stats()).toMatchObject({ resumes: 1, retries: 1 });
+    await client.close();
+  });
+
+  it('a cut after the engine finished (finish_reason, or [DONE]) ends the generation: nothing is generated past it', async () => {
+    const chunk = (tokens: number[], finish: string | null) =>
+      Buffer.from(
+        `data: ${JSON.stringify({ request_id: 'r', choices: [{ index: 0, token_ids: tokens, finish_reason: finish }] })}\n\n`,
+      );
+    // EOS after 3 of max_tokens 10, then the connection drops before [DONE].
+    const { client, calls } = scripted(({ sink }) => {
+      sink!.onData(chunk([11, 12], null), 0);
+      sink!.onData(chunk([2], 'stop'), 0);
+      throw new ConnectionError('reset', 'ECONNRESET');
+    });
+    const result = await client.generate({ token_ids: [1], sampling_params: { max_tokens: 10 } }, { resume: true });
+    // Before: a continuation was sent and the engine generated past the EOS ([11, 12, 2, ...], finish "length").
+    expect(result.choices[0]).toMatchObject({ token_ids: [11, 12, 2], finish_reason: 'stop' });
+    expect(calls).toHaveLength(1);
+    // Without resume, a reset after [DONE] loses nothing either (it used to end in ERR_STREAM_INTERRUPTED).
+    const done = scripted(({ sink }) => {
+      sink!.onData(chunk([5], 'length'), 0);
+      sink!.onData(Buffer.from('data: [DONE]\n\n'), 0);
+      throw new ConnectionError('reset', 'ECONNRESET');
+    });
+    const seen: unknown[] = [];
+    for await (const part of await done.client.generate({
+      token_ids: [1],
+      sampling_params: { max_tokens: 1 },
+      stream: true,
+    }))
+      seen.push(part.choices[0]!.token_ids);
+    expect(seen).toEqual([[5]]);
+    expect(done.calls).toHaveLength(1);
+    await client.close();
+    await done.client.close();
+  });
+
+  it('a stream the client cut for idleness is resumed, and what is owed of min_tokens is re-sent, not all of it', async () => {
+    const { client, calls } = scripted(({ sink, index }) =>
+      index === 0 ? streamed(sink, [7, 8], new TimeoutError('idle', 200)) : streamed(sink, [9]),
+    );
+    const result = await client.generate(
+      { token_ids: [1, 2], sampling_params: { max_tokens: 3, min_tokens: 3 } },
+      { resume: true },
+    );
+    // Before, an idle timeout was not resumable: the rollout failed with the two tokens received lost.
+    expect(result.choices[0]!.token_ids).toEqual([7, 8, 9]);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.body).toMatchObject({
+      token_ids: [1, 2, 7, 8],
+      sampling_params: { max_tokens: 1, min_tokens: 1 },
+    });
     await client.close();
   });
 

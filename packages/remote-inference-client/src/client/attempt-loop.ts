@@ -47,6 +47,8 @@ export interface ResponseReader<T> {
   readonly error: InferenceError | undefined;
   /** Whether this attempt delivered anything to the caller (a data event). */
   delivered(): boolean;
+  /** Whether the stream's end (`[DONE]`) arrived: a transport failure after it lost nothing. */
+  ended(): boolean;
   /** A finished 2xx attempt as a value, or the error that makes it a failure. */
   finish(result: AttemptResult, run: RequestRun): { value: T } | { error: InferenceError; delivered?: boolean };
   /** Ends the attempt's listeners. */
@@ -195,9 +197,14 @@ export class RequestExecutor {
             else ({ error, delivered = false } = outcome);
           }
         } catch (failure) {
-          error = reader.error ?? this.toError(run, failure);
-          // Admission failures (abort, queue deadline, queue full, no engine) are final: they already waited.
-          if (engine === undefined) throw error;
+          if (engine !== undefined && reader.ended()) {
+            // A reset after `[DONE]`: the caller has the whole stream (it used to end in ERR_STREAM_INTERRUPTED).
+            engine.health.onSuccess();
+          } else {
+            error = reader.error ?? this.toError(run, failure);
+            // Admission failures (abort, queue deadline, queue full, no engine) are final: they already waited.
+            if (engine === undefined) throw error;
+          }
         } finally {
           reader.dispose();
           if (engine) this.parts.scheduler.settle(engine);
@@ -211,8 +218,8 @@ export class RequestExecutor {
         delivered ||= reader.delivered();
         everDelivered ||= delivered;
         const resumable = resume?.resumable(error, everDelivered) ?? false;
-        if (resumable && resume!.remaining <= 0) {
-          // Every token arrived; only the end of the stream was lost.
+        if (resumable && resume!.complete) {
+          // Every token arrived (or the engine said it finished); only the end of the stream was lost.
           this.endRun(run, undefined);
           return value as T;
         }
@@ -422,6 +429,9 @@ const WHOLE_READER: ResponseReader<unknown> & ReaderSource<unknown> = {
     return this;
   },
   delivered() {
+    return false;
+  },
+  ended() {
     return false;
   },
   finish(result, run) {

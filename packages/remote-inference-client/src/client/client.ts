@@ -154,6 +154,7 @@ export class RemoteInferenceClient {
       (endpoint) => this.transport.pool(endpoint),
       this.options,
       () => this.evictIdleConnections(),
+      () => this.executor.closed,
     );
     const adaptive = this.scheduler.limits.perEngineAdaptive;
     if (adaptive) {

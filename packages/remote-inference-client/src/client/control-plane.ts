@@ -1,4 +1,10 @@
-import { HttpStatusError, type InferenceError, InvalidOptionsError, isInferenceError } from '../errors.js';
+import {
+  ClientClosedError,
+  HttpStatusError,
+  type InferenceError,
+  InvalidOptionsError,
+  isInferenceError,
+} from '../errors.js';
 import { deadlineSignal, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
 import type { ConnectionPool } from '../transport/connection-pool.js';
 import type { ResolvedClientOptions } from './options.js';
@@ -20,6 +26,7 @@ export class ControlPlane {
     private readonly pool: (endpoint: string) => ConnectionPool,
     private readonly options: ResolvedClientOptions,
     private readonly evict: () => number,
+    private readonly isClosed: () => boolean = () => false,
   ) {}
 
   private async fanOut<T>(
@@ -28,6 +35,8 @@ export class ControlPlane {
     body?: unknown,
     timeoutMs = 60_000,
   ): Promise<EngineResult<T>[]> {
+    // After close() (a waitUntilHealthy loop included): a typed rejection, not calls on a released transport.
+    if (this.isClosed()) throw new ClientClosedError();
     if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) {
       throw new InvalidOptionsError(
         `Expected \`timeoutMs\` to be a number of ms > 0 (Infinity: no deadline), got \`${String(timeoutMs)}\``,

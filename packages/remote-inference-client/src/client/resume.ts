@@ -1,4 +1,10 @@
-import { type InferenceError, InvalidOptionsError, StreamInterruptedError, StreamTruncatedError } from '../errors.js';
+import {
+  type InferenceError,
+  InvalidOptionsError,
+  StreamInterruptedError,
+  StreamTruncatedError,
+  TimeoutError,
+} from '../errors.js';
 import type { GenerateChunk, GenerateRequest, GenerateResponse } from './wire-types.js';
 
 /**
@@ -12,6 +18,8 @@ export class ResumeState {
   readonly received: number[] = [];
   readonly logprobs: unknown[] = [];
   hasLogprobs = false;
+  /** A chunk carried a `finish_reason`: the engine ended the generation (EOS, a stop, max_tokens). */
+  finished = false;
 
   /** Checks that `request` can be resumed (`max_tokens` set, `n` = 1); a caller's mistake is a typed error. */
   constructor(private readonly request: GenerateRequest) {
@@ -36,6 +44,14 @@ export class ResumeState {
   }
 
   /**
+   * Nothing is left to generate: every token arrived, or the engine said it finished. A cut after that lost only the
+   * stream's end; continuing would generate past the end of the sequence (it used to, after a `stop`).
+   */
+  get complete(): boolean {
+    return this.finished || this.remaining <= 0;
+  }
+
+  /**
    * Records a chunk's first choice. Returns a problem when its `token_ids` are not token ids: they would be sent
    * back as prompt tokens on the next attempt.
    */
@@ -45,6 +61,7 @@ export class ResumeState {
       return 'has `token_ids` that are not an array of token ids';
     }
     for (const id of ids) this.received.push(id as number);
+    if (typeof choice.finish_reason === 'string') this.finished = true;
     const logprobs = choice.logprobs as { content?: unknown } | null | undefined;
     if (Array.isArray(logprobs?.content)) {
       this.hasLogprobs = true;
@@ -53,24 +70,35 @@ export class ResumeState {
     return undefined;
   }
 
-  /** Whether a failed attempt can be continued: tokens reached the caller and the cut was the transport's. */
+  /**
+   * Whether a failed attempt can be continued: tokens reached the caller and the cut was the transport's, or the
+   * engine went silent past `idleMs` (a stalled engine is cut by the client; before, that failed the rollout with
+   * the tokens received lost).
+   */
   resumable(error: InferenceError, delivered: boolean): boolean {
     return (
       delivered &&
       (error instanceof StreamInterruptedError ||
         error instanceof StreamTruncatedError ||
-        error.code === 'ERR_CONNECTION')
+        error.code === 'ERR_CONNECTION' ||
+        (error instanceof TimeoutError && error.phase === 'idle'))
     );
   }
 
   /** The body of the attempt that continues the generation. */
   nextBody(): string {
     const sampling = this.request.sampling_params ?? {};
+    const minTokens = sampling.min_tokens;
     return JSON.stringify({
       ...this.request,
       stream: true,
       token_ids: [...this.prompt, ...this.received],
-      sampling_params: { ...sampling, max_tokens: this.remaining },
+      sampling_params: {
+        ...sampling,
+        max_tokens: this.remaining,
+        // What is still owed of min_tokens: re-sent whole, it held EOS back for tokens already generated.
+        ...(typeof minTokens === 'number' ? { min_tokens: Math.max(0, minTokens - this.received.length) } : {}),
+      },
     });
   }
 

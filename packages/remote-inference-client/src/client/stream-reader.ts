@@ -107,6 +107,7 @@ export class StreamReader<T> {
         return streamError;
       },
       delivered: () => this.delivered > deliveredBefore,
+      ended: () => sawDone && streamError === undefined,
       finish: (_result: AttemptResult) => {
         const error = streamError ?? (sawDone ? undefined : new StreamTruncatedError({ engine: run.engine }));
         return error ? { error } : { value: undefined };

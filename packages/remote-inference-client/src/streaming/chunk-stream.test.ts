@@ -22,6 +22,23 @@ describe('ChunkStream', () => {
     expect(await seen).toEqual([1, 2, 3, 4]);
   });
 
+  it('answers next() calls made before the chunks arrive in order; the end and a failure reach every waiter', async () => {
+    const stream = new ChunkStream<number>(() => {});
+    const iterator = stream[Symbol.asyncIterator]();
+    // Before, the second waiter replaced the first, which never settled.
+    const [first, second] = [iterator.next(), iterator.next()];
+    stream.push(1);
+    stream.push(2);
+    expect(await Promise.all([first, second])).toEqual([
+      { value: 1, done: false },
+      { value: 2, done: false },
+    ]);
+    const [third, fourth] = [iterator.next(), iterator.next()];
+    stream.fail(new StreamTruncatedError({ engine: 'e' }));
+    await expect(third).rejects.toBeInstanceOf(StreamTruncatedError);
+    expect(await fourth).toEqual({ value: undefined, done: true });
+  });
+
   it('throws a failure after the chunks already pushed, once', async () => {
     const stream = new ChunkStream<number>(() => {});
     stream.push(1);

@@ -22,6 +22,8 @@ export class ChunkStream<T> implements AsyncIterable<T> {
   private error: InferenceError | undefined;
   private errorDelivered = false;
   private waiter: Waiter<T> | undefined;
+  /** next() calls made while an earlier one still waits (for await never does; a helper may), answered in order. */
+  private laterWaiters: Waiter<T>[] | undefined;
   private consumed = false;
   private paused = false;
 
@@ -43,7 +45,7 @@ export class ChunkStream<T> implements AsyncIterable<T> {
     if (this.done) return;
     const waiter = this.waiter;
     if (waiter) {
-      this.waiter = undefined;
+      this.waiter = this.laterWaiters?.shift();
       waiter.resolve({ value: chunk, done: false });
       return;
     }
@@ -113,7 +115,9 @@ export class ChunkStream<T> implements AsyncIterable<T> {
     }
     if (this.done) return this.finalResult();
     return new Promise<IteratorResult<T>>((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      // A second waiter used to replace the first, which then never settled.
+      if (this.waiter) (this.laterWaiters ??= []).push({ resolve, reject });
+      else this.waiter = { resolve, reject };
     });
   }
 
@@ -127,9 +131,11 @@ export class ChunkStream<T> implements AsyncIterable<T> {
   }
 
   private settleWaiter(): void {
-    const waiter = this.waiter;
-    if (!waiter) return;
-    this.waiter = undefined;
-    this.finalResult().then(waiter.resolve, waiter.reject);
+    // The first waiter gets the error (once), the others `done`.
+    while (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = this.laterWaiters?.shift();
+      this.finalResult().then(waiter.resolve, waiter.reject);
+    }
   }
 }

@@ -109,16 +109,13 @@ describe('SseParser bounds (hostile servers)', () => {
     // Counted, not timed: every indexOf call's actual scan (to the match, or to the end when there is none).
     const original = Buffer.prototype.indexOf;
     let scanned = 0;
-    const spy = vi.spyOn(Buffer.prototype, 'indexOf').mockImplementation(function (
-      this: Buffer,
-      value: never,
-      from?: never,
-    ) {
+    const counting = function (this: Buffer, value: number, from?: number): number {
       const found = original.call(this, value, from);
       const start = typeof from === 'number' ? from : 0;
       scanned += found === -1 ? this.length - start : found - start + 1;
       return found;
-    });
+    };
+    const spy = vi.spyOn(Buffer.prototype, 'indexOf').mockImplementation(counting as never);
     const chunk = Buffer.from('xy\n'.repeat((64 * 1024) / 3));
     const parser = new SseParser(() => {});
     try {

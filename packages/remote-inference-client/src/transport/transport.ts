@@ -1,4 +1,5 @@
 import { threadId } from 'node:worker_threads';
+import { ClientClosedError } from '../errors.js';
 import { ConnectionPool, type PoolSettings, type PoolStats } from './connection-pool.js';
 
 /**
@@ -9,6 +10,7 @@ import { ConnectionPool, type PoolSettings, type PoolStats } from './connection-
 export class Transport {
   private readonly pools = new Map<string, ConnectionPool>();
   private references = 0;
+  private released = false;
   private sourceOffset = 0;
 
   constructor(
@@ -20,6 +22,8 @@ export class Transport {
   pool(origin: string): ConnectionPool {
     let pool = this.pools.get(origin);
     if (!pool) {
+      // After the last release nothing would close it: a call after close() used to open a connection for good.
+      if (this.released) throw new ClientClosedError();
       // Each engine starts at a different source IP so that small fleets still spread over all of them.
       pool = new ConnectionPool(origin, this.settings, this.sourceOffset++);
       this.pools.set(origin, pool);
@@ -58,6 +62,7 @@ export class Transport {
     this.references--;
     if (this.references > 0) return;
     shared.delete(this.key);
+    this.released = true;
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
     this.pools.clear();
   }
