@@ -29,6 +29,26 @@ it('active health checks put an engine that fails GET /health in cooldown, and t
   await loading.close();
 });
 
+it('a passing active health check wakes the queue: a request waiting for the engine goes at once, not at the cooldown end', async () => {
+  const loading = await startFakeVllm({ engines: 1, readyAfterMs: 1500, ttftMs: 1, itlMs: 1, control: false });
+  const client = new RemoteInferenceClient({
+    engines: [loading.url],
+    // A cooldown far longer than the test: only a health check can bring the engine back.
+    health: { activeCheckIntervalMs: 50, failureThreshold: 1, cooldownMs: 600_000 },
+    transport: { shared: false },
+  });
+  try {
+    await eventually(() => client.stats().engines[0]!.state === 'cooldown');
+    // Queued (the only engine is in cooldown) until a check passes once the engine is ready. Before, the check
+    // healed it but nobody woke the queue: the request waited for the 600 s cooldown (here, its 10 s deadline).
+    const result = await client.generate({ token_ids: [1], sampling_params: { max_tokens: 2 } }, { timeoutMs: 10_000 });
+    expect(result.choices[0]!.token_ids).toHaveLength(2);
+  } finally {
+    await client.close();
+    await loading.close();
+  }
+});
+
 it('publishes every request on diagnostics_channel with its timing', async () => {
   const seen: RequestStats[] = [];
   const listener = (message: unknown) => seen.push(message as RequestStats);

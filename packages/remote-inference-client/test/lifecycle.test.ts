@@ -190,6 +190,66 @@ describe('control plane', () => {
     await client.close();
   });
 
+  it('waitUntilHealthy keeps to its timeoutMs with an engine that never answers; phase calls take a timeoutMs', async () => {
+    const silent = createServer(() => {}); // accepts, never answers
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const client = new RemoteInferenceClient({ engines: [`http://127.0.0.1:${port}`], transport: { shared: false } });
+    try {
+      // Before, each round asked /health with 5 s whatever was left: this took 5 s (the test's own 4 s limit).
+      await expect(client.waitUntilHealthy({ timeoutMs: 300 })).rejects.toMatchObject({
+        code: 'ERR_ENGINE_UNAVAILABLE',
+      });
+      // pause/resume/sleep/wakeUp were fixed at 60 s: a pause that waits for a long rollout needs more, or less.
+      const [paused] = await client.control.pause({ mode: 'wait', timeoutMs: 200 });
+      expect(paused!.ok).toBe(false);
+      if (!paused!.ok) expect((paused!.error as TimeoutError).phase).toBe('total');
+    } finally {
+      await client.close();
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  }, 4000);
+
+  it('a queued request with no deadline keeps the process alive until its engine is back', async () => {
+    // A child process whose only engine is down (nothing listens): its request waits in the queue, and nothing but
+    // the client keeps the process alive. The engine starts listening 1 s later, from a timer that does not hold
+    // the process either. Before, the queue's timers were unref'd and the process exited at once with the request
+    // still queued, its promise never settled.
+    const script = `
+      import { createServer } from 'node:http';
+      import { RemoteInferenceClient } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+      const probe = createServer().listen(0, '127.0.0.1');
+      await new Promise((resolve) => probe.once('listening', resolve));
+      const port = probe.address().port;
+      await new Promise((resolve) => probe.close(resolve));
+      const client = new RemoteInferenceClient({
+        engines: ['http://127.0.0.1:' + port],
+        health: { failureThreshold: 1, cooldownMs: 200, probeIntervalMs: 100 },
+        transport: { shared: false },
+      });
+      let outcome = 'unsettled';
+      process.on('exit', () => console.log(JSON.stringify({ outcome, queued: client.stats().queued })));
+      const engine = createServer((request, response) => {
+        request.resume();
+        request.on('end', () => response.end(request.url === '/health' ? '' : '{"request_id":"r","choices":[{"index":0,"token_ids":[7],"finish_reason":"length"}]}'));
+      });
+      setTimeout(() => engine.listen(port, '127.0.0.1'), 1000).unref();
+      client.generate({ token_ids: [1], sampling_params: { max_tokens: 1 } }).then(
+        () => { outcome = 'ok'; },
+        (error) => { outcome = error.code; },
+      ).finally(() => { engine.close(); engine.closeAllConnections(); return client.close(); });
+    `;
+    const { spawnSync } = await import('node:child_process');
+    // The built package, as test/fixtures/concurrency-worker.mjs uses it (the test task builds first).
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    const last = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as { outcome: string; queued: number };
+    expect(last).toEqual({ outcome: 'ok', queued: 0 });
+  });
+
   it('a control call past its deadline is a typed total timeout for that engine, not a connection failure', async () => {
     // An engine that answers /health with its headers and then trickles the body: neither ttfb nor idle fires, only
     // the call's own deadline. (Its reason used to be AbortSignal.timeout's DOMException: ERR_CONNECTION, code 23.)

@@ -19,12 +19,19 @@ export function startActiveHealthChecks(
     running = true;
     try {
       const results = await control.health(Math.min(5000, intervalMs));
+      let healed = false;
       for (const result of results) {
         const entry = scheduler.list().find((engine) => engine.endpoint === result.engine);
         if (!entry) continue;
-        if (result.ok) entry.health.onSuccess();
-        else entry.health.onConnectionFailure();
+        if (result.ok) {
+          healed ||= !entry.health.available();
+          entry.health.onSuccess();
+        } else entry.health.onConnectionFailure();
       }
+      // Requests queued for an engine this healed take it now (they used to wait for the cooldown's own end).
+      if (healed) scheduler.pump();
+    } catch {
+      // Closed meanwhile (the control plane rejects after close()): nothing to check.
     } finally {
       running = false;
     }

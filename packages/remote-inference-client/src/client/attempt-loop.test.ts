@@ -336,6 +336,91 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it('a /metrics answer of 503 or 429 keeps the learned cap; only a 404 or a body without gauges means none', async () => {
+    let metricsStatus = 200;
+    let failedPolls = 0;
+    const { client } = scripted(
+      async ({ request }) => {
+        if (request.path === '/metrics') {
+          if (metricsStatus !== 200) {
+            failedPolls++;
+            return { ...json('upstream busy'), status: metricsStatus };
+          }
+          return json('vllm:num_requests_running 6\nvllm:num_requests_waiting 4\n');
+        }
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      ['http://e1:1'],
+      { limits: { perEngine: { adaptive: { intervalMs: 20 } } } },
+    );
+    const load = Promise.all(Array.from({ length: 200 }, () => client.generate(generate)));
+    const cap = () => client.stats().engines[0]!.maxConcurrency;
+    while (client.stats().engines[0]!.capacity!.state !== 'learned')
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    const learned = cap();
+    expect(learned).toBeLessThan(32);
+    for (const status of [503, 429]) {
+      metricsStatus = status;
+      const before = failedPolls;
+      while (failedPolls < before + 2) await new Promise((resolve) => setTimeout(resolve, 5));
+      // Before, one such answer switched the engine to the fixed cap, 512: the whole queue bound to it at once.
+      expect(cap(), `after a ${status}`).toBe(learned);
+    }
+    metricsStatus = 200;
+    await load;
+    await client.close();
+  });
+
+  it('an engine added back while it drained, its recovery probe stopped meanwhile, is probed again', async () => {
+    let healthy = false;
+    let probes = 0;
+    // Removed while its recovery probe was pending (the probe stops for a draining engine), then added back.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const again = scripted(
+      async ({ engine, request }) => {
+        if (request.path === '/health') {
+          if (engine === 'http://e1:1') probes++;
+          return healthy ? json('', 200) : Promise.reject(new ConnectionError('refused', 'ECONNREFUSED'));
+        }
+        if (engine === 'http://e1:1' && request.body?.includes('"hold"')) {
+          await held;
+          return json({ request_id: 'r', choices: [] }, 500);
+        }
+        if (engine === 'http://e1:1' && !healthy) throw new ConnectionError('refused', 'ECONNREFUSED');
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      undefined,
+      {
+        routing: 'round-robin',
+        retry: { maxAttempts: 1 },
+        health: { failureThreshold: 1, cooldownMs: 600_000, probeIntervalMs: 50 },
+      },
+    );
+    const holding = again.client.generate({ ...generate, hold: true } as never).catch(() => undefined); // on e1
+    await again.client.generate(generate); // on e2
+    await again.client.generate(generate).catch(() => undefined); // e1 refuses: cooldown, a probe in 50 ms
+    expect(again.client.stats().engines[0]!.state).toBe('cooldown');
+    again.client.setEngines(['http://e2:2']); // e1 drains (its held request)
+    await new Promise((resolve) => setTimeout(resolve, 150)); // its probe came and stopped: it drains
+    again.client.setEngines(['http://e1:1', 'http://e2:2']); // back before it drained
+    release();
+    await holding;
+    healthy = true;
+    const before = probes;
+    // Before, nothing probed it again: in cooldown for the 600 s, every request to e2. (Probes come every 50 ms.)
+    const deadline = Date.now() + 5000;
+    while (again.client.stats().engines[0]!.state !== 'healthy' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(again.client.stats().engines[0]!.state).toBe('healthy');
+    expect(probes).toBeGreaterThan(before);
+    await again.client.close();
+  });
+
   it('a learning cap that never binds is polled at the steady interval, not the learning one', async () => {
     let metricsPolls = 0;
     const metrics = 'vllm:num_requests_running 10\nvllm:num_requests_waiting 0\n';

@@ -270,7 +270,8 @@ export class RemoteInferenceClient {
     const deadline = performance.now() + timeoutMs;
     let unhealthy: string[] = [];
     for (;;) {
-      const results = await this.control.health();
+      // Each round bounded by what is left (it used to take up to 5 s whatever the caller's timeoutMs).
+      const results = await this.control.health(Math.max(1, Math.min(5000, deadline - performance.now())));
       unhealthy = results.filter((result) => !result.ok).map((result) => result.engine);
       if (unhealthy.length === 0) return;
       if (performance.now() + intervalMs > deadline) break;
@@ -290,6 +291,8 @@ export class RemoteInferenceClient {
     }
     const normalized = [...new Set(engines.map((engine, index) => normalizeEngine(engine, `engines[${index}]`)))];
     const removed = this.scheduler.setEngines(normalized);
+    // An engine added back while it drained may still await its recovery probe, which stopped while it drained.
+    for (const entry of this.scheduler.list()) this.prober.watch(entry);
     for (const entry of removed) {
       const dropWhenDrained = () => {
         if (!entry.draining) return; // added back before it drained: it serves again, with its connections

@@ -92,30 +92,34 @@ export class ControlPlane {
     );
   }
 
-  private async phase<T>(path: string): Promise<EngineResult<T>[]> {
-    const results = await this.fanOut<T>('POST', path);
+  private async phase<T>(path: string, timeoutMs: number | undefined): Promise<EngineResult<T>[]> {
+    const results = await this.fanOut<T>('POST', path, undefined, timeoutMs);
     this.evict();
     return results;
   }
 
-  /** `POST /pause?mode=`: `abort` ends in-flight requests, `wait` lets them finish, `keep` freezes them. */
-  pause({ mode = 'abort' }: { mode?: 'abort' | 'wait' | 'keep' } = {}) {
-    return this.phase(`/pause?mode=${encodeURIComponent(mode)}`);
+  /**
+   * `POST /pause?mode=`: `abort` ends in-flight requests, `wait` lets them finish, `keep` freezes them. A `wait`
+   * lasts as long as the longest rollout: give it a `timeoutMs` above that (default 60 s; an engine that answers
+   * later is reported failed although it paused).
+   */
+  pause({ mode = 'abort', timeoutMs }: { mode?: 'abort' | 'wait' | 'keep'; timeoutMs?: number } = {}) {
+    return this.phase(`/pause?mode=${encodeURIComponent(mode)}`, timeoutMs);
   }
 
   /** `POST /resume`. */
-  resume() {
-    return this.phase('/resume');
+  resume({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.phase('/resume', timeoutMs);
   }
 
   /** `POST /sleep?level=`. */
-  sleep({ level = 1 }: { level?: number } = {}) {
-    return this.phase(`/sleep?level=${encodeURIComponent(String(level))}`);
+  sleep({ level = 1, timeoutMs }: { level?: number; timeoutMs?: number } = {}) {
+    return this.phase(`/sleep?level=${encodeURIComponent(String(level))}`, timeoutMs);
   }
 
   /** `POST /wake_up`. */
-  wakeUp() {
-    return this.phase('/wake_up');
+  wakeUp({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.phase('/wake_up', timeoutMs);
   }
 
   /** `GET /is_paused`. */

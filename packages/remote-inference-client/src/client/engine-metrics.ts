@@ -159,11 +159,18 @@ export class EngineLoadPoller {
         bookkeepingGet(entry.endpoint, '/metrics', this.headers, timeoutMs, this.connectTimeoutMs, maxBodyBytes),
         undefined,
       );
+      if (result.status !== 200 && result.status !== 404) {
+        // A 5xx or a 429 (a proxy, an overloaded server) says nothing about the gauges: like a slow answer, it
+        // keeps what was learned. It used to switch the engine to the fixed cap (512), and a queue of hundreds was
+        // bound to a 6-slot engine at once.
+        this.counters.failures++;
+        return;
+      }
       const sample = result.status === 200 && result.body ? parseEngineLoad(result.body.toString('latin1')) : undefined;
       // The engine counted somewhere between send and answer: the larger of the two counts of ours. Requests that
       // finished in between would otherwise read as another client's share and shrink the capacity.
       if (sample) capacity.observe(sample, Math.max(outstandingBefore, entry.outstanding));
-      else capacity.noMetrics();
+      else capacity.noMetrics(); // a 404, or a 200 without vLLM's gauges: another server
     } catch (failure) {
       this.counters.failures++;
       // The transport rejects with an AttemptFailure; a `sendAttempt` seam may throw the typed error itself.

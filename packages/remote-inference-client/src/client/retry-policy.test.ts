@@ -31,6 +31,14 @@ describe('retry policy', () => {
     expect(parseRetryAfter(new Date(10_000).toUTCString(), 4000)).toBe(6000);
     expect(parseRetryAfter('soon')).toBeUndefined();
     expect(parseRetryAfter(undefined)).toBeUndefined();
+    // The obsolete HTTP-date forms are dates too (RFC 9110 section 5.6.7).
+    expect(parseRetryAfter('Thursday, 01-Jan-70 00:00:10 GMT', 4000)).toBe(6000);
+    expect(parseRetryAfter('Thu Jan  1 00:00:10 1970', 4000)).toBe(6000);
+    // Neither seconds nor a date: undefined, so the normal backoff applies. Node's lenient Date.parse read each of
+    // these as a date in the past, that is an immediate retry.
+    for (const value of ['-1', '1.', '.5', '5, 10', '1e3', 'in 5 s']) {
+      expect(parseRetryAfter(value, 1_000_000_000_000), value).toBeUndefined();
+    }
   });
 
   it('backs off with full jitter under a doubling cap, or as the server asked', () => {

@@ -11,11 +11,22 @@ export function isRetryable(error: InferenceError): boolean {
   return error.retryable;
 }
 
-/** Parses `Retry-After` (delta seconds or an HTTP date) into ms, or undefined. */
+/**
+ * An HTTP-date (RFC 9110 section 5.6.7): IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850 `Sunday, 06-Nov-94
+ * 08:49:37 GMT` or asctime `Sun Nov  6 08:49:37 1994`: a day name first, a time of day inside.
+ */
+const HTTP_DATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,? .*\b\d{2}:\d{2}:\d{2}\b/;
+
+/**
+ * Parses `Retry-After` (delta seconds, a fraction tolerated, or an HTTP date) into ms, or undefined: then the
+ * normal backoff applies. Anything else is undefined too; Node's lenient `Date.parse` used to read "-1", "1.",
+ * ".5" and "5, 10" as dates in the past, that is an immediate retry.
+ */
 export function parseRetryAfter(value: string | string[] | undefined, nowMs = Date.now()): number | undefined {
-  const raw = Array.isArray(value) ? value[0] : value;
-  if (raw === undefined || raw.trim() === '') return undefined;
-  if (/^\d+(\.\d+)?$/.test(raw.trim())) return Math.round(Number(raw) * 1000);
+  const raw = (Array.isArray(value) ? value[0] : value)?.trim();
+  if (raw === undefined || raw === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(raw)) return Math.round(Number(raw) * 1000);
+  if (!HTTP_DATE.test(raw)) return undefined;
   const date = Date.parse(raw);
   return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
 }

@@ -281,6 +281,10 @@ export class Scheduler {
   private readonly cluster: ClusterConcurrency | undefined;
   private readonly health: Required<HealthOptions>;
   private wakeTimer: NodeJS.Timeout | undefined;
+  /** When {@link wakeTimer} fires (`performance.now()` ms). */
+  private wakeAtMs = Number.POSITIVE_INFINITY;
+  /** Holds the process open while requests wait in the queue. */
+  private keepAlive: NodeJS.Timeout | undefined;
   private preferredTimer: NodeJS.Timeout | undefined;
   private preferredWakeAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
@@ -407,6 +411,7 @@ export class Scheduler {
         if (waiter.settled) return;
         waiter.settled = true;
         this.queued--;
+        this.queueEmptied();
         waiter.cleanup();
         reject(error);
         this.pump();
@@ -456,7 +461,14 @@ export class Scheduler {
       else queue.push(waiter);
       this.queued++;
       this.counters.maxQueued = Math.max(this.counters.maxQueued, this.queued);
+      // While requests wait, the process stays alive: a queued request with no deadline is work in progress, and
+      // what wakes it (a cooldown's end, a recovery probe) is timers that do not hold the process. It used to exit
+      // with the request still queued, its promise never settled.
+      this.keepAlive ??= setInterval(() => {}, 2 ** 30);
       this.scheduleWake();
+      // A request waiting for its session's engine keeps its place but lets others take free engines: this one
+      // may be granted at once (it used to wait behind it, an engine idle meanwhile).
+      if (this.preferredTimer !== undefined) this.pump();
     });
   }
 
@@ -491,6 +503,7 @@ export class Scheduler {
         if (failure) {
           waiter.settled = true;
           this.queued--;
+          this.queueEmptied();
           waiter.cleanup();
           waiter.reject(failure);
           continue;
@@ -507,6 +520,7 @@ export class Scheduler {
         }
         waiter.settled = true;
         this.queued--;
+        this.queueEmptied();
         waiter.cleanup();
         waiter.resolve(engine);
       }
@@ -540,20 +554,35 @@ export class Scheduler {
     this.preferredTimer.unref();
   }
 
-  /** Wakes the queue when a cooldown ends (nothing else would). */
+  /**
+   * Wakes the queue when the first cooldown ends (nothing else would). A sooner end re-arms the timer: it used to
+   * keep the first one, so a retry waited out a 3.2 s cooldown while another engine was back after 0.1 s.
+   */
   private scheduleWake(): void {
-    if (this.wakeTimer) return;
     let soonest = Number.POSITIVE_INFINITY;
     for (const engine of this.engines) {
       const wait = engine.health.msUntilAvailable();
       if (wait > 0) soonest = Math.min(soonest, wait);
     }
     if (!Number.isFinite(soonest)) return;
+    const atMs = performance.now() + soonest + 1;
+    if (this.wakeTimer && this.wakeAtMs <= atMs) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeAtMs = atMs;
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined;
+      this.wakeAtMs = Number.POSITIVE_INFINITY;
       this.pump();
     }, soonest + 1);
     this.wakeTimer.unref();
+  }
+
+  /** Nothing waits any more: the process may exit. */
+  private queueEmptied(): void {
+    if (this.queued === 0 && this.keepAlive) {
+      clearInterval(this.keepAlive);
+      this.keepAlive = undefined;
+    }
   }
 
   /**
@@ -661,6 +690,7 @@ export class Scheduler {
     this.queues.clear();
     this.priorities = [];
     this.queued = 0;
+    this.queueEmptied();
     await Promise.all([this.qps?.close(), this.cluster?.close(), ...this.engines.map((engine) => engine.qps?.close())]);
   }
 }
