@@ -116,8 +116,9 @@ export class ChunkStream<T> implements AsyncIterable<T> {
     if (this.done) return this.finalResult();
     return new Promise<IteratorResult<T>>((resolve, reject) => {
       // A second waiter used to replace the first, which then never settled.
-      if (this.waiter) (this.laterWaiters ??= []).push({ resolve, reject });
-      else this.waiter = { resolve, reject };
+      if (!this.waiter) this.waiter = { resolve, reject };
+      else if (this.laterWaiters) this.laterWaiters.push({ resolve, reject });
+      else this.laterWaiters = [{ resolve, reject }];
     });
   }
 
