@@ -4,7 +4,6 @@ import {
   AbortError,
   ClientClosedError,
   ConnectionError,
-  EngineUnavailableError,
   HttpStatusError,
   type InferenceError,
   InvalidOptionsError,
@@ -15,7 +14,7 @@ import {
   TimeoutError,
   UnexpectedError,
 } from '../errors.js';
-import type { EngineEntry, Scheduler } from '../limits/admission.js';
+import { type EngineEntry, noEngineBeforeDeadline, type Scheduler } from '../limits/admission.js';
 import type { ChunkStream } from '../streaming/chunk-stream.js';
 import {
   type AttemptRequest,
@@ -305,13 +304,7 @@ export class RequestExecutor {
     const reason = run.abortError();
     // The total deadline and the queue deadline race; with no engine up, say so rather than "timeout".
     if (reason instanceof TimeoutError && !this.parts.scheduler.anyEngineAvailable()) {
-      return new EngineUnavailableError(
-        'No engine available before the deadline (all removed, draining or in cooldown)',
-        {
-          cause: reason,
-          hint: "Check the engines; stats().engines shows each one's cooldown state.",
-        },
-      );
+      return noEngineBeforeDeadline(reason);
     }
     return reason;
   }

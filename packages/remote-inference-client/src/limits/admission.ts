@@ -265,6 +265,14 @@ export function resolveLimits(limits: LimitsOptions = {}): ResolvedLimits {
  * then the routing policy picks among the engines with room. Every cap holds at every instant; whichever binds first
  * decides. A waiting request leaves at once on abort or deadline. The hot path with room everywhere is O(engines).
  */
+/** A deadline reached with every engine removed, draining or in cooldown: said so, rather than "timeout". */
+export function noEngineBeforeDeadline(cause?: unknown): EngineUnavailableError {
+  return new EngineUnavailableError('No engine available before the deadline (all removed, draining or in cooldown)', {
+    ...(cause === undefined ? {} : { cause }),
+    hint: "Check the engines; stats().engines shows each one's cooldown state.",
+  });
+}
+
 export class Scheduler {
   private engines: EngineEntry[] = [];
   /** Scratch list of the engines that may take the request being granted, and its routing context. */
@@ -426,16 +434,10 @@ export class Scheduler {
           timer = setTimeout(expire, Math.min(leftMs, MAX_TIMER_MS));
           return;
         }
-        const available = this.engines.some((engine) => engine.health.available() && !engine.draining);
         leave(
-          available
+          this.anyEngineAvailable()
             ? new TimeoutError('queue', Math.round(performance.now() - waiter.enqueuedAtMs))
-            : new EngineUnavailableError(
-                'No engine available before the deadline (all removed, draining or in cooldown)',
-                {
-                  hint: "Check the engines; stats().engines shows each one's cooldown state.",
-                },
-              ),
+            : noEngineBeforeDeadline(),
         );
       };
       if (Number.isFinite(request.deadlineMs)) {
