@@ -2,6 +2,7 @@
 // once, token ids in and out, streamed=false as SkyRL's client sends them). A first burst (cold), then `steps`
 // times: an idle gap longer than the server's keep-alive, a burst, and a burst right after. Prints one JSON line
 // with client CPU per request for each burst.
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { RemoteInferenceClient } from '../dist/index.js';
@@ -21,6 +22,34 @@ if (kind === 'sdk') {
     return result.choices[0].token_ids.length;
   };
   close = () => client.close();
+} else if (kind === 'net-floor') {
+  // Not a usable client: the least JavaScript a Node process can run per request. One node:net connection per
+  // request (no pool, no keep-alive), the request written as one string, the response read up to its
+  // content-length. It marks what Node itself costs on this shape, below any HTTP library.
+  const targets = engines.map((engine) => new URL(engine));
+  send = (index) =>
+    new Promise((resolve, reject) => {
+      const target = targets[index % targets.length];
+      const payload = JSON.stringify(body(index));
+      const socket = net.connect(Number(target.port), target.hostname);
+      socket.setNoDelay(true);
+      socket.write(
+        `POST /inference/v1/generate HTTP/1.1\r\nhost: ${target.host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
+      );
+      let received = Buffer.alloc(0);
+      socket.on('data', (chunk) => {
+        received = Buffer.concat([received, chunk]);
+        const headEnd = received.indexOf('\r\n\r\n');
+        if (headEnd < 0) return;
+        const length = /\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, headEnd).toString('latin1'));
+        if (!length) return reject(new Error('net-floor: response without content-length'));
+        const end = headEnd + 4 + Number(length[1]);
+        if (received.length < end) return;
+        socket.destroy();
+        resolve(JSON.parse(received.subarray(headEnd + 4, end).toString()).choices[0].token_ids.length);
+      });
+      socket.on('error', reject);
+    });
 } else {
   // Raw undici as a careful user would write it: one stock Agent, round robin over the engines.
   const agent = new Agent({ connections: 50_000, headersTimeout: 0, bodyTimeout: 0 });

@@ -6,7 +6,9 @@
 // (connections reused). The first step's two bursts and the later steps' (median) are reported apart: a trainer
 // runs hundreds of steps, and Node's JIT is still compiling the request path during the first.
 // Clients, each in its own process, alternating in rounds: this SDK, raw undici (stock Agent), and an aiohttp
-// client written the way SkyRL's is (Debian's python3-aiohttp). Prints medians and ratios and writes
+// client written the way SkyRL's is (Debian's python3-aiohttp), and net-floor: not a client but the least a Node
+// process can run per request (node:net, one connection per request, no HTTP library), the floor for any Node
+// client on this shape. Prints medians and ratios and writes
 // bench/results/rl-burst.json. The fake engines run in their own processes at nice 19. A fourth, untimed burst
 // measures the heap each in-flight request holds (Node clients).
 //
@@ -59,12 +61,12 @@ for (const [flag, value, max] of [
   }
 }
 const python = '/usr/bin/python3';
-let kinds = ['sdk', 'undici', 'aiohttp'];
+let kinds = ['sdk', 'undici', 'net-floor', 'aiohttp'];
 try {
   execFileSync(python, ['-c', 'import aiohttp'], { stdio: 'ignore' });
 } catch {
   process.stderr.write('rl-burst: no aiohttp for /usr/bin/python3 (apt-get install python3-aiohttp): skipping it\n');
-  kinds = ['sdk', 'undici'];
+  kinds = ['sdk', 'undici', 'net-floor'];
 }
 
 // SkyRL's e2e load pattern: 20 engines, TTFT 500 ms, ITL 250 ms; keep-alive 5 s as uvicorn's.
@@ -166,6 +168,10 @@ const result = {
         aiohttpVsSdk: Object.fromEntries(
           phases.map((phase) => [phase, ratio(medians.aiohttp[phase], medians.sdk[phase])]),
         ),
+        // The same ratio for Node's floor (net-floor): what any client built on node:net could reach at best.
+        aiohttpVsNetFloor: Object.fromEntries(
+          phases.map((phase) => [phase, ratio(medians.aiohttp[phase], medians['net-floor'][phase])]),
+        ),
       }
     : {}),
 };
@@ -181,6 +187,6 @@ console.log(`| --- | ${phases.map(() => '---').join(' | ')} |`);
 for (const kind of kinds) console.log(`| ${kind} | ${phases.map((phase) => medians[kind][phase]).join(' | ')} |`);
 console.log(`heap held per in-flight request, bytes: ${JSON.stringify(result.heapBytesPerInFlightRequest)}`);
 console.log(
-  `SDK / undici: ${JSON.stringify(result.sdkVsUndici)}${result.aiohttpVsSdk ? `; aiohttp / SDK: ${JSON.stringify(result.aiohttpVsSdk)}` : ''}`,
+  `SDK / undici: ${JSON.stringify(result.sdkVsUndici)}${result.aiohttpVsSdk ? `; aiohttp / SDK: ${JSON.stringify(result.aiohttpVsSdk)}; aiohttp / net-floor: ${JSON.stringify(result.aiohttpVsNetFloor)}` : ''}`,
 );
 writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
