@@ -280,6 +280,39 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  // Regression (one request let through after a failed half-open probe): the probe's grant was settled, waking the
+  // queue, before its failure re-armed the cooldown; a request waiting for the engine was granted in that gap and
+  // sent to the engine that had just failed.
+  it('a failed half-open probe lets no waiting request through: it waits out the re-armed cooldown', async () => {
+    const cooldownMs = 200;
+    let probeFailedAt = 0;
+    let waiterSentAt = 0;
+    const { client } = scripted(
+      ({ index }) => {
+        if (index === 0) throw new ConnectionError('reset', 'ECONNRESET'); // arms the cooldown
+        if (index === 1) {
+          probeFailedAt = performance.now();
+          throw new ConnectionError('reset', 'ECONNRESET'); // the half-open probe fails
+        }
+        waiterSentAt = performance.now();
+        return json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] });
+      },
+      ['http://e1:1'],
+      { retry: { maxAttempts: 1 }, health: { failureThreshold: 1, cooldownMs, probeIntervalMs: 0 } },
+    );
+    await expect(client.generate(generate)).rejects.toBeInstanceOf(RetriesExhaustedError);
+    expect(client.stats().engines[0]!.state).toBe('cooldown');
+    while (client.stats().engines[0]!.state !== 'half-open') await new Promise((resolve) => setTimeout(resolve, 5));
+    const probe = client.generate(generate);
+    const waiter = client.generate(generate); // queued behind the probe: one request at a time while half-open
+    await expect(probe).rejects.toBeInstanceOf(RetriesExhaustedError);
+    expect(client.stats().engines[0]!.state).toBe('cooldown');
+    await waiter;
+    // Sent as the next probe, once the doubled cooldown (400 ms) was over; the bug sent it at once (0 ms).
+    expect(waiterSentAt - probeFailedAt).toBeGreaterThanOrEqual(2 * cooldownMs - 50);
+    await client.close();
+  });
+
   it('stops probing an engine removed from the fleet while it refused connections', async () => {
     const sent: { engine: string; path: string }[] = [];
     const { client } = scripted(

@@ -206,29 +206,36 @@ export class RequestExecutor {
           }
         } finally {
           reader.dispose();
+        }
+        let resumable = false;
+        let complete = false;
+        try {
+          if (error !== undefined) {
+            // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
+            // delivered nothing and is retried like any attempt, with the same continuation body.
+            delivered ||= reader.delivered();
+            everDelivered ||= delivered;
+            resumable = resume?.resumable(error, everDelivered) ?? false;
+            // Every token arrived (or the engine said it finished); only the end of the stream was lost.
+            complete = resumable && resume!.complete;
+            if (delivered && !resumable && error.code === 'ERR_CONNECTION') {
+              error = new StreamInterruptedError(`Connection lost mid-stream: ${error.message}`, {
+                engine: run.engine,
+                cause: error,
+              });
+            }
+            // The engine's verdict before its grant is settled: settling wakes the queue, and a half-open engine
+            // whose probe failed would otherwise take the next request before the failure re-armed its cooldown.
+            if (engine && !complete) this.recordFailure(run, engine, error, resumable);
+          }
+        } finally {
           if (engine) this.parts.scheduler.settle(engine);
         }
-        if (error === undefined) {
+        if (error === undefined || complete) {
           this.endRun(run, undefined);
           return value as T;
         }
-        // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
-        // delivered nothing and is retried like any attempt, with the same continuation body.
-        delivered ||= reader.delivered();
-        everDelivered ||= delivered;
-        const resumable = resume?.resumable(error, everDelivered) ?? false;
-        if (resumable && resume!.complete) {
-          // Every token arrived (or the engine said it finished); only the end of the stream was lost.
-          this.endRun(run, undefined);
-          return value as T;
-        }
-        if (delivered && !resumable && error.code === 'ERR_CONNECTION') {
-          error = new StreamInterruptedError(`Connection lost mid-stream: ${error.message}`, {
-            engine: run.engine,
-            cause: error,
-          });
-        }
-        await this.afterFailure(run, engine, error, delivered, resumable);
+        await this.afterFailure(run, error, delivered, resumable);
         if (resumable) {
           run.resumes++;
           this.counters.resumes++;
@@ -310,13 +317,32 @@ export class RequestExecutor {
   }
 
   /**
-   * Records a failed attempt (engine error count, health, failover) and decides: throw the final error, or wait
-   * (backoff, `Retry-After`) and go again. A resumed stream goes through here like a retry: it is charged to the
-   * retry budget and backs off, and the engine that cut it is counted and avoided.
+   * What a failed attempt says of its engine (error count, health, failover), recorded before the attempt's grant
+   * is settled. A resumed stream's cut counts like any connection failure: the engine that cut it is avoided.
+   */
+  private recordFailure(run: RequestRun, entry: EngineEntry, error: InferenceError, resumable: boolean): void {
+    entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
+    if (
+      error.code === 'ERR_CONNECTION' ||
+      error.code === 'ERR_PORTS_EXHAUSTED' ||
+      (error instanceof TimeoutError && error.phase === 'connect') ||
+      (resumable && error instanceof StreamInterruptedError)
+    ) {
+      entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
+      this.parts.prober?.watch(entry);
+    }
+    if (this.parts.options.retry.failover) {
+      run.avoid ??= new Set();
+      run.avoid.add(entry.endpoint);
+    }
+  }
+
+  /**
+   * Decides after a failed attempt: throw the final error, or wait (backoff, `Retry-After`) and go again. A
+   * resumed stream goes through here like a retry: it is charged to the retry budget and backs off.
    */
   private async afterFailure(
     run: RequestRun,
-    entry: EngineEntry | undefined,
     error: InferenceError,
     delivered: boolean,
     resumable: boolean,
@@ -324,22 +350,6 @@ export class RequestExecutor {
     run.errors ??= [];
     const errors = run.errors;
     errors.push(error);
-    if (entry) {
-      entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
-      if (
-        error.code === 'ERR_CONNECTION' ||
-        error.code === 'ERR_PORTS_EXHAUSTED' ||
-        (error instanceof TimeoutError && error.phase === 'connect') ||
-        (resumable && error instanceof StreamInterruptedError)
-      ) {
-        entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
-        this.parts.prober?.watch(entry);
-      }
-      if (this.parts.options.retry.failover) {
-        run.avoid ??= new Set();
-        run.avoid.add(entry.endpoint);
-      }
-    }
     error.attempts = run.attempts;
     if (run.aborted) throw run.abortError();
     if (!resumable && (delivered || !error.retryable)) throw error;

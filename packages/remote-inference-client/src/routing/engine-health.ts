@@ -118,9 +118,10 @@ export class EngineHealth {
 
   /**
    * A connection-level failure (not an HTTP status): counts toward cooldown. A failure once the cooldown is over
-   * is a failed half-open probe and re-arms it, doubled — whether or not the probe was already released: the
-   * request path settles its grant (which clears `probing`) before it records the failure, and reading
-   * `probing` alone left the engine half-open for good (2,741 connections to a dead engine in 8 s).
+   * is a failed half-open probe and re-arms it, doubled — whether or not the probe was already released (reading
+   * `probing` alone once left the engine half-open for good: 2,741 connections to a dead engine in 8 s). The
+   * request path records the failure before it settles the probe's grant, so no waiting request is granted the
+   * engine in between.
    * `refused`: the connection was refused (ECONNREFUSED). When such a failure (re)arms the cooldown, a `/health`
    * probe ends it (with `probeIntervalMs` > 0); the failures of requests sent before it do not change how.
    */
