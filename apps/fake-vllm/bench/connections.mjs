@@ -18,17 +18,36 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../dist/index.js';
 
-const { values } = parseArgs({
-  options: {
-    connections: { type: 'string', default: '10000' },
-    'window-ms': { type: 'string', default: '5000' },
-    'itl-ms': { type: 'string', default: '400,200,175,150,125,100,50' },
-    out: { type: 'string', default: fileURLToPath(new URL('./results/connections.json', import.meta.url)) },
-  },
-});
+// A usage mistake is one line and exit 2, before anything starts or is written.
+const usageError = (message) => {
+  process.stderr.write(`connections: ${message}\n`);
+  process.exit(2);
+};
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      connections: { type: 'string', default: '10000' },
+      'window-ms': { type: 'string', default: '5000' },
+      'itl-ms': { type: 'string', default: '400,200,175,150,125,100,50' },
+      out: { type: 'string', default: fileURLToPath(new URL('./results/connections.json', import.meta.url)) },
+    },
+  }));
+} catch (error) {
+  usageError(`${error.message.split(/\.\s/)[0]} (the flags are in this script's header comment)`);
+}
 const connections = Number(values.connections);
 const windowMs = Number(values['window-ms']);
 const itls = values['itl-ms'].split(',').map(Number);
+if (!Number.isInteger(connections) || connections < 1 || connections > 15_000) {
+  usageError(`--connections must be an integer in 1..15000, got ${JSON.stringify(values.connections)}`);
+}
+if (!Number.isInteger(windowMs) || windowMs < 100 || windowMs > 600_000) {
+  usageError(`--window-ms must be an integer in 100..600000, got ${JSON.stringify(values['window-ms'])}`);
+}
+if (itls.length === 0 || itls.some((itl) => !Number.isInteger(itl) || itl < 1 || itl > 60_000)) {
+  usageError(`--itl-ms takes whole milliseconds in 1..60000, comma-separated; got ${JSON.stringify(values['itl-ms'])}`);
+}
 const ticksPerSecond = 100; // Linux USER_HZ for /proc/<pid>/stat
 
 function cpuMs(pid) {

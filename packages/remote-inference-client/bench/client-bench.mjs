@@ -12,22 +12,20 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ControlClient } from 'fake-vllm';
+import { benchArgs, integerFlag } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    'duration-ms': { type: 'string', default: '5000' },
-    burst: { type: 'string', default: '10000' },
-    'burst-only': { type: 'boolean', default: false },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/client-bench.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  rounds: { type: 'string', default: '3' },
+  'duration-ms': { type: 'string', default: '5000' },
+  burst: { type: 'string', default: '10000' },
+  'burst-only': { type: 'boolean', default: false },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/client-bench.json', import.meta.url)) },
 });
-const rounds = Number(values.rounds);
-const durationMs = Number(values['duration-ms']);
-const burstSize = Number(values.burst);
+const rounds = integerFlag(script, values, 'rounds', 1, 20);
+const durationMs = integerFlag(script, values, 'duration-ms', 100, 600_000);
+const burstSize = integerFlag(script, values, 'burst', 1, 15_000);
 const fakeCli = createRequire(import.meta.url)
   .resolve('fake-vllm/package.json')
   .replace(/package\.json$/, 'dist/cli.js');

@@ -13,18 +13,16 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs, integerFlag } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    worker: { type: 'boolean', default: false },
-    budget: { type: 'string', default: '40' },
-    callers: { type: 'string', default: '30' },
-    'equal-ms': { type: 'string', default: '10000' },
-    'idle-ms': { type: 'string', default: '4000' },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/cluster-fairness.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  worker: { type: 'boolean', default: false },
+  budget: { type: 'string', default: '40' },
+  callers: { type: 'string', default: '30' },
+  'equal-ms': { type: 'string', default: '10000' },
+  'idle-ms': { type: 'string', default: '4000' },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/cluster-fairness.json', import.meta.url)) },
 });
 
 if (values.worker) {
@@ -78,10 +76,10 @@ if (values.worker) {
   await client.close();
   process.disconnect();
 } else {
-  const budget = Number(values.budget);
-  const callers = Number(values.callers);
-  const equalMs = Number(values['equal-ms']);
-  const idleMs = Number(values['idle-ms']);
+  const budget = integerFlag(script, values, 'budget', 1, 10_000);
+  const callers = integerFlag(script, values, 'callers', 1, 10_000);
+  const equalMs = integerFlag(script, values, 'equal-ms', 1000, 600_000);
+  const idleMs = integerFlag(script, values, 'idle-ms', 1000, 600_000);
   const processes = 4;
   if (spawnSync('redis-server', ['--version']).status !== 0) {
     console.error('cluster-fairness: redis-server is not installed (apt-get install redis-server)');

@@ -7,25 +7,32 @@ import { fork } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { startFakeVllm } from 'fake-vllm';
+import { benchArgs, integerFlag, usageError } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    total: { type: 'string', default: '50000' },
-    clients: { type: 'string', default: '4' },
-    'server-processes': { type: 'string', default: '8' },
-    'source-ips': { type: 'string', default: '127.0.0.2,127.0.0.3' },
-    'single-ip-target': { type: 'string', default: '30000' },
-    'single-only': { type: 'boolean', default: false },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/hold-bench.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  total: { type: 'string', default: '50000' },
+  clients: { type: 'string', default: '4' },
+  'server-processes': { type: 'string', default: '8' },
+  'source-ips': { type: 'string', default: '127.0.0.2,127.0.0.3' },
+  'single-ip-target': { type: 'string', default: '30000' },
+  'single-only': { type: 'boolean', default: false },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/hold-bench.json', import.meta.url)) },
 });
-const total = Number(values.total);
-const clientCount = Number(values.clients);
-const serverProcesses = Number(values['server-processes']);
+const total = integerFlag(script, values, 'total', 1, 100_000);
+const clientCount = integerFlag(script, values, 'clients', 1, 32);
+const serverProcesses = integerFlag(script, values, 'server-processes', 1, 64);
+integerFlag(script, values, 'single-ip-target', 1, 100_000);
 const sourceIps = values['source-ips'].split(',');
+for (const ip of sourceIps) {
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(ip)) {
+    usageError(
+      script,
+      `--source-ips takes loopback addresses (127.0.0.0/8), comma-separated; got ${JSON.stringify(ip)}`,
+    );
+  }
+}
 const clientScript = fileURLToPath(new URL('./hold-client.mjs', import.meta.url));
 const rssOf = (pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024;
 const childrenOf = (pid) =>

@@ -10,35 +10,21 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { expectedCompletion, startFakeVllm } from 'fake-vllm';
 import { RemoteInferenceClient } from '../dist/index.js';
+import { benchArgs, integerFlag, usageError } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    loops: { type: 'string', default: '2000' },
-    'duration-ms': { type: 'string', default: '20000' },
-    'race-rate': { type: 'string', default: '0.05' },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/keep-alive-soak.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  loops: { type: 'string', default: '2000' },
+  'duration-ms': { type: 'string', default: '20000' },
+  'race-rate': { type: 'string', default: '0.05' },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/keep-alive-soak.json', import.meta.url)) },
 });
-const loops = Number(values.loops);
-const durationMs = Number(values['duration-ms']);
+const loops = integerFlag(script, values, 'loops', 1, 10_000);
+const durationMs = integerFlag(script, values, 'duration-ms', 1, 600_000);
 const raceRate = Number(values['race-rate']);
-for (const [flag, value, max] of [
-  ['--loops', loops, 10_000],
-  ['--duration-ms', durationMs, 600_000],
-]) {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    process.stderr.write(`keep-alive-soak: ${flag} must be an integer in 1..${max}, got ${value}\n`);
-    process.exit(2);
-  }
-}
-if (!(raceRate > 0 && raceRate <= 1)) {
-  process.stderr.write(`keep-alive-soak: --race-rate must be in (0, 1], got ${values['race-rate']}\n`);
-  process.exit(2);
-}
+if (!(raceRate > 0 && raceRate <= 1)) usageError(script, `--race-rate must be in (0, 1], got ${values['race-rate']}`);
 
 const fake = await startFakeVllm({
   processes: 1,

@@ -11,20 +11,18 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ControlClient } from 'fake-vllm';
 import { RemoteInferenceClient } from '../dist/index.js';
+import { benchArgs, integerFlag } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    'window-ms': { type: 'string', default: '10000' },
-    rounds: { type: 'string', default: '3' },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/limits-bench.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  'window-ms': { type: 'string', default: '10000' },
+  rounds: { type: 'string', default: '3' },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/limits-bench.json', import.meta.url)) },
 });
-const windowMs = Number(values['window-ms']);
-const rounds = Number(values.rounds);
+const windowMs = integerFlag(script, values, 'window-ms', 1000, 600_000);
+const rounds = integerFlag(script, values, 'rounds', 1, 20);
 const fakeCli = createRequire(import.meta.url)
   .resolve('fake-vllm/package.json')
   .replace(/package\.json$/, 'dist/cli.js');

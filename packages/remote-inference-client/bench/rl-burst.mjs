@@ -21,44 +21,27 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs, integerFlag, usageError } from './cli.mjs';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    steps: { type: 'string', default: '3' },
-    requests: { type: 'string', default: '2000' },
-    'max-tokens': { type: 'string', default: '16' },
-    'gap-ms': { type: 'string', default: '6000' },
-    // Extra V8/Node flags for both Node clients (SDK and undici alike), e.g. --node-args=--max-semi-space-size=32 (with '=': the value starts with --).
-    'node-args': { type: 'string', default: '' },
-    // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
-    out: { type: 'string', default: fileURLToPath(new URL('./results/rl-burst.json', import.meta.url)) },
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  rounds: { type: 'string', default: '3' },
+  steps: { type: 'string', default: '3' },
+  requests: { type: 'string', default: '2000' },
+  'max-tokens': { type: 'string', default: '16' },
+  'gap-ms': { type: 'string', default: '6000' },
+  // Extra V8/Node flags for both Node clients (SDK and undici alike), e.g. --node-args=--max-semi-space-size=32 (with '=': the value starts with --).
+  'node-args': { type: 'string', default: '' },
+  // Where the JSON result goes (a short check run writes elsewhere, not over the committed results).
+  out: { type: 'string', default: fileURLToPath(new URL('./results/rl-burst.json', import.meta.url)) },
 });
-const rounds = Number(values.rounds);
-const steps = Number(values.steps);
-const requests = Number(values.requests);
-const maxTokens = Number(values['max-tokens']);
-const gapMs = Number(values['gap-ms']);
+const rounds = integerFlag(script, values, 'rounds', 1, 20);
+const steps = integerFlag(script, values, 'steps', 1, 20);
+const requests = integerFlag(script, values, 'requests', 1, 20_000);
+const maxTokens = integerFlag(script, values, 'max-tokens', 1, 4096);
+const gapMs = integerFlag(script, values, 'gap-ms', 1, 600_000);
 const nodeArgs = values['node-args'].split(' ').filter(Boolean);
 if (nodeArgs.some((arg) => !arg.startsWith('--'))) {
-  process.stderr.write(
-    `rl-burst: --node-args takes flags such as --max-semi-space-size=32, got ${values['node-args']}\n`,
-  );
-  process.exit(2);
-}
-for (const [flag, value, max] of [
-  ['--rounds', rounds, 20],
-  ['--steps', steps, 20],
-  ['--requests', requests, 20_000],
-  ['--max-tokens', maxTokens, 4096],
-  ['--gap-ms', gapMs, 600_000],
-]) {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    process.stderr.write(`rl-burst: ${flag} must be an integer in 1..${max}, got ${value}\n`);
-    process.exit(2);
-  }
+  usageError(script, `--node-args takes flags such as --max-semi-space-size=32, got ${values['node-args']}`);
 }
 const python = '/usr/bin/python3';
 let kinds = ['sdk', 'undici', 'net-floor', 'aiohttp'];

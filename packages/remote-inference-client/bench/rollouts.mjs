@@ -24,9 +24,9 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { createRandom, startFakeVllm } from 'fake-vllm';
 import { RemoteInferenceClient, SessionAffinityPolicy } from '../dist/index.js';
+import { benchArgs, usageError } from './cli.mjs';
 
 const FULL = {
   rounds: 2,
@@ -62,13 +62,11 @@ const QUICK = {
 };
 const SCENARIOS = ['uniform', 'slow', 'restart', 'multi-turn'];
 
-const { values } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: SCENARIOS.join(',') },
-    out: { type: 'string' },
-    ...Object.fromEntries(Object.keys(FULL).map((name) => [name, { type: 'string' }])),
-  },
+const { values, script } = benchArgs(import.meta.url, {
+  quick: { type: 'boolean', default: false },
+  scenarios: { type: 'string', default: SCENARIOS.join(',') },
+  out: { type: 'string' },
+  ...Object.fromEntries(Object.keys(FULL).map((name) => [name, { type: 'string' }])),
 });
 const preset = values.quick ? QUICK : FULL;
 const settings = {};
@@ -77,21 +75,18 @@ for (const [name, fallback] of Object.entries(preset)) {
   const value = given === undefined ? fallback : Number(given);
   const whole = !['itl-ms', 'ttft-ms', 'prefill-ms-per-token', 'sigma', 'restart-at', 'tool-ms'].includes(name);
   if (!Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value)) || value > 1e6) {
-    process.stderr.write(`rollouts: --${name} must be a ${whole ? 'whole ' : ''}number >= 0, got ${given}\n`);
-    process.exit(2);
+    usageError(script, `--${name} must be a ${whole ? 'whole ' : ''}number >= 0, got ${given}`);
   }
   settings[name] = value;
 }
 const scenarios = values.scenarios.split(',').filter(Boolean);
 for (const scenario of scenarios) {
   if (!SCENARIOS.includes(scenario)) {
-    process.stderr.write(`rollouts: --scenarios takes ${SCENARIOS.join(', ')}; got ${scenario}\n`);
-    process.exit(2);
+    usageError(script, `--scenarios takes ${SCENARIOS.join(', ')}; got ${scenario}`);
   }
 }
 if (settings.engines < 2 || settings.rounds < 1 || settings.rollouts < 1 || settings['restart-at'] >= 1) {
-  process.stderr.write('rollouts: needs --engines >= 2, --rounds >= 1, --rollouts >= 1 and --restart-at < 1\n');
-  process.exit(2);
+  usageError(script, 'needs --engines >= 2, --rounds >= 1, --rollouts >= 1 and --restart-at < 1');
 }
 const out = values.out ?? fileURLToPath(new URL('./results/rollouts.json', import.meta.url));
 
