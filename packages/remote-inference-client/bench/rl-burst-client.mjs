@@ -23,7 +23,7 @@ if (kind === 'sdk') {
   };
   close = () => client.close();
 } else if (kind === 'net-floor') {
-  // Not a usable client: the least JavaScript a Node process can run per request. One node:net connection per
+  // Not a usable client: close to the least JavaScript a Node process can run per request. One node:net connection per
   // request (no pool, no keep-alive), the request written as one string, the response read up to its
   // content-length. It marks what Node itself costs on this shape, below any HTTP library.
   const targets = engines.map((engine) => new URL(engine));

@@ -6,9 +6,9 @@
 // (connections reused). The first step's two bursts and the later steps' (median) are reported apart: a trainer
 // runs hundreds of steps, and Node's JIT is still compiling the request path during the first.
 // Clients, each in its own process, alternating in rounds: this SDK, raw undici (stock Agent), and an aiohttp
-// client written the way SkyRL's is (Debian's python3-aiohttp), and net-floor: not a client but the least a Node
-// process can run per request (node:net, one connection per request, no HTTP library), the floor for any Node
-// client on this shape. Prints medians and ratios and writes
+// client written the way SkyRL's is (Debian's python3-aiohttp), and net-floor: not a client but close to the least
+// a Node process can run per request (node:net, one connection per request, no HTTP library), Node's floor for a
+// cold burst on this shape. Prints medians and ratios and writes
 // bench/results/rl-burst.json. The fake engines run in their own processes at nice 19. A fourth, untimed burst
 // measures the heap each in-flight request holds (Node clients).
 //
