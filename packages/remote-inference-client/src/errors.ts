@@ -464,6 +464,19 @@ export function mapTransportError(
   // not a lost connection: as ERR_CONNECTION it was counted against a healthy engine, and mid-response it became
   // ERR_STREAM_INTERRUPTED, which `resume` re-sends (the audit's 300k-id event).
   if (code === undefined && isProgrammingError(error)) return new UnexpectedError(error);
+  if (isUnacceptableResponse(error)) {
+    // The engine answered, with something undici refuses: not a lost connection, and not re-sent (it may have
+    // taken the request: a server that sent an unsolicited 100 did the whole generation 7 times per request).
+    return new ConnectionError(
+      `The engine sent a response undici does not accept (${message}: an unsolicited 100 Continue, or a 101 without an upgrade)`,
+      undefined,
+      {
+        engine,
+        cause: error,
+        hint: 'Check what sits between this client and the engine (a proxy answering 100 Continue).',
+      },
+    );
+  }
   if (context.afterResponseBytes) {
     return new StreamInterruptedError(`Connection lost mid-response: ${message}`, { engine, cause: error });
   }
@@ -471,6 +484,16 @@ export function mapTransportError(
     return new ConnectionError(`${message} (${code})`, code, { engine, cause: error });
   }
   return new ConnectionError(message, code, { engine, cause: error });
+}
+
+/**
+ * @internal undici's verdict on a response it refuses after reading it: `bad response` (a 100 Continue nobody asked
+ * for, or bytes with no request in flight) and `bad upgrade` (a 101 without an upgrade request). The socket error
+ * it raises looks like a lost connection (UND_ERR_SOCKET), but the server answered.
+ */
+export function isUnacceptableResponse(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  return code === 'UND_ERR_SOCKET' && (message === 'bad response' || message === 'bad upgrade');
 }
 
 function isProgrammingError(error: unknown): boolean {

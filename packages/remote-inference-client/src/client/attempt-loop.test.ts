@@ -313,6 +313,161 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it('waitUntilHealthy and the control plane go through the seam too: a mocked network is never contacted', async () => {
+    const paths: string[] = [];
+    const { client } = scripted(({ engine, request }) => {
+      paths.push(`${engine}${request.path}`);
+      if (request.path === '/is_paused') return json({ is_paused: false });
+      return json('', 200);
+    });
+    await client.waitUntilHealthy({ timeoutMs: 1000 });
+    const paused = await client.control.isPaused();
+    expect(paused.map((result) => result.ok && result.value)).toEqual([{ is_paused: false }, { is_paused: false }]);
+    expect(paths).toEqual([
+      'http://e1:1/health',
+      'http://e2:2/health',
+      'http://e1:1/is_paused',
+      'http://e2:2/is_paused',
+    ]);
+    await client.close();
+  });
+
+  it('every control-plane call keeps to its timeoutMs', async () => {
+    // An engine that never answers: each call must end as a TimeoutError at its own deadline, not at 60 s.
+    const { client } = scripted(
+      ({ request }) =>
+        new Promise<AttemptResult>((_, reject) => {
+          request.signal!.addEventListener('abort', () => reject(request.signal!.reason));
+        }),
+      ['http://e1:1'],
+    );
+    const calls = [
+      client.control.isPaused({ timeoutMs: 30 }),
+      client.control.isSleeping({ timeoutMs: 30 }),
+      client.control.resetPrefixCache({ timeoutMs: 30 }),
+      client.control.initWeightTransferEngine({}, { timeoutMs: 30 }),
+      client.control.collectiveRpc({ method: 'noop' }, { timeoutMs: 30 }),
+      client.control.getWorldSize({ timeoutMs: 30 }),
+    ];
+    for (const [result] of await Promise.all(calls)) {
+      expect(result!.ok).toBe(false);
+      expect(!result!.ok && result!.error).toBeInstanceOf(TimeoutError);
+    }
+    await client.close();
+  });
+
+  it('an engine that cuts streams mid-generation goes into cooldown without resume too', async () => {
+    const { client } = scripted(
+      ({ sink }) => streamed(sink, [5, 6], new ConnectionError('reset mid-stream', 'ECONNRESET')),
+      ['http://e1:1'],
+      { health: { failureThreshold: 2, cooldownMs: 60_000 } },
+    );
+    for (let index = 0; index < 2; index++) {
+      const stream = await client.generate({ ...generate, stream: true });
+      await expect(
+        (async () => {
+          for await (const _chunk of stream) {
+          }
+        })(),
+      ).rejects.toBeInstanceOf(StreamInterruptedError);
+    }
+    // Without `resume` the cuts were never counted: the engine stayed healthy and took every next stream.
+    expect(client.stats().engines[0]!.state).toBe('cooldown');
+    await client.close();
+  });
+
+  it('a caller abort is not an engine error', async () => {
+    const { client } = scripted(
+      ({ request }) =>
+        new Promise<AttemptResult>((_, reject) => {
+          request.signal?.addEventListener('abort', () => reject(request.signal!.reason));
+        }),
+      ['http://e1:1'],
+    );
+    const controller = new AbortController();
+    const pending = client.generate(generate, { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    controller.abort();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    expect(client.stats().engines[0]!.errors).toEqual({});
+    await client.close();
+  });
+
+  it('a continuation refused before its first event counts as a retry, not as a second resume', async () => {
+    const { client, calls } = scripted(
+      ({ index, sink }) => {
+        if (index === 0) return streamed(sink, [10], new ConnectionError('reset', 'ECONNRESET'));
+        if (index === 1) throw new ConnectionError('refused', 'ECONNREFUSED');
+        return streamed(sink, [11, 12]);
+      },
+      ['http://e1:1'],
+    );
+    const result = await client.generate(generate, { resume: true });
+    expect(result.choices[0]!.token_ids).toEqual([10, 11, 12]);
+    expect(calls).toHaveLength(3);
+    expect(calls[2]!.body).toEqual(calls[1]!.body); // the same continuation, re-sent
+    expect(client.stats()).toMatchObject({ resumes: 1, retries: 1 });
+    await client.close();
+  });
+
+  it('a queue per priority lives only while requests wait in it', async () => {
+    let release: () => void = () => {};
+    const { client } = scripted(
+      () =>
+        new Promise<AttemptResult>((resolve) => {
+          release = () =>
+            resolve(json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }));
+        }),
+      ['http://e1:1'],
+      { limits: { perEngine: { maxConcurrency: 1 } } },
+    );
+    const queues = () => (client as unknown as { scheduler: { queues: Map<number, unknown> } }).scheduler.queues;
+    for (let step = 0; step < 50; step++) {
+      const first = client.generate(generate, { priority: step });
+      const second = client.generate(generate, { priority: step }); // waits in this step's queue
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      release();
+      await first;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      release();
+      await second;
+    }
+    // 50 priorities used, none waiting: no queue kept (each pump walked all 50).
+    expect(queues().size).toBe(0);
+    await client.close();
+  });
+
+  it("a routing policy that throws fails the queued request it was picking for, not another request's settle", async () => {
+    let picks = 0;
+    let release: () => void = () => {};
+    const { client } = scripted(
+      () =>
+        new Promise<AttemptResult>((resolve) => {
+          release = () =>
+            resolve(json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }));
+        }),
+      ['http://e1:1'],
+      {
+        limits: { perEngine: { maxConcurrency: 1 } },
+        routing: {
+          name: 'throws-second',
+          pick: (engines: readonly { endpoint: string }[]) => {
+            if (++picks === 2) throw new Error('policy bug');
+            return engines[0]!;
+          },
+        },
+      },
+    );
+    const first = client.generate(generate);
+    const second = client.generate(generate); // queued; its pick throws when the first settles
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    release();
+    await expect(first).resolves.toMatchObject({ choices: [{ token_ids: [7] }] });
+    await expect(second).rejects.toBeInstanceOf(UnexpectedError);
+    expect(client.stats()).toMatchObject({ queued: 0, inFlight: 0 });
+    await client.close();
+  });
+
   it('stops probing an engine removed from the fleet while it refused connections', async () => {
     const sent: { engine: string; path: string }[] = [];
     const { client } = scripted(

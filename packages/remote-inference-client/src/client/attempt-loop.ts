@@ -169,8 +169,6 @@ export class RequestExecutor {
     resume?: ResumeState,
   ): Promise<T> {
     try {
-      // A data event reached the caller in some attempt: only a resumable cut continues from there.
-      let everDelivered = false;
       for (;;) {
         run.attempts++;
         const reader = source.forAttempt();
@@ -214,8 +212,10 @@ export class RequestExecutor {
             // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
             // delivered nothing and is retried like any attempt, with the same continuation body.
             delivered ||= reader.delivered();
-            everDelivered ||= delivered;
-            resumable = resume?.resumable(error, everDelivered) ?? false;
+            // This attempt's own delivery decides: a continuation that failed before its first event is retried
+            // with the same body like any attempt (a refused one was counted as a second resume, not as a retry,
+            // and skipped the retryable check).
+            resumable = resume?.resumable(error, delivered) ?? false;
             // Every token arrived (or the engine said it finished); only the end of the stream was lost.
             complete = resumable && resume!.complete;
             if (delivered && !resumable && error.code === 'ERR_CONNECTION') {
@@ -226,7 +226,7 @@ export class RequestExecutor {
             }
             // The engine's verdict before its grant is settled: settling wakes the queue, and a half-open engine
             // whose probe failed would otherwise take the next request before the failure re-armed its cooldown.
-            if (engine && !complete) this.recordFailure(run, engine, error, resumable);
+            if (engine && !complete) this.recordFailure(run, engine, error);
           }
         } finally {
           if (engine) this.parts.scheduler.settle(engine);
@@ -263,8 +263,12 @@ export class RequestExecutor {
       // The common case: one frozen object per client, not one per attempt (a long request keeps it alive).
       headers = body === undefined ? this.plainHeaders : this.jsonHeaders;
     } else {
-      headers = { ...options.headers, ...run.options.headers };
+      headers = { ...options.headers };
       if (body !== undefined) headers['content-type'] = 'application/json';
+      // Header names are case-insensitive: a caller's `Content-Type` replaces the client's `content-type` (it was
+      // sent beside it, two content types on one request).
+      const extra = run.options.headers;
+      if (extra !== undefined) for (const name of Object.keys(extra)) headers[name.toLowerCase()] = extra[name]!;
       if (run.options.sessionId !== undefined) headers['x-session-id'] = run.options.sessionId;
     }
     const { timeouts } = options;
@@ -320,13 +324,17 @@ export class RequestExecutor {
    * What a failed attempt says of its engine (error count, health, failover), recorded before the attempt's grant
    * is settled. A resumed stream's cut counts like any connection failure: the engine that cut it is avoided.
    */
-  private recordFailure(run: RequestRun, entry: EngineEntry, error: InferenceError, resumable: boolean): void {
+  private recordFailure(run: RequestRun, entry: EngineEntry, error: InferenceError): void {
+    // The caller's abort (a `break`, a signal) says nothing of the engine: not in its error counts.
+    if (error instanceof AbortError) return;
     entry.errors[error.code] = (entry.errors[error.code] ?? 0) + 1;
     if (
       error.code === 'ERR_CONNECTION' ||
       error.code === 'ERR_PORTS_EXHAUSTED' ||
       (error instanceof TimeoutError && error.phase === 'connect') ||
-      (resumable && error instanceof StreamInterruptedError)
+      // An engine that cuts streams mid-generation is failing, resumed or not (without `resume` the cut was never
+      // counted: an engine crashing in every stream stayed healthy, and a failed half-open probe re-armed nothing).
+      error instanceof StreamInterruptedError
     ) {
       entry.health.onConnectionFailure(error instanceof ConnectionError && error.systemCode === 'ECONNREFUSED');
       this.parts.prober?.watch(entry);
@@ -369,7 +377,6 @@ export class RequestExecutor {
     if (!this.parts.budget.tryRetry(this.runs.size)) {
       throw new RetriesExhaustedError(errors, 'Retry budget spent (the fleet is failing)');
     }
-    if (!resumable) this.counters.retries++;
     if (waitMs > 0) {
       try {
         await sleep(waitMs, undefined, { signal: run.signal });
@@ -377,6 +384,8 @@ export class RequestExecutor {
         throw run.abortError();
       }
     }
+    // Counted once it happens: a retry whose backoff was aborted is not one.
+    if (!resumable) this.counters.retries++;
   }
 
   private toError(run: RequestRun, failure: unknown): InferenceError {

@@ -151,7 +151,7 @@ export class RemoteInferenceClient {
     this.chat = new Chat(this.executor);
     this.control = new ControlPlane(
       () => this.scheduler.list().map((engine) => engine.endpoint),
-      (endpoint) => this.transport.pool(endpoint),
+      send, // the `sendAttempt` seam too, as the /metrics polls and /health probes
       this.options,
       () => this.evictIdleConnections(),
       () => this.executor.closed,

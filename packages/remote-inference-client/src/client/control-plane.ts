@@ -5,8 +5,7 @@ import {
   InvalidOptionsError,
   isInferenceError,
 } from '../errors.js';
-import { deadlineSignal, isAttemptFailure, sendAttempt } from '../transport/attempt.js';
-import type { ConnectionPool } from '../transport/connection-pool.js';
+import { deadlineSignal, isAttemptFailure, type SendAttempt } from '../transport/attempt.js';
 import type { ResolvedClientOptions } from './options.js';
 
 /** One engine's answer to a fanned-out control call. */
@@ -23,7 +22,8 @@ export class ControlPlane {
   /** @internal the client builds it; the constructor is not part of the API. */
   constructor(
     private readonly engines: () => string[],
-    private readonly pool: (endpoint: string) => ConnectionPool,
+    /** The client's one attempt function: the transport, or the `sendAttempt` seam (a mocked network is never contacted). */
+    private readonly send: SendAttempt,
     private readonly options: ResolvedClientOptions,
     private readonly evict: () => number,
     private readonly isClosed: () => boolean = () => false,
@@ -47,8 +47,8 @@ export class ControlPlane {
       this.engines().map(async (engine): Promise<EngineResult<T>> => {
         const { signal, clear } = deadlineSignal(timeoutMs, engine);
         try {
-          const result = await sendAttempt(
-            this.pool(engine),
+          const result = await this.send(
+            engine,
             {
               method,
               path,
@@ -123,23 +123,23 @@ export class ControlPlane {
   }
 
   /** `GET /is_paused`. */
-  isPaused() {
-    return this.fanOut<{ is_paused: boolean }>('GET', '/is_paused');
+  isPaused({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.fanOut<{ is_paused: boolean }>('GET', '/is_paused', undefined, timeoutMs);
   }
 
   /** `GET /is_sleeping`. */
-  isSleeping() {
-    return this.fanOut<{ is_sleeping: boolean }>('GET', '/is_sleeping');
+  isSleeping({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.fanOut<{ is_sleeping: boolean }>('GET', '/is_sleeping', undefined, timeoutMs);
   }
 
   /** `POST /reset_prefix_cache`. */
-  resetPrefixCache() {
-    return this.fanOut('POST', '/reset_prefix_cache');
+  resetPrefixCache({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.fanOut('POST', '/reset_prefix_cache', undefined, timeoutMs);
   }
 
   /** `POST /init_weight_transfer_engine`. */
-  initWeightTransferEngine(body: Record<string, unknown> = {}) {
-    return this.fanOut('POST', '/init_weight_transfer_engine', body);
+  initWeightTransferEngine(body: Record<string, unknown> = {}, { timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.fanOut('POST', '/init_weight_transfer_engine', body, timeoutMs);
   }
 
   /** `POST /update_weights`. */
@@ -148,13 +148,16 @@ export class ControlPlane {
   }
 
   /** `POST /collective_rpc`. */
-  collectiveRpc(body: { method: string; args?: unknown[]; kwargs?: Record<string, unknown>; timeout?: number }) {
-    return this.fanOut<{ results: unknown[] }>('POST', '/collective_rpc', body);
+  collectiveRpc(
+    body: { method: string; args?: unknown[]; kwargs?: Record<string, unknown>; timeout?: number },
+    { timeoutMs }: { timeoutMs?: number } = {},
+  ) {
+    return this.fanOut<{ results: unknown[] }>('POST', '/collective_rpc', body, timeoutMs);
   }
 
   /** `GET /get_world_size`. */
-  getWorldSize() {
-    return this.fanOut<{ world_size: number }>('GET', '/get_world_size');
+  getWorldSize({ timeoutMs }: { timeoutMs?: number } = {}) {
+    return this.fanOut<{ world_size: number }>('GET', '/get_world_size', undefined, timeoutMs);
   }
 
   /** `GET /health` on every engine (ok = 200). */

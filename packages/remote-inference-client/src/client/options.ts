@@ -10,7 +10,11 @@ import type { RequestStats } from './request-stats.js';
 export interface TimeoutOptions {
   /** TCP connect. @default 10000 (ms) */
   connectMs?: number;
-  /** Request sent to response headers. vLLM sends headers with the first token, so this bounds queue + TTFT. @default 600000 (ms) */
+  /**
+   * Request sent to the first byte that carries a result: the first data event of a stream (vLLM sends a stream's
+   * `200` headers as soon as it accepts the request, before the first token), the headers of a whole response
+   * (sent whole at the end). Either way it bounds queue + TTFT. @default 600000 (ms)
+   */
   ttfbMs?: number;
   /** Longest silence between two body chunks. @default 600000 (ms) */
   idleMs?: number;

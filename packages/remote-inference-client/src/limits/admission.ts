@@ -1,6 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { Semaphore } from 'async-mutex';
-import { AbortError, EngineUnavailableError, InvalidOptionsError, QueueFullError, TimeoutError } from '../errors.js';
+import {
+  AbortError,
+  EngineUnavailableError,
+  InvalidOptionsError,
+  QueueFullError,
+  TimeoutError,
+  UnexpectedError,
+} from '../errors.js';
 import { EngineHealth, type HealthOptions, resolveHealthOptions } from '../routing/engine-health.js';
 import type { EngineView, RoutingPolicy } from '../routing/policies.js';
 import { MAX_TIMER_MS } from '../timers.js';
@@ -490,7 +497,20 @@ export class Scheduler {
   }
 
   private pumpOnce(): void {
+    let emptied = false;
+    try {
+      emptied = this.serveQueues();
+    } finally {
+      // A priority's queue lives while requests wait in it: callers that number priorities by step or by time
+      // made every pump walk every priority ever used (3,492 after 3,500 requests, 123 µs per pump).
+      if (emptied) this.priorities = [...this.queues.keys()].sort((a, b) => b - a);
+    }
+  }
+
+  /** One pass over the queues; true when it emptied (and dropped) a priority's queue. */
+  private serveQueues(): boolean {
     const now = performance.now();
+    let emptied = false;
     for (const priority of this.priorities) {
       const queue = this.queues.get(priority);
       if (!queue) continue;
@@ -510,7 +530,20 @@ export class Scheduler {
           waiter.reject(failure);
           continue;
         }
-        const engine = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
+        let engine: ReturnType<Scheduler['tryGrant']>;
+        try {
+          engine = this.tryGrant(waiter.request, now, waiter.enqueuedAtMs);
+        } catch (error) {
+          // A custom policy's `pick()` threw: this waiter's request fails with it (typed by the request path). It
+          // used to escape from the settle() of whichever request ended last, failing that finished request and
+          // leaving this one queued for good.
+          waiter.settled = true;
+          this.queued--;
+          this.queueEmptied();
+          waiter.cleanup();
+          waiter.reject(new UnexpectedError(error));
+          continue;
+        }
         if (engine === undefined) {
           blocked = true; // FIFO: nobody behind the head may overtake it
           break;
@@ -533,11 +566,16 @@ export class Scheduler {
         queue.copyWithin(kept, index);
         queue.length = kept + rest;
       }
+      if (queue.length === 0) {
+        this.queues.delete(priority);
+        emptied = true;
+      }
       if (blocked) {
         this.scheduleWake();
-        return; // a blocked higher priority blocks lower ones: no starvation of the head
+        return emptied; // a blocked higher priority blocks lower ones: no starvation of the head
       }
     }
+    return emptied;
   }
 
   /** Wakes the queue when the first request waiting for its session's engine may stop waiting. */

@@ -6,6 +6,7 @@ import {
   AbortError,
   type InferenceError,
   isInferenceError,
+  isUnacceptableResponse,
   mapTransportError,
   StreamParseError,
   TimeoutError,
@@ -220,6 +221,10 @@ class Exchange implements AttemptFlow {
   private sentAtMs = 0;
   private status = 0;
   private headersAtMs = 0;
+  /** An informational (1xx) response came first: the server answered, so a reset after it is not a stale socket. */
+  private interim = false;
+  /** An error status's body went past what is kept: the request was cut, and the status settles with what was kept. */
+  private errorBodyCut = false;
   /** When the sink said a data event reached the caller (0: none yet). */
   private firstEventAtMs = 0;
   private lastDataAtMs = 0;
@@ -266,11 +271,11 @@ class Exchange implements AttemptFlow {
     this.acquire();
   }
 
-  private acquire(): void {
+  private acquire(preferNew = false): void {
     this.acquiredFromMs = performance.now();
     let acquired: PooledConnection | Promise<PooledConnection>;
     try {
-      acquired = this.pool.acquire(this);
+      acquired = this.pool.acquire(this, preferNew);
     } catch (error) {
       this.fail(error);
       return;
@@ -299,6 +304,8 @@ class Exchange implements AttemptFlow {
     this.reused = connection.connected;
     this.status = 0;
     this.headersAtMs = 0;
+    this.interim = false;
+    this.errorBodyCut = false;
     this.firstEventAtMs = 0;
     this.rawHeaders = NO_RAW_HEADERS;
     this.chunks = undefined;
@@ -357,6 +364,13 @@ class Exchange implements AttemptFlow {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) {
+      // 102 Processing, 103 Early Hints: the final response follows on the same exchange (undici reports each).
+      // Taken as the final one, it turned the body of a stream's 200 into an error body: no event reached the
+      // caller, and the stream timed out or ended as truncated.
+      this.interim = true;
+      return !this.paused;
+    }
     this.headersAtMs = performance.now();
     this.status = statusCode;
     this.rawHeaders = rawHeaders;
@@ -375,6 +389,13 @@ class Exchange implements AttemptFlow {
       const ok = this.status >= 200 && this.status < 300;
       if (this.size < MAX_ERROR_BODY_BYTES || ok) chunks.push(chunk);
       this.size += chunk.length;
+      if (!ok && this.size > MAX_ERROR_BODY_BYTES && !this.errorBodyCut) {
+        // All of an error body the caller can get is kept; reading an endless one never ended the request (its
+        // headers had stopped the ttfb deadline, and a steady trickle never trips the idle one).
+        this.errorBodyCut = true;
+        this.abortRequest?.(new Error('error body cut at transport.MAX_ERROR_BODY_BYTES'));
+        return false;
+      }
       if (ok && this.size > this.request.maxResponseBytes) {
         this.chunks = [];
         this.abortRequest?.(
@@ -401,37 +422,49 @@ class Exchange implements AttemptFlow {
 
   onComplete(rawTrailers: Buffer[] | null): void {
     this.disarm();
-    const connection = this.connection!;
-    this.pool.release(connection, true);
-    const chunks = this.chunks;
-    const body = chunks === undefined ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-    const timing = this.timing(connection);
-    this.stopListening();
-    this.settled = true;
-    this.resolve(new ExchangeResult(this.status, this.rawHeaders, rawTrailers ?? NO_RAW_HEADERS, body, timing));
+    this.pool.release(this.connection!, true);
+    this.settleResponse(rawTrailers ?? NO_RAW_HEADERS);
   }
 
   onError(error: Error): void {
     this.disarm();
     const connection = this.connection!;
     this.pool.release(connection, false);
+    if (this.errorBodyCut) {
+      this.settleResponse(NO_RAW_HEADERS);
+      return;
+    }
     const code = (error as { code?: string }).code;
     if (
       this.reused &&
       this.headersAtMs === 0 &&
+      !this.interim &&
       code !== undefined &&
       STALE_CODES.has(code) &&
+      !isUnacceptableResponse(error) &&
       this.staleRetries < MAX_STALE_RETRIES &&
       !this.aborted()
     ) {
       // A reused idle socket the server closed as we wrote (uvicorn sends no keep-alive hint): nothing reached it.
+      // Re-sent on a new connection when one can be opened, which cannot be stale: one re-send, not a chain of
+      // them over other idle sockets (a request that made the server reset sent 4 times per attempt).
       this.staleRetries++;
       this.connection = undefined;
       this.abortRequest = undefined;
-      this.acquire();
+      this.acquire(true);
       return;
     }
     this.settleFailure(error);
+  }
+
+  /** The response is whole (or an error body was cut at what is kept): settles with it. */
+  private settleResponse(rawTrailers: readonly Buffer[]): void {
+    const chunks = this.chunks;
+    const body = chunks === undefined ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    const timing = this.timing(this.connection!);
+    this.stopListening();
+    this.settled = true;
+    this.resolve(new ExchangeResult(this.status, this.rawHeaders, rawTrailers, body, timing));
   }
 
   /** Stops reading the socket (the sink's consumer is behind); see {@link AttemptFlow}. */

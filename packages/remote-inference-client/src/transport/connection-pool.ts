@@ -94,7 +94,13 @@ export class ConnectionPool {
    * during training, then thousands connect again at once). They hold no socket; their number never exceeds the
    * most connections this pool had open.
    */
-  private readonly spares: PooledConnection[] = [];
+  /**
+   * Clients whose socket closed while idle, kept for the next new connection, by the source address they bind: the
+   * round robin picks the address, then a spare of it (a spare popped whatever its address kept every new
+   * connection on the one address that happened to be on top).
+   */
+  private readonly spares = new Map<string | undefined, PooledConnection[]>();
+  private spareCount = 0;
   private readonly waiters: Waiter[] = [];
   private waitersHead = 0;
   private connecting = 0;
@@ -115,9 +121,10 @@ export class ConnectionPool {
    * A connection for one request: an idle one if any is fresh, else a new one, else wait in FIFO order, until the
    * claim's signal aborts (asked for only when a wait begins: most acquisitions never wait).
    */
-  acquire(claim?: ConnectionClaim): PooledConnection | Promise<PooledConnection> {
+  acquire(claim?: ConnectionClaim, preferNew = false): PooledConnection | Promise<PooledConnection> {
     if (this.closed) return Promise.reject(new AbortError('The connection pool is closed', { engine: this.origin }));
-    const connection = this.takeIdle() ?? this.tryCreate();
+    // `preferNew`: a re-send after a stale socket goes on a new connection when one can be opened now.
+    const connection = preferNew ? (this.tryCreate() ?? this.takeIdle()) : (this.takeIdle() ?? this.tryCreate());
     if (connection) {
       this.busy++;
       connection.busy = true;
@@ -187,7 +194,7 @@ export class ConnectionPool {
   stats(): PoolStats {
     let idle = 0;
     // A closed connection stays on the idle stack until popped; it is a spare already.
-    let spare = this.spares.length;
+    let spare = this.spareCount;
     for (const connection of this.idle) {
       if (!connection.dead) idle++;
       else if (!connection.destroyed) spare++;
@@ -213,9 +220,12 @@ export class ConnectionPool {
     }
     this.waiters.length = 0;
     this.waitersHead = 0;
-    for (const connection of this.idle) if (connection.dead && !connection.destroyed) this.spares.push(connection);
+    for (const connection of this.idle) if (connection.dead && !connection.destroyed) this.pushSpare(connection);
     this.idle.length = 0;
-    const clients = [...this.all, ...this.spares.splice(0)].map((connection) => connection.client);
+    const spares = [...this.spares.values()].flat();
+    this.spares.clear();
+    this.spareCount = 0;
+    const clients = [...this.all, ...spares].map((connection) => connection.client);
     this.all.clear();
     await Promise.all(clients.map((client) => client.destroy().catch(ignore)));
   }
@@ -246,16 +256,17 @@ export class ConnectionPool {
     if (this.all.size >= this.settings.maxConnectionsPerEngine || this.connecting >= this.settings.maxConnecting) {
       return undefined;
     }
-    const spare = this.spares.pop();
+    const { sourceIps } = this.settings;
+    const localAddress = sourceIps.length > 0 ? sourceIps[this.sourceIndex++ % sourceIps.length] : undefined;
+    const spare = this.spares.get(localAddress)?.pop();
     if (spare) {
+      this.spareCount--;
       spare.reuse();
       this.all.add(spare);
       this.connecting++;
       this.counters.opened++;
       return spare;
     }
-    const { sourceIps } = this.settings;
-    const localAddress = sourceIps.length > 0 ? sourceIps[this.sourceIndex++ % sourceIps.length] : undefined;
     const settings = this.settings;
     const client = new Client(this.origin, {
       pipelining: 1,
@@ -323,8 +334,18 @@ export class ConnectionPool {
       connection.destroyed = true;
       connection.client.destroy(CLOSED_BY_POOL, ignore);
     } else {
-      this.spares.push(connection);
+      this.pushSpare(connection);
     }
+  }
+
+  private pushSpare(connection: PooledConnection): void {
+    let list = this.spares.get(connection.localAddress);
+    if (!list) {
+      list = [];
+      this.spares.set(connection.localAddress, list);
+    }
+    list.push(connection);
+    this.spareCount++;
   }
 
   private handToWaiter(connection: PooledConnection): boolean {
