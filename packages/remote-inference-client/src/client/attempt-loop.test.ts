@@ -376,6 +376,25 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it('a retry whose backoff the caller aborted is not counted as a retry', async () => {
+    const { client, calls } = scripted(
+      () => {
+        throw new ConnectionError('refused', 'ECONNREFUSED');
+      },
+      ['http://e1:1'],
+      { retry: { baseBackoffMs: 60_000, maxBackoffMs: 60_000 } },
+    );
+    const controller = new AbortController();
+    const pending = client.generate(generate, { signal: controller.signal });
+    while (calls.length < 1) await new Promise((resolve) => setTimeout(resolve, 1));
+    await new Promise((resolve) => setTimeout(resolve, 5)); // in the backoff now
+    controller.abort();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    expect(calls).toHaveLength(1);
+    expect(client.stats().retries).toBe(0);
+    await client.close();
+  });
+
   it('a caller abort is not an engine error', async () => {
     const { client } = scripted(
       ({ request }) =>
