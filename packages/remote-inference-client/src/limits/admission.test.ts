@@ -16,6 +16,28 @@ const request = (extra: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the scheduler', () => {
+  it('a request aborted before it could wait is rejected and never counted as queued', async () => {
+    const scheduler = new Scheduler(
+      resolveLimits({ perEngine: { maxConcurrency: 1 } }),
+      new LeastOutstandingPolicy(),
+      undefined,
+    );
+    try {
+      scheduler.setEngines(['http://a:1']);
+      const held = scheduler.admit(request()) as EngineEntry;
+      const controller = new AbortController();
+      controller.abort();
+      await expect(scheduler.admit(request({ signal: controller.signal }))).rejects.toMatchObject({
+        code: 'ERR_ABORTED',
+      });
+      // It used to be uncounted without having been counted: -1 queued, and the next waiter's count off by one.
+      expect(scheduler.queuedCount).toBe(0);
+      scheduler.settle(held);
+    } finally {
+      await scheduler.close();
+    }
+  });
+
   it('a queued retry takes the engine whose cooldown ends first, not the one whose cooldown was scheduled first', async () => {
     const scheduler = new Scheduler(resolveLimits({ perEngine: { maxConcurrency: 1 } }), new LeastOutstandingPolicy(), {
       failureThreshold: 1,

@@ -414,6 +414,11 @@ export class Scheduler {
 
   private enqueue(request: AdmissionRequest): Promise<EngineEntry> {
     return new Promise<EngineEntry>((resolve, reject) => {
+      // Aborted before it could wait: never counted as queued (leaving would uncount it, taking `queued` below 0).
+      if (request.signal?.aborted) {
+        reject(new AbortError('Aborted while queued for admission', { cause: request.signal.reason }));
+        return;
+      }
       const waiter: Waiter = {
         request,
         enqueuedAtMs: performance.now(),
@@ -455,10 +460,6 @@ export class Scheduler {
         clearTimeout(timer);
         request.signal?.removeEventListener('abort', onAbort);
       };
-      if (request.signal?.aborted) {
-        onAbort();
-        return;
-      }
       let queue = this.queues.get(request.priority);
       if (!queue) {
         queue = [];
