@@ -69,6 +69,17 @@ function scripted(script: Script, engines = ['http://e1:1', 'http://e2:2'], extr
 
 const generate = { token_ids: [1, 2], sampling_params: { max_tokens: 3 } };
 
+/** Attempts that wait until `release()` answers the latest one with a 1-token result. */
+function heldAttempts(): { script: Script; release: () => void } {
+  let answer: () => void = () => {};
+  const script: Script = () =>
+    new Promise<AttemptResult>((resolve) => {
+      answer = () =>
+        resolve(json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }));
+    });
+  return { script, release: () => answer() };
+}
+
 describe('the attempt loop, through the sendAttempt seam', () => {
   it('re-sends a retryable failure and counts each attempt', async () => {
     const { client, calls } = scripted(({ index }) => {
@@ -430,16 +441,8 @@ describe('the attempt loop, through the sendAttempt seam', () => {
   });
 
   it('a queue per priority lives only while requests wait in it', async () => {
-    let release: () => void = () => {};
-    const { client } = scripted(
-      () =>
-        new Promise<AttemptResult>((resolve) => {
-          release = () =>
-            resolve(json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }));
-        }),
-      ['http://e1:1'],
-      { limits: { perEngine: { maxConcurrency: 1 } } },
-    );
+    const { script, release } = heldAttempts();
+    const { client } = scripted(script, ['http://e1:1'], { limits: { perEngine: { maxConcurrency: 1 } } });
     const queues = () => (client as unknown as { scheduler: { queues: Map<number, unknown> } }).scheduler.queues;
     for (let step = 0; step < 50; step++) {
       const first = client.generate(generate, { priority: step });
@@ -458,25 +461,17 @@ describe('the attempt loop, through the sendAttempt seam', () => {
 
   it("a routing policy that throws fails the queued request it was picking for, not another request's settle", async () => {
     let picks = 0;
-    let release: () => void = () => {};
-    const { client } = scripted(
-      () =>
-        new Promise<AttemptResult>((resolve) => {
-          release = () =>
-            resolve(json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }));
-        }),
-      ['http://e1:1'],
-      {
-        limits: { perEngine: { maxConcurrency: 1 } },
-        routing: {
-          name: 'throws-second',
-          pick: (engines: readonly { endpoint: string }[]) => {
-            if (++picks === 2) throw new Error('policy bug');
-            return engines[0]!;
-          },
+    const { script, release } = heldAttempts();
+    const { client } = scripted(script, ['http://e1:1'], {
+      limits: { perEngine: { maxConcurrency: 1 } },
+      routing: {
+        name: 'throws-second',
+        pick: (engines: readonly { endpoint: string }[]) => {
+          if (++picks === 2) throw new Error('policy bug');
+          return engines[0]!;
         },
       },
-    );
+    });
     const first = client.generate(generate);
     const second = client.generate(generate); // queued; its pick throws when the first settles
     await new Promise((resolve) => setTimeout(resolve, 0));
