@@ -440,6 +440,33 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it('a continuation that ends before its first event (a ping, then a clean end) is continued again, not final', async () => {
+    const ok = (): AttemptResult => ({ status: 200, headers: {}, body: undefined, trailers: {}, timing: timing() });
+    const event = (token: number) =>
+      Buffer.from(`data: ${JSON.stringify({ request_id: 'r', choices: [{ index: 0, token_ids: [token] }] })}\n\n`);
+    const { client, calls } = scripted(
+      ({ index, sink }) => {
+        if (index === 0) {
+          sink!.onData(event(10), 0); // one token, then a clean end without [DONE]: truncated
+          return ok();
+        }
+        if (index === 1) {
+          sink!.onData(Buffer.from(': ping\n\n'), 0); // the continuation ends before its first event
+          return ok();
+        }
+        return streamed(sink, [11, 12]);
+      },
+      ['http://e1:1'],
+    );
+    // A review of the per-attempt rule found this one final (ERR_STREAM_TRUNCATED, the token received lost).
+    const result = await client.generate(generate, { resume: true });
+    expect(result.choices[0]!.token_ids).toEqual([10, 11, 12]);
+    expect(calls).toHaveLength(3);
+    expect(calls[2]!.body).toEqual(calls[1]!.body);
+    expect(client.stats()).toMatchObject({ resumes: 1, retries: 1 });
+    await client.close();
+  });
+
   it('a queue per priority lives only while requests wait in it', async () => {
     const { script, release } = heldAttempts();
     const { client } = scripted(script, ['http://e1:1'], { limits: { perEngine: { maxConcurrency: 1 } } });

@@ -169,6 +169,8 @@ export class RequestExecutor {
     resume?: ResumeState,
   ): Promise<T> {
     try {
+      // A data event reached the caller in some attempt: from there on, a transport cut continues the generation.
+      let everDelivered = false;
       for (;;) {
         run.attempts++;
         const reader = source.forAttempt();
@@ -212,10 +214,8 @@ export class RequestExecutor {
             // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
             // delivered nothing and is retried like any attempt, with the same continuation body.
             delivered ||= reader.delivered();
-            // This attempt's own delivery decides: a continuation that failed before its first event is retried
-            // with the same body like any attempt (a refused one was counted as a second resume, not as a retry,
-            // and skipped the retryable check).
-            resumable = resume?.resumable(error, delivered) ?? false;
+            everDelivered ||= delivered;
+            resumable = resume?.resumable(error, everDelivered) ?? false;
             // Every token arrived (or the engine said it finished); only the end of the stream was lost.
             complete = resumable && resume!.complete;
             if (delivered && !resumable && error.code === 'ERR_CONNECTION') {
@@ -235,12 +235,15 @@ export class RequestExecutor {
           this.endRun(run, undefined);
           return value as T;
         }
-        await this.afterFailure(run, error, delivered, resumable);
-        if (resumable) {
+        // A continuation that failed before its own first event resumed nothing: it is re-sent with the same body
+        // and counts as a retry (a refused one counted as a second resume).
+        const resumed = resumable && delivered;
+        await this.afterFailure(run, error, delivered, resumable, resumed);
+        if (resumed) {
           run.resumes++;
           this.counters.resumes++;
-          payload = resume!.nextBody();
         }
+        if (resumable) payload = resume!.nextBody();
       }
     } catch (error) {
       const typed = isInferenceError(error) ? error : new UnexpectedError(error);
@@ -354,6 +357,7 @@ export class RequestExecutor {
     error: InferenceError,
     delivered: boolean,
     resumable: boolean,
+    resumed: boolean,
   ): Promise<void> {
     run.errors ??= [];
     const errors = run.errors;
@@ -385,7 +389,7 @@ export class RequestExecutor {
       }
     }
     // Counted once it happens: a retry whose backoff was aborted is not one.
-    if (!resumable) this.counters.retries++;
+    if (!resumed) this.counters.retries++;
   }
 
   private toError(run: RequestRun, failure: unknown): InferenceError {

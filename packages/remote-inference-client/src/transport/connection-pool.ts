@@ -91,13 +91,10 @@ export class ConnectionPool {
   /**
    * Connections whose socket closed while idle (undici's keep-alive timer or the server), their `Client` kept: the
    * next new connection reuses one instead of building a `Client` (the pattern of an RL step: every socket closes
-   * during training, then thousands connect again at once). They hold no socket; their number never exceeds the
-   * most connections this pool had open.
-   */
-  /**
-   * Clients whose socket closed while idle, kept for the next new connection, by the source address they bind: the
-   * round robin picks the address, then a spare of it (a spare popped whatever its address kept every new
-   * connection on the one address that happened to be on top).
+   * during training, then thousands connect again at once). They hold no socket. Kept by the source address they
+   * bind: the round robin picks the address, then a spare of it (a spare popped whatever its address kept every new
+   * connection on the one address that happened to be on top). Open and spare together never exceed the most
+   * connections this pool had open: a new `Client` retires a spare of another address.
    */
   private readonly spares = new Map<string | undefined, PooledConnection[]>();
   private spareCount = 0;
@@ -267,6 +264,7 @@ export class ConnectionPool {
       this.counters.opened++;
       return spare;
     }
+    this.retireSpare();
     const settings = this.settings;
     const client = new Client(this.origin, {
       pipelining: 1,
@@ -335,6 +333,19 @@ export class ConnectionPool {
       connection.client.destroy(CLOSED_BY_POOL, ignore);
     } else {
       this.pushSpare(connection);
+    }
+  }
+
+  /** Destroys one spare (of another address than the one wanted): a new `Client` takes its place. */
+  private retireSpare(): void {
+    if (this.spareCount === 0) return;
+    for (const list of this.spares.values()) {
+      const spare = list.pop();
+      if (!spare) continue;
+      this.spareCount--;
+      spare.destroyed = true;
+      spare.client.destroy(CLOSED_BY_POOL, ignore);
+      return;
     }
   }
 
