@@ -467,6 +467,30 @@ describe('the attempt loop, through the sendAttempt seam', () => {
     await client.close();
   });
 
+  it('a routing policy that throws gives back the global QPS permit it was granted', async () => {
+    let picks = 0;
+    const { client } = scripted(
+      () => json({ request_id: 'r', choices: [{ index: 0, token_ids: [7], finish_reason: 'length' }] }),
+      ['http://e1:1'],
+      {
+        limits: { maxQps: 1 },
+        routing: {
+          name: 'throws-first',
+          pick: (engines: readonly { endpoint: string }[]) => {
+            if (++picks === 1) throw new Error('policy bug');
+            return engines[0]!;
+          },
+        },
+      },
+    );
+    await expect(client.generate(generate)).rejects.toBeInstanceOf(UnexpectedError);
+    // The one permit of this second is still there: without it, the next request waits a second for a new one.
+    await expect(client.generate(generate, { timeoutMs: 300 })).resolves.toMatchObject({
+      choices: [{ token_ids: [7] }],
+    });
+    await client.close();
+  });
+
   it('a queue per priority lives only while requests wait in it', async () => {
     const { script, release } = heldAttempts();
     const { client } = scripted(script, ['http://e1:1'], { limits: { perEngine: { maxConcurrency: 1 } } });

@@ -692,7 +692,14 @@ export class Scheduler {
     if (candidates.length === 0) return undefined;
     if (this.qps && !this.qps.tryTake()) return undefined;
     this.context.sessionId = request.sessionId;
-    const engine = this.policy.pick(candidates, this.context) as EngineEntry;
+    let engine: EngineEntry;
+    try {
+      engine = this.policy.pick(candidates, this.context) as EngineEntry;
+    } catch (error) {
+      // A custom policy threw: the request is not granted, and the global permit it took goes back.
+      this.qps?.giveBack();
+      throw error;
+    }
     engine.qps?.tryTake();
     engine.permits.take();
     engine.outstanding++;

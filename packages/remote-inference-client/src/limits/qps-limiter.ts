@@ -33,6 +33,8 @@ export interface RedisLimitsOptions {
 export interface PermitGate {
   /** Takes a permit if one is on hand; never waits. */
   tryTake(): boolean;
+  /** Returns a permit taken by {@link tryTake} that no request used (the grant it was for failed). */
+  giveBack(): void;
   /** Called when permits arrive, so the admission queue can advance. */
   onAvailable: () => void;
   /** Error to fail waiting requests with (fail-closed Redis outage), if any. */
@@ -69,6 +71,10 @@ export class TokenBucket implements PermitGate {
     if (!this.peek()) return false;
     this.tokens -= 1;
     return true;
+  }
+
+  giveBack(): void {
+    this.tokens += 1;
   }
 
   private armTimer(): void {
@@ -223,6 +229,10 @@ export class LeasedRateLimiter implements PermitGate {
       return true;
     }
     return false;
+  }
+
+  giveBack(): void {
+    this.permits++;
   }
 
   private lease(): void {
