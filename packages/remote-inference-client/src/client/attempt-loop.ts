@@ -211,8 +211,8 @@ export class RequestExecutor {
         let complete = false;
         try {
           if (error !== undefined) {
-            // Per attempt: a resumed continuation that failed before its first event (a 503, a refused connect)
-            // delivered nothing and is retried like any attempt, with the same continuation body.
+            // Whether a cut continues is the run's (tokens reached the caller in some attempt); whether this attempt
+            // resumed anything is its own (`resumed`, below).
             delivered ||= reader.delivered();
             everDelivered ||= delivered;
             resumable = resume?.resumable(error, everDelivered) ?? false;
